@@ -39,10 +39,7 @@ impl Levels {
     }
 
     fn max(&self) -> LevelFilter {
-        self.overrides
-            .iter()
-            .map(|&(_, l)| l)
-            .fold(self.default, core::cmp::max)
+        self.overrides.iter().map(|&(_, l)| l).fold(self.default, core::cmp::max)
     }
 }
 
@@ -59,13 +56,7 @@ impl log::Log for Levels {
         for c in crate::microkit::pd_name().as_str().chars() {
             let _ = out.write_char(c.to_ascii_uppercase());
         }
-        let _ = writeln!(
-            out,
-            "|{}|{}: {}",
-            record.level(),
-            record.target(),
-            record.args()
-        );
+        let _ = writeln!(out, "|{}|{}: {}", record.level(), record.target(), record.args());
     }
 
     fn flush(&self) {}

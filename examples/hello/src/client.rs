@@ -15,10 +15,7 @@ const SERVER: Channel = match Channel::new(1) {
     None => panic!("channel id"),
 };
 
-static LEVELS: Levels = Levels {
-    default: LevelFilter::Info,
-    overrides: &[],
-};
+static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
 struct Client;
 

@@ -14,10 +14,7 @@ const CLIENT: Channel = match Channel::new(1) {
     None => panic!("channel id"),
 };
 
-static LEVELS: Levels = Levels {
-    default: LevelFilter::Info,
-    overrides: &[],
-};
+static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
 struct Server {
     calls: u64,

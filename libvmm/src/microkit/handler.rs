@@ -62,21 +62,12 @@ mod tests {
     #[test]
     fn decodes_the_three_badge_kinds() {
         let info = MessageInfo::new(6, 4);
-        assert_eq!(
-            Event::decode(BADGE_FAULT, info),
-            Event::Fault(Child(0), info)
-        );
-        assert_eq!(
-            Event::decode(BADGE_FAULT | 3, info),
-            Event::Fault(Child(3), info)
-        );
+        assert_eq!(Event::decode(BADGE_FAULT, info), Event::Fault(Child(0), info));
+        assert_eq!(Event::decode(BADGE_FAULT | 3, info), Event::Fault(Child(3), info));
         assert_eq!(
             Event::decode(BADGE_PPC | 2, info),
             Event::Protected(Channel::new(2).unwrap(), info)
         );
-        assert_eq!(
-            Event::decode(0b1010, info),
-            Event::Notified(ChannelSet(0b1010))
-        );
+        assert_eq!(Event::decode(0b1010, info), Event::Notified(ChannelSet(0b1010)));
     }
 }

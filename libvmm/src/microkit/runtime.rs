@@ -78,12 +78,7 @@ pub fn notify(ch: Channel) {
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
     use core::fmt::Write;
-    let _ = writeln!(
-        crate::logging::DebugConsole,
-        "{}|PANIC: {}",
-        super::pd_name(),
-        info
-    );
+    let _ = writeln!(crate::logging::DebugConsole, "{}|PANIC: {}", super::pd_name(), info);
     // An undefined instruction faults to the monitor, which reports the PD.
     loop {
         // SAFETY: `udf` only raises an exception; it touches no memory.

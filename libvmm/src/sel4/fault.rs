@@ -116,10 +116,7 @@ impl Fault {
         let mr = |i: usize| mrs.get(i).copied().unwrap_or(0);
         use fault_label::*;
         match label {
-            CAP_FAULT => Fault::CapFault {
-                ip: mr(0),
-                addr: mr(1),
-            },
+            CAP_FAULT => Fault::CapFault { ip: mr(0), addr: mr(1) },
             UNKNOWN_SYSCALL => Fault::UnknownSyscall {
                 args: core::array::from_fn(mr),
                 fault_ip: mr(8),
@@ -135,20 +132,12 @@ impl Fault {
                 number: mr(3),
                 code: mr(4),
             },
-            DEBUG_EXCEPTION => Fault::DebugException {
-                fault_ip: mr(0),
-                reason: mr(1),
-            },
+            DEBUG_EXCEPTION => Fault::DebugException { fault_ip: mr(0), reason: mr(1) },
             TIMEOUT => Fault::Timeout { data: mr(0) },
-            VM_FAULT => Fault::VmFault {
-                ip: mr(0),
-                addr: mr(1),
-                prefetch: mr(2) != 0,
-                fsr: mr(3),
-            },
-            VGIC_MAINTENANCE => Fault::VgicMaintenance {
-                index: if mr(0) == u64::MAX { None } else { Some(mr(0)) },
-            },
+            VM_FAULT => Fault::VmFault { ip: mr(0), addr: mr(1), prefetch: mr(2) != 0, fsr: mr(3) },
+            VGIC_MAINTENANCE => {
+                Fault::VgicMaintenance { index: if mr(0) == u64::MAX { None } else { Some(mr(0)) } }
+            }
             VCPU_FAULT => Fault::VcpuFault { hsr: mr(0) },
             VPPI_EVENT => Fault::VppiEvent { irq: mr(0) },
             _ => Fault::Unknown { label },
@@ -191,13 +180,7 @@ mod tests {
     #[test]
     fn decodes_unknown_syscall_registers() {
         let mrs: [u64; 13] = core::array::from_fn(|i| i as u64 + 100);
-        let Fault::UnknownSyscall {
-            args,
-            fault_ip,
-            elr,
-            syscall,
-            ..
-        } = Fault::decode(2, &mrs)
+        let Fault::UnknownSyscall { args, fault_ip, elr, syscall, .. } = Fault::decode(2, &mrs)
         else {
             panic!("wrong variant");
         };
@@ -207,32 +190,18 @@ mod tests {
 
     #[test]
     fn maintenance_without_index_is_none() {
-        assert_eq!(
-            Fault::decode(7, &[u64::MAX]),
-            Fault::VgicMaintenance { index: None }
-        );
-        assert_eq!(
-            Fault::decode(7, &[2]),
-            Fault::VgicMaintenance { index: Some(2) }
-        );
+        assert_eq!(Fault::decode(7, &[u64::MAX]), Fault::VgicMaintenance { index: None });
+        assert_eq!(Fault::decode(7, &[2]), Fault::VgicMaintenance { index: Some(2) });
     }
 
     #[test]
     fn short_or_unknown_messages_do_not_panic() {
         assert_eq!(
             Fault::decode(6, &[]),
-            Fault::VmFault {
-                ip: 0,
-                addr: 0,
-                prefetch: false,
-                fsr: 0
-            }
+            Fault::VmFault { ip: 0, addr: 0, prefetch: false, fsr: 0 }
         );
         assert_eq!(Fault::decode(99, &[1, 2]), Fault::Unknown { label: 99 });
-        assert_eq!(
-            Fault::decode(8, &[0x5e00_0000]),
-            Fault::VcpuFault { hsr: 0x5e00_0000 }
-        );
+        assert_eq!(Fault::decode(8, &[0x5e00_0000]), Fault::VcpuFault { hsr: 0x5e00_0000 });
         assert_eq!(Fault::decode(9, &[27]), Fault::VppiEvent { irq: 27 });
     }
 }

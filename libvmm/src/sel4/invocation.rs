@@ -80,10 +80,7 @@ impl Tcb {
         for i in 0..count {
             syscall::set_mr(2 + i, regs.words[i]);
         }
-        let reply = syscall::call(
-            self.0,
-            MessageInfo::new(label::TCB_WRITE_REGISTERS, 2 + count),
-        );
+        let reply = syscall::call(self.0, MessageInfo::new(label::TCB_WRITE_REGISTERS, 2 + count));
         Error::check(reply.label())
     }
 
@@ -112,11 +109,7 @@ impl Vcpu {
     /// Corresponds to `seL4_ARM_VCPU_InjectIRQ`: writes list register
     /// `index` with a pending `virq`. The kernel sets EOI maintenance on it.
     pub fn inject_irq(self, virq: u16, priority: u8, group: u8, index: u8) -> Result<(), Error> {
-        invoke(
-            self.0,
-            label::ARM_VCPU_INJECT_IRQ,
-            &[inject_irq_word(virq, priority, group, index)],
-        )
+        invoke(self.0, label::ARM_VCPU_INJECT_IRQ, &[inject_irq_word(virq, priority, group, index)])
     }
 
     /// Corresponds to `seL4_ARM_VCPU_ReadRegs`.
@@ -177,7 +170,7 @@ mod tests {
     #[test]
     fn inject_irq_packs_fields_like_the_stub() {
         assert_eq!(inject_irq_word(27, 0, 0, 0), 27);
-        assert_eq!(inject_irq_word(0x3ff, 0x1f, 1, 3), 0x3_01_1f_03ff);
+        assert_eq!(inject_irq_word(0x3ff, 0x1f, 1, 3), 0x0003_011f_03ff);
     }
 
     #[test]

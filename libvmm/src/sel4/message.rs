@@ -13,11 +13,7 @@ pub const MSG_MAX_LENGTH: usize = 120;
 impl MessageInfo {
     /// A message with `label` and `length` message registers, no caps.
     pub const fn new(label: u64, length: usize) -> Self {
-        let length = if length > MSG_MAX_LENGTH {
-            MSG_MAX_LENGTH
-        } else {
-            length
-        };
+        let length = if length > MSG_MAX_LENGTH { MSG_MAX_LENGTH } else { length };
         MessageInfo((label << 12) | length as u64)
     }
 

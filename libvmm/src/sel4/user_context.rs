@@ -21,9 +21,7 @@ pub struct UserContext {
 
 impl Default for UserContext {
     fn default() -> Self {
-        UserContext {
-            words: [0; USER_CONTEXT_WORDS],
-        }
+        UserContext { words: [0; USER_CONTEXT_WORDS] }
     }
 }
 
@@ -83,7 +81,7 @@ mod tests {
         let mut seen = [false; USER_CONTEXT_WORDS];
         for n in 0..=30u8 {
             let i = gpr_index(n).unwrap();
-            assert!(i >= 3 && i < 34, "x{n} -> {i}");
+            assert!((3..34).contains(&i), "x{n} -> {i}");
             assert!(!seen[i], "x{n} shares slot {i}");
             seen[i] = true;
         }
@@ -104,9 +102,7 @@ mod tests {
 
     #[test]
     fn xzr_reads_zero_and_ignores_writes() {
-        let mut ctx = UserContext {
-            words: [7; USER_CONTEXT_WORDS],
-        };
+        let mut ctx = UserContext { words: [7; USER_CONTEXT_WORDS] };
         assert_eq!(ctx.gpr(31), 0);
         ctx.set_gpr(31, 99);
         assert_eq!(ctx.words, [7; USER_CONTEXT_WORDS]);

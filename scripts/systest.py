@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Boots an example in QEMU and checks what it prints (standard library only).
+
+    scripts/systest.py EXAMPLE [--timeout-scale N]
+
+Every wait has a timeout; QEMU is always killed at the end. Each example's
+scenario is a function below; it fails with a message naming the line that
+did not appear, and the whole console log is kept in build/EXAMPLE/systest.log.
+"""
+import argparse
+import os
+import re
+import select
+import signal
+import subprocess
+import sys
+import time
+
+TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+class Failure(Exception):
+    pass
+
+
+class Qemu:
+    """QEMU with the console on a pipe: expect() output, send() input."""
+
+    def __init__(self, example, log_path, scale):
+        self.scale = scale
+        self.buf = ""
+        self.pos = 0  # how far expect() has consumed self.buf
+        self.log = open(log_path, "w")
+        cmd = ["make", "-s", "-C", TOP, f"EXAMPLE={example}", "qemu"]
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.STDOUT, start_new_session=True)
+
+    def _read(self, deadline):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return False
+        ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 0.5))
+        if not ready:
+            return True
+        data = os.read(self.proc.stdout.fileno(), 65536)
+        if not data:
+            return False
+        text = data.decode("utf-8", "replace").replace("\r", "")
+        self.log.write(text)
+        self.log.flush()
+        sys.stdout.write(text)
+        sys.stdout.flush()
+        self.buf += text
+        return True
+
+    def expect(self, pattern, timeout, what=None):
+        """Waits for `pattern` after the last match; returns the match."""
+        deadline = time.monotonic() + timeout * self.scale
+        regex = re.compile(pattern, re.M)
+        while True:
+            m = regex.search(self.buf, self.pos)
+            if m:
+                self.pos = m.end()
+                return m
+            if not self._read(deadline):
+                state = "QEMU exited" if self.proc.poll() is not None else f"timeout {timeout * self.scale:.0f}s"
+                raise Failure(f"{what or pattern!r} did not appear ({state})")
+
+    def send(self, text):
+        self.proc.stdin.write(text.encode())
+        self.proc.stdin.flush()
+
+    def wait_exit(self, timeout):
+        deadline = time.monotonic() + timeout * self.scale
+        while self.proc.poll() is None:
+            if not self._read(deadline):
+                if self.proc.poll() is None:
+                    raise Failure(f"QEMU still running after {timeout * self.scale:.0f}s")
+        return self.proc.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+def scenario_hello(q):
+    q.expect(r"MON\|INFO: Microkit Monitor started!", 60, "the Microkit monitor")
+    q.expect(r"SERVER\|INFO\|core: server ready", 10)
+    q.expect(r"SERVER\|INFO\|core: notification from the client", 10, "the notification")
+    q.expect(r"CLIENT\|INFO\|core: protected call: 20 \+ 22 = 42", 10, "the protected-call result")
+    q.expect(r"CLIENT\|INFO\|core: server notified back: hello test passed", 10)
+
+
+SCENARIOS = {name[len("scenario_"):]: f for name, f in globals().items() if name.startswith("scenario_")}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("example", choices=sorted(SCENARIOS))
+    ap.add_argument("--timeout-scale", type=float, default=float(os.environ.get("SYSTEST_TIMEOUT_SCALE", 1)),
+                    help="multiply every timeout (slow machines)")
+    args = ap.parse_args()
+    log_path = os.path.join(TOP, "build", args.example, "systest.log")
+    os.makedirs(os.path.dirname(log_path), exist_ok=True)
+    q = Qemu(args.example, log_path, args.timeout_scale)
+    start = time.monotonic()
+    try:
+        SCENARIOS[args.example](q)
+    except Failure as e:
+        print(f"\nsystest {args.example}: FAIL: {e} (log: {log_path})", flush=True)
+        return 1
+    finally:
+        q.kill()
+    print(f"\nsystest {args.example}: PASS in {time.monotonic() - start:.1f}s", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

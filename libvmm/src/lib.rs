@@ -8,6 +8,7 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+pub mod linux;
 pub mod logging;
 pub mod microkit;
 pub mod sel4;

@@ -1,0 +1,1 @@
+//! Device-tree (FDT) patching at run time.

@@ -29,6 +29,8 @@ QEMU_MACHINE := -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic
 	-serial mon:stdio -device loader,file=$(IMAGE),addr=0x70000000,cpu-num=0
 QEMU_EXTRA ?=
 IMAGE_DEPS ?=
+CARGO_ENV ?=
+PDS_DEPS ?=
 
 -include $(TOP)/examples/$(EXAMPLE)/example.mk
 
@@ -53,9 +55,9 @@ check-sdk:
 	  echo "error: Rust target $(RUST_TARGET) missing: run scripts/setup.sh"; exit 1; }
 
 # cargo decides what to rebuild, so it always runs.
-$(BUILD_DIR)/.pds: FORCE check-example check-sdk
+$(BUILD_DIR)/.pds: FORCE check-example check-sdk $(PDS_DEPS)
 	@mkdir -p $(BUILD_DIR)
-	MICROKIT_SDK=$(MICROKIT_SDK) MICROKIT_BOARD=$(BOARD) MICROKIT_CONFIG=$(MICROKIT_CONFIG) \
+	$(CARGO_ENV) MICROKIT_SDK=$(MICROKIT_SDK) MICROKIT_BOARD=$(BOARD) MICROKIT_CONFIG=$(MICROKIT_CONFIG) \
 	  cargo build --release --target $(RUST_TARGET) --target-dir $(CARGO_TARGET_DIR) \
 	  --manifest-path $(TOP)/Cargo.toml -p $(EXAMPLE)
 	@for bin in $(PD_BINS); do \

@@ -24,6 +24,10 @@ pub const LABELS: &[(&str, &str)] = &[
     ("ARMVCPUAckVPPI", "ARM_VCPU_ACK_VPPI"),
 ];
 
+/// Labels that exist only in some configurations; 0 (`InvalidInvocation`,
+/// which the kernel refuses) when absent.
+pub const OPTIONAL_LABELS: &[(&str, &str)] = &[("ARMSMCCall", "ARM_SMC_CALL")];
+
 /// Boolean kernel options exported as constants: `(gen_config key, Rust name)`.
 pub const BOOL_OPTIONS: &[(&str, &str)] = &[
     ("KERNEL_MCS", "MCS"),
@@ -33,9 +37,10 @@ pub const BOOL_OPTIONS: &[(&str, &str)] = &[
     ("ARM_HYPERVISOR_SUPPORT", "HYPERVISOR"),
     ("ENABLE_SMP_SUPPORT", "SMP"),
     ("ARM_GIC_V3_SUPPORT", "GIC_V3"),
-    ("ARM_EXPORT_PTMR_USER", "EXPORT_PTMR_USER"),
-    ("ARM_EXPORT_PCNT_USER", "EXPORT_PCNT_USER"),
+    ("EXPORT_PTMR_USER", "EXPORT_PTMR_USER"),
+    ("EXPORT_PCNT_USER", "EXPORT_PCNT_USER"),
     ("VTIMER_UPDATE_VOFFSET", "VTIMER_UPDATE_VOFFSET"),
+    ("ALLOW_SMC_CALLS", "ALLOW_SMC_CALLS"),
 ];
 
 /// What the build found: where the numbers came from and the parsed inputs.
@@ -142,6 +147,11 @@ pub fn generate(inputs: &SdkInputs) -> Result<String, String> {
         writeln!(out, "    /// `{sel4_name}`.").unwrap();
         writeln!(out, "    pub const {rust_name}: u64 = {number};").unwrap();
     }
+    for (sel4_name, rust_name) in OPTIONAL_LABELS {
+        let number = labels.get(*sel4_name).copied().unwrap_or(0);
+        writeln!(out, "    /// `{sel4_name}` (0 if this configuration lacks it).").unwrap();
+        writeln!(out, "    pub const {rust_name}: u64 = {number};").unwrap();
+    }
     writeln!(out, "}}").unwrap();
     for (key, rust_name) in BOOL_OPTIONS {
         writeln!(out, "/// Kernel option `CONFIG_{key}`.").unwrap();
@@ -168,7 +178,7 @@ pub const DEFAULT_VSPACE_USER_TOP: u64 = 0xff_ffff_ffff;
 /// ever built with an SDK (the Makefile requires one).
 pub const FALLBACK_INVOCATIONS: &str = r#"{
     "TCBReadRegisters": 2, "TCBWriteRegisters": 3, "TCBSuspend": 12, "TCBResume": 13,
-    "TCBSetBreakpoint": 16, "IRQAckIRQ": 31, "ARMVCPUInjectIRQ": 60,
+    "TCBSetBreakpoint": 16, "IRQAckIRQ": 31, "ARMSMCCall": 47, "ARMVCPUInjectIRQ": 60,
     "ARMVCPUReadReg": 61, "ARMVCPUWriteReg": 62, "ARMVCPUAckVPPI": 63
 }"#;
 
@@ -176,6 +186,6 @@ pub const FALLBACK_INVOCATIONS: &str = r#"{
 pub const FALLBACK_GEN_CONFIG: &str = r#"{
     "SEL4_ARCH": "aarch64", "KERNEL_MCS": true, "PRINTING": true, "DEBUG_BUILD": true,
     "HARDWARE_DEBUG_API": true, "ARM_HYPERVISOR_SUPPORT": true, "ENABLE_SMP_SUPPORT": false,
-    "ARM_GIC_V3_SUPPORT": false, "ARM_EXPORT_PTMR_USER": true, "ARM_EXPORT_PCNT_USER": true,
-    "VTIMER_UPDATE_VOFFSET": false, "MAX_NUM_NODES": "1"
+    "ARM_GIC_V3_SUPPORT": false, "EXPORT_PTMR_USER": true, "EXPORT_PCNT_USER": true,
+    "VTIMER_UPDATE_VOFFSET": false, "ALLOW_SMC_CALLS": true, "MAX_NUM_NODES": "1"
 }"#;

@@ -8,7 +8,9 @@
 #![cfg_attr(not(test), no_std)]
 #![deny(missing_docs)]
 
+pub mod guest_memory;
 pub mod linux;
 pub mod logging;
 pub mod microkit;
 pub mod sel4;
+pub mod vm;

@@ -7,6 +7,8 @@ pub const INPUT_CAP: u64 = 1;
 pub const REPLY_CAP: u64 = 4;
 /// The monitor's endpoint, for passive PDs.
 pub const MONITOR_EP: u64 = 5;
+/// The ARM SMC capability, for PDs with `smc="true"`.
+pub const ARM_SMC_CAP: u64 = 7;
 /// Notification to the peer of channel `ch`: `10 + ch`.
 pub const BASE_OUTPUT_NOTIFICATION_CAP: u64 = 10;
 /// PPC endpoint of the peer of channel `ch`: `74 + ch`.

@@ -140,6 +140,19 @@ impl IrqHandler {
     }
 }
 
+/// An ARM SMC capability (`seL4_ARM_SMC`), slot 7 when the PD has
+/// `smc="true"`: forwards SMCs to the firmware.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct ArmSmc(pub Cptr);
+
+impl ArmSmc {
+    /// Corresponds to `seL4_ARM_SMC_Call`: x0-x7 in, x0-x7 out.
+    pub fn call(self, args: [u64; 8]) -> Result<[u64; 8], Error> {
+        invoke(self.0, label::ARM_SMC_CALL, &args)?;
+        Ok(core::array::from_fn(syscall::get_mr))
+    }
+}
+
 /// A notification capability (`seL4_Notification`), slot 10 + channel.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Notification(pub Cptr);

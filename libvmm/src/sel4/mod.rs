@@ -4,13 +4,14 @@
 
 pub mod config;
 pub mod fault;
+pub mod generic_timer;
 pub mod invocation;
 pub mod message;
 pub mod syscall;
 pub mod user_context;
 
 pub use fault::Fault;
-pub use invocation::{Endpoint, IrqHandler, Notification, Tcb, Vcpu, VcpuReg};
+pub use invocation::{ArmSmc, Endpoint, IrqHandler, Notification, Tcb, Vcpu, VcpuReg};
 pub use message::{Error, MessageInfo};
 pub use syscall::Cptr;
 pub use user_context::UserContext;

@@ -1,0 +1,95 @@
+//! Reads a Microkit system description (`.system` XML) at build time and
+//! emits the numbers a VMM PD needs as Rust constants, so that addresses,
+//! sizes and channel ids are written once, in the XML.
+//!
+//! Used by examples' `build.rs` (`#[path]`-included). Conventions:
+//! - the VMM PD is the one with a `<virtual_machine>`;
+//! - guest RAM is the memory region the VM maps that the VMM also maps with
+//!   `setvar_vaddr`; its guest-physical base is the VM's map `vaddr`;
+//! - the VMM's `<irq irq="30">` (the EL1 physical timer PPI) is its wake-up
+//!   timer; every other `<irq>` of the VMM is passed through to the guest
+//!   with the same interrupt number.
+
+use std::fmt::Write as _;
+
+fn parse_u64(s: &str) -> Result<u64, String> {
+    let t = s.trim().replace('_', "");
+    let r = match t.strip_prefix("0x").or_else(|| t.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16),
+        None => t.parse(),
+    };
+    r.map_err(|e| format!("bad number {s:?}: {e}"))
+}
+
+fn attr<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> Result<&'a str, String> {
+    node.attribute(name)
+        .ok_or_else(|| format!("<{}> has no {name} attribute", node.tag_name().name()))
+}
+
+/// The physical timer PPI used for vCPU wake-ups.
+pub const TIMER_PPI: u64 = 30;
+
+/// Emits `GUEST_RAM_GPA`, `GUEST_RAM_SIZE`, `GUEST_RAM_VADDR_SYMBOL`,
+/// `NUM_VCPUS`, `PASSTHROUGH`, `TIMER_CHANNEL` and `SMC` for the VMM PD.
+pub fn vmm_constants(xml: &str) -> Result<String, String> {
+    let doc = roxmltree::Document::parse(xml).map_err(|e| e.to_string())?;
+    let vmm = doc
+        .descendants()
+        .find(|n| {
+            n.has_tag_name("protection_domain")
+                && n.children().any(|c| c.has_tag_name("virtual_machine"))
+        })
+        .ok_or("no protection domain with a <virtual_machine>")?;
+    let vm = vmm.children().find(|c| c.has_tag_name("virtual_machine")).ok_or("no VM")?;
+    let region_size = |mr: &str| -> Result<u64, String> {
+        let node = doc
+            .descendants()
+            .find(|n| n.has_tag_name("memory_region") && n.attribute("name") == Some(mr))
+            .ok_or_else(|| format!("no memory_region {mr}"))?;
+        parse_u64(attr(node, "size")?)
+    };
+    // Guest RAM: mapped by the VMM with setvar_vaddr and by the VM.
+    let mut ram = None;
+    for map in vmm.children().filter(|c| c.has_tag_name("map")) {
+        let Some(symbol) = map.attribute("setvar_vaddr") else { continue };
+        let mr = attr(map, "mr")?;
+        if let Some(vm_map) =
+            vm.children().find(|c| c.has_tag_name("map") && c.attribute("mr") == Some(mr))
+        {
+            ram = Some((symbol, parse_u64(attr(vm_map, "vaddr")?)?, region_size(mr)?));
+        }
+    }
+    let (symbol, gpa, size) =
+        ram.ok_or("no memory region mapped by both the VM and the VMM (with setvar_vaddr)")?;
+    let vcpus = vm.children().filter(|c| c.has_tag_name("vcpu")).count();
+    let mut passthrough = String::new();
+    let mut timer = None;
+    for irq in vmm.children().filter(|c| c.has_tag_name("irq")) {
+        let number = parse_u64(attr(irq, "irq")?)?;
+        let id = parse_u64(attr(irq, "id")?)?;
+        if number == TIMER_PPI {
+            timer = Some(id);
+        } else {
+            write!(passthrough, "Passthrough {{ channel: {id}, irq: {number} }}, ").unwrap();
+        }
+    }
+    let smc = vmm.attribute("smc") == Some("true");
+    let mut out = String::new();
+    writeln!(
+        out,
+        "/// Guest-physical base of guest RAM.\npub const GUEST_RAM_GPA: u64 = {gpa:#x};"
+    )
+    .unwrap();
+    writeln!(out, "/// Size of guest RAM.\npub const GUEST_RAM_SIZE: u64 = {size:#x};").unwrap();
+    writeln!(out, "/// The setvar symbol of guest RAM in the VMM.\npub const GUEST_RAM_VADDR_SYMBOL: &str = {symbol:?};").unwrap();
+    writeln!(out, "/// vCPUs of the VM.\npub const NUM_VCPUS: usize = {vcpus};").unwrap();
+    writeln!(out, "/// Interrupts passed through to the guest.\npub const PASSTHROUGH: &[Passthrough] = &[{passthrough}];").unwrap();
+    writeln!(
+        out,
+        "/// IRQ channel of the wake-up timer.\npub const TIMER_CHANNEL: Option<u8> = {timer:?};"
+    )
+    .unwrap();
+    writeln!(out, "/// The VMM may make SMC calls (smc=\"true\").\npub const SMC: bool = {smc};")
+        .unwrap();
+    Ok(out)
+}

@@ -1,0 +1,206 @@
+//! Bounds-checked access to the guest RAM region the VMM has mapped.
+//!
+//! Guest RAM is one contiguous region: guest-physical `[base, base + size)`
+//! mapped at `vaddr` in the VMM (a `<map setvar_vaddr=...>` of the same
+//! memory region the VM maps). Every access is checked against the region
+//! with overflow-safe arithmetic. The guest may change the memory at any time,
+//! so callers copy values out once and use the copy.
+
+use core::fmt;
+use core::marker::PhantomData;
+
+/// A guest-physical address.
+#[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
+pub struct Gpa(pub u64);
+
+impl fmt::Display for Gpa {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:#x}", self.0)
+    }
+}
+
+/// An access outside guest RAM.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct OutOfRange {
+    /// First byte asked for.
+    pub gpa: Gpa,
+    /// Length asked for.
+    pub len: u64,
+}
+
+impl fmt::Display for OutOfRange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "guest range {}+{:#x} is outside guest RAM", self.gpa, self.len)
+    }
+}
+
+/// Guest RAM: guest-physical `[base, base + size)` at host pointer `ptr`.
+pub struct GuestRam<'a> {
+    base: u64,
+    size: u64,
+    ptr: *mut u8,
+    _region: PhantomData<&'a mut [u8]>,
+}
+
+impl<'a> GuestRam<'a> {
+    /// Guest RAM backed by a slice (host tests, or any memory the caller
+    /// owns). `base` is the guest-physical address of `mem[0]`.
+    pub fn from_slice(base: u64, mem: &'a mut [u8]) -> GuestRam<'a> {
+        GuestRam { base, size: mem.len() as u64, ptr: mem.as_mut_ptr(), _region: PhantomData }
+    }
+
+    /// Guest RAM mapped at `vaddr` in this PD.
+    ///
+    /// # Safety
+    /// `[vaddr, vaddr + size)` must be mapped read-write in this address space
+    /// for `'a`, be used by nothing else in this PD as Rust memory, and
+    /// `base + size` must not overflow. The guest may write it concurrently;
+    /// accesses here are byte copies, so that is not undefined behaviour for
+    /// plain data. While a slice from [`GuestRam::slice_mut`] is alive, no
+    /// vCPU may run (the VMM only takes one at boot, with all vCPUs stopped).
+    pub unsafe fn from_raw(base: u64, vaddr: u64, size: u64) -> GuestRam<'a> {
+        GuestRam { base, size, ptr: vaddr as *mut u8, _region: PhantomData }
+    }
+
+    /// Guest RAM that the Microkit tool mapped in this PD: `vaddr` is the
+    /// `setvar_vaddr` symbol of a `<map>` of the region, `size` its size.
+    /// `None` if the symbol was not patched (0) or the range wraps.
+    pub fn from_microkit_map(
+        base: u64,
+        vaddr: &'static crate::microkit::Patched<u64>,
+        size: u64,
+    ) -> Option<GuestRam<'static>> {
+        let va = vaddr.get();
+        if va == 0 || va.checked_add(size).is_none() || base.checked_add(size).is_none() {
+            return None;
+        }
+        // SAFETY: the tool patches a setvar_vaddr symbol with the address of
+        // a read-write mapping of the region it names, which exists for the
+        // PD's whole life and is not Rust memory of this PD; the guest is the
+        // only other party, and the VMM boots it only through `Vm`, which
+        // stops every vCPU before it takes a `slice_mut`.
+        Some(unsafe { GuestRam::from_raw(base, va, size) })
+    }
+
+    /// Guest-physical address of the first byte.
+    pub fn base(&self) -> Gpa {
+        Gpa(self.base)
+    }
+
+    /// Size in bytes.
+    pub fn size(&self) -> u64 {
+        self.size
+    }
+
+    /// One past the last guest-physical address.
+    pub fn end(&self) -> Gpa {
+        Gpa(self.base + self.size)
+    }
+
+    /// True if `[gpa, gpa + len)` lies inside guest RAM (empty ranges at
+    /// the end included).
+    pub fn contains(&self, gpa: Gpa, len: u64) -> bool {
+        self.offset_of(gpa, len).is_ok()
+    }
+
+    /// Offset of `gpa` into the region, checking that `len` bytes fit.
+    fn offset_of(&self, gpa: Gpa, len: u64) -> Result<usize, OutOfRange> {
+        let err = OutOfRange { gpa, len };
+        let offset = gpa.0.checked_sub(self.base).ok_or(err)?;
+        let end = offset.checked_add(len).ok_or(err)?;
+        if end > self.size {
+            return Err(err);
+        }
+        usize::try_from(offset).map_err(|_| err)
+    }
+
+    /// Copies guest memory at `gpa` into `buf`.
+    pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), OutOfRange> {
+        let offset = self.offset_of(gpa, buf.len() as u64)?;
+        // SAFETY: `offset..offset + buf.len()` is inside the region (checked
+        // above), which is valid for reads for 'a; `buf` is a distinct Rust
+        // buffer, so the ranges do not overlap.
+        unsafe { core::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) }
+        Ok(())
+    }
+
+    /// Copies `data` into guest memory at `gpa`.
+    pub fn write(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), OutOfRange> {
+        let offset = self.offset_of(gpa, data.len() as u64)?;
+        // SAFETY: as in `read`, with the region valid for writes.
+        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }
+        Ok(())
+    }
+
+    /// Sets `len` bytes at `gpa` to `value`.
+    pub fn fill(&mut self, gpa: Gpa, len: u64, value: u8) -> Result<(), OutOfRange> {
+        let offset = self.offset_of(gpa, len)?;
+        // SAFETY: `offset..offset + len` is inside the region (checked), and
+        // `len` fits in usize because the region's size does.
+        unsafe { core::ptr::write_bytes(self.ptr.add(offset), value, len as usize) }
+        Ok(())
+    }
+
+    /// A mutable view of `[gpa, gpa + len)`, for building data in place
+    /// (the boot device tree). Only while every vCPU is stopped: see
+    /// [`GuestRam::from_raw`].
+    pub fn slice_mut(&mut self, gpa: Gpa, len: u64) -> Result<&mut [u8], OutOfRange> {
+        let offset = self.offset_of(gpa, len)?;
+        // SAFETY: the range is inside the region (checked) and `len` fits in
+        // usize because the region's size does; `&mut self` keeps every other
+        // accessor of this `GuestRam` away for the slice's life, and the
+        // constructor's contract keeps the vCPUs stopped meanwhile.
+        Ok(unsafe { core::slice::from_raw_parts_mut(self.ptr.add(offset), len as usize) })
+    }
+
+    /// Reads a little-endian `u16`, `u32` or `u64` (by `N` = 2, 4, 8).
+    pub fn read_le<const N: usize>(&self, gpa: Gpa) -> Result<u64, OutOfRange> {
+        let mut bytes = [0u8; 8];
+        self.read(gpa, &mut bytes[..N.min(8)])?;
+        Ok(u64::from_le_bytes(bytes))
+    }
+
+    /// Writes the low `N` bytes of `value` little-endian.
+    pub fn write_le<const N: usize>(&mut self, gpa: Gpa, value: u64) -> Result<(), OutOfRange> {
+        self.write(gpa, &value.to_le_bytes()[..N.min(8)])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_and_writes_inside_the_region() {
+        let mut mem = [0u8; 64];
+        let mut ram = GuestRam::from_slice(0x4000_0000, &mut mem);
+        ram.write(Gpa(0x4000_0010), &[1, 2, 3]).unwrap();
+        let mut buf = [0u8; 3];
+        ram.read(Gpa(0x4000_0010), &mut buf).unwrap();
+        assert_eq!(buf, [1, 2, 3]);
+        ram.write_le::<4>(Gpa(0x4000_003c), 0xdead_beef).unwrap();
+        assert_eq!(ram.read_le::<4>(Gpa(0x4000_003c)).unwrap(), 0xdead_beef);
+    }
+
+    #[test]
+    fn rejects_ranges_that_leave_the_region() {
+        let mut mem = [0u8; 64];
+        let mut ram = GuestRam::from_slice(0x4000_0000, &mut mem);
+        let mut buf = [0u8; 4];
+        assert!(ram.read(Gpa(0x3fff_fffe), &mut buf).is_err(), "below base");
+        assert!(ram.read(Gpa(0x4000_003e), &mut buf).is_err(), "crosses the end");
+        assert!(ram.write(Gpa(0x4000_0040), &[0]).is_err(), "at the end");
+        assert!(ram.write(Gpa(u64::MAX), &[0, 0]).is_err(), "wraps");
+        assert!(ram.fill(Gpa(0x4000_0000), 65, 0).is_err());
+        assert!(ram.contains(Gpa(0x4000_0040), 0));
+        assert!(!ram.contains(Gpa(0x4000_0000), u64::MAX));
+    }
+
+    #[test]
+    fn fill_clears_the_whole_region() {
+        let mut mem = [0xaau8; 32];
+        let mut ram = GuestRam::from_slice(0, &mut mem);
+        ram.fill(Gpa(0), 32, 0).unwrap();
+        assert_eq!(mem, [0; 32]);
+    }
+}

@@ -1,0 +1,412 @@
+//! VM exit handling against a recording fake of the hypervisor.
+
+use super::*;
+use crate::linux::image::IMAGE_MAGIC;
+use std::vec::Vec;
+
+#[derive(Default)]
+struct Fake {
+    regs: Vec<UserContext>,
+    vcpu_regs: Vec<[u64; 24]>,
+    running: Vec<bool>,
+    injected: Vec<(usize, u16, u8)>,
+    acked_irqs: Vec<u8>,
+    acked_vppi: Vec<usize>,
+    mrs: [u64; 16],
+    now: u64,
+    wakeup: Option<u64>,
+    powered_off: bool,
+}
+
+impl Fake {
+    fn new(vcpus: usize) -> Fake {
+        Fake {
+            regs: vec![UserContext::default(); vcpus],
+            vcpu_regs: vec![[0; 24]; vcpus],
+            running: vec![false; vcpus],
+            ..Fake::default()
+        }
+    }
+}
+
+impl Hypervisor for Fake {
+    fn read_regs(&mut self, v: usize, count: usize, regs: &mut UserContext) -> Result<(), Error> {
+        regs.words[..count].copy_from_slice(&self.regs[v].words[..count]);
+        Ok(())
+    }
+    fn write_regs(
+        &mut self,
+        v: usize,
+        resume: bool,
+        count: usize,
+        regs: &UserContext,
+    ) -> Result<(), Error> {
+        self.regs[v].words[..count].copy_from_slice(&regs.words[..count]);
+        if resume {
+            self.running[v] = true;
+        }
+        Ok(())
+    }
+    fn suspend(&mut self, v: usize) -> Result<(), Error> {
+        self.running[v] = false;
+        Ok(())
+    }
+    fn read_reg(&mut self, v: usize, reg: VcpuReg) -> Result<u64, Error> {
+        Ok(self.vcpu_regs[v][reg as usize])
+    }
+    fn write_reg(&mut self, v: usize, reg: VcpuReg, value: u64) -> Result<(), Error> {
+        self.vcpu_regs[v][reg as usize] = value;
+        Ok(())
+    }
+    fn inject_irq(&mut self, v: usize, virq: u16, _p: u8, _g: u8, index: u8) -> Result<(), Error> {
+        self.injected.push((v, virq, index));
+        Ok(())
+    }
+    fn ack_vppi(&mut self, v: usize, _irq: u64) -> Result<(), Error> {
+        self.acked_vppi.push(v);
+        Ok(())
+    }
+    fn ack_irq(&mut self, channel: u8) -> Result<(), Error> {
+        self.acked_irqs.push(channel);
+        Ok(())
+    }
+    fn set_mr(&mut self, i: usize, value: u64) {
+        self.mrs[i] = value;
+    }
+    fn now(&self) -> u64 {
+        self.now
+    }
+    fn frequency(&self) -> u64 {
+        62_500_000
+    }
+    fn set_wakeup(&mut self, deadline: Option<u64>) {
+        self.wakeup = deadline;
+    }
+    fn firmware_power_off(&mut self) {
+        self.powered_off = true;
+    }
+}
+
+const RAM_BASE: u64 = 0x4000_0000;
+const RAM_SIZE: usize = 16 << 20;
+const UART: Passthrough = Passthrough { channel: 1, irq: 33 };
+const GICD: u64 = QEMU_VIRT_GICD;
+
+fn kernel() -> Vec<u8> {
+    let mut k = vec![0u8; 8192];
+    k[16..24].copy_from_slice(&0x10000u64.to_le_bytes()); // image_size
+    k[24..32].copy_from_slice(&0xau64.to_le_bytes());
+    k[56..60].copy_from_slice(&IMAGE_MAGIC.to_le_bytes());
+    k[4096] = 0xaa;
+    k
+}
+
+/// A minimal device tree: header, an empty root node, no strings.
+fn dtb() -> Vec<u8> {
+    let mut s = Vec::new();
+    for w in [1u32, 0, 2, 9] {
+        s.extend_from_slice(&w.to_be_bytes()); // BEGIN_NODE "" END_NODE END
+    }
+    let mut h = Vec::new();
+    let total = 40 + 16 + s.len();
+    // magic, totalsize, off_dt_struct, off_dt_strings, off_mem_rsvmap, version,
+    // last_comp_version, boot_cpuid_phys, size_dt_strings, size_dt_struct.
+    for w in
+        [0xd00d_feedu32, total as u32, 56, (56 + s.len()) as u32, 40, 17, 16, 0, 0, s.len() as u32]
+    {
+        h.extend_from_slice(&w.to_be_bytes());
+    }
+    h.extend_from_slice(&[0; 16]);
+    h.extend_from_slice(&s);
+    h
+}
+
+struct Setup {
+    mem: Vec<u8>,
+    kernel: Vec<u8>,
+    dtb: Vec<u8>,
+}
+
+impl Setup {
+    fn new() -> Setup {
+        Setup { mem: vec![0u8; RAM_SIZE], kernel: kernel(), dtb: dtb() }
+    }
+
+    fn vm(&mut self, vcpus: usize) -> Vm<'_, Fake> {
+        let ram = GuestRam::from_slice(RAM_BASE, &mut self.mem);
+        let images = BootImages {
+            kernel: &self.kernel,
+            initrd: b"initrd",
+            dtb: &self.dtb,
+            bootargs: Some("console=ttyAMA0"),
+        };
+        let config = VmConfig {
+            num_vcpus: vcpus,
+            gicd_base: GICD,
+            num_lrs: 4,
+            passthrough: &[UART],
+            timer_channel: Some(5),
+        };
+        let mut vm = Vm::new(Fake::new(vcpus), ram, images, config);
+        vm.boot().expect("boots");
+        vm
+    }
+}
+
+/// A data-abort syndrome with a valid ISS.
+fn dabt(width: u8, reg: u8, write: bool) -> u64 {
+    let sas = width.trailing_zeros() as u64;
+    (ec::DABT_LOWER << 26)
+        | (1 << 25)
+        | (1 << 24)
+        | (sas << 22)
+        | ((reg as u64) << 16)
+        | (1 << 15)
+        | ((write as u64) << 6)
+}
+
+fn mmio(vm: &mut Vm<'_, Fake>, addr: u64, width: u8, reg: u8, write: bool) -> Option<MessageInfo> {
+    vm.hv.regs[0].set_pc(0x4000_1000);
+    vm.handle_fault(
+        0,
+        &Fault::VmFault { ip: 0x4000_1000, addr, prefetch: false, fsr: dabt(width, reg, write) },
+    )
+}
+
+#[test]
+fn boot_starts_vcpu0_at_the_kernel_with_the_dtb_in_x0() {
+    let mut s = Setup::new();
+    let vm = s.vm(2);
+    let regs = vm.hv.regs[0];
+    assert!(vm.hv.running[0] && !vm.hv.running[1]);
+    assert_eq!(regs.pc(), RAM_BASE);
+    assert_eq!(regs.words[2], SPSR_EL1H_MASKED);
+    assert_eq!(regs.gpr(0), RAM_BASE + RAM_SIZE as u64 - (2 << 20));
+    assert_eq!((regs.gpr(1), regs.gpr(2), regs.gpr(3)), (0, 0, 0));
+    assert_eq!(vm.hv.vcpu_regs[0][VcpuReg::VmpidrEl2 as usize], 1 << 31);
+    drop(vm);
+    assert_eq!(s.mem[4096], 0xaa, "kernel copied to RAM base");
+}
+
+#[test]
+fn mmio_read_of_gicd_typer_writes_the_register_and_steps_pc() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    assert_eq!(mmio(&mut vm, GICD + 4, 4, 7, false), RESUME);
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_1004);
+    assert_eq!(vm.hv.regs[0].gpr(7) & 0x1f, (vgic::NUM_IRQS as u64 / 32) - 1);
+}
+
+#[test]
+fn mmio_write_takes_the_value_from_the_register() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.regs[0].set_gpr(3, 1);
+    mmio(&mut vm, GICD, 4, 3, true); // GICD_CTLR = 1
+    vm.hv.regs[0].set_gpr(3, 0);
+    mmio(&mut vm, GICD, 4, 3, false);
+    assert_eq!(vm.hv.regs[0].gpr(3), 1);
+    // xzr as the source writes zero.
+    mmio(&mut vm, GICD, 4, 31, true);
+    mmio(&mut vm, GICD, 4, 4, false);
+    assert_eq!(vm.hv.regs[0].gpr(4), 0);
+}
+
+#[test]
+fn access_where_no_device_is_injects_a_data_abort() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.vcpu_regs[0][VcpuReg::Vbar as usize] = 0xffff_8000_1000_0000;
+    vm.hv.regs[0].words[2] = 0x3c5; // EL1h
+    assert_eq!(mmio(&mut vm, 0x0a00_0000, 4, 1, true), RESUME);
+    let r = &vm.hv.vcpu_regs[0];
+    assert_eq!(vm.hv.regs[0].pc(), 0xffff_8000_1000_0200, "current EL, SP_ELx vector");
+    assert_eq!(r[VcpuReg::ElrEl1 as usize], 0x4000_1000);
+    assert_eq!(r[VcpuReg::Far as usize], 0x0a00_0000);
+    assert_eq!(r[VcpuReg::Esr as usize] >> 26, 0x25);
+}
+
+#[test]
+fn abort_without_syndrome_is_injected_not_fatal() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    let fsr = dabt(4, 1, true) & !(1 << 24);
+    let reply =
+        vm.handle_fault(0, &Fault::VmFault { ip: 0x4000_1000, addr: GICD, prefetch: false, fsr });
+    assert_eq!(reply, RESUME);
+    assert_eq!(vm.hv.vcpu_regs[0][VcpuReg::Esr as usize] >> 26, 0x25);
+}
+
+#[test]
+fn wfi_with_nothing_pending_blocks_and_arms_the_wakeup() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.regs[0].set_pc(0x4000_2000);
+    vm.hv.now = 100;
+    vm.hv.vcpu_regs[0][VcpuReg::CntvCtl as usize] = 1;
+    vm.hv.vcpu_regs[0][VcpuReg::CntvCval as usize] = 5000;
+    vm.hv.vcpu_regs[0][VcpuReg::Cntvoff as usize] = 7;
+    vm.hv.running[0] = false; // blocked on the fault
+    assert_eq!(vm.handle_fault(0, &Fault::VcpuFault { hsr: 0x07e0_0000 }), None);
+    assert_eq!(vm.hv.wakeup, Some(5007));
+    // The timer fires: the vCPU resumes after the WFI.
+    vm.hv.now = 5007;
+    vm.handle_notified(ChannelSet(1 << 5));
+    assert!(vm.hv.running[0]);
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
+    assert_eq!(vm.hv.acked_irqs, [5]);
+    assert_eq!(vm.hv.wakeup, None);
+}
+
+#[test]
+fn wfi_wakes_when_a_passthrough_interrupt_arrives() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    // Guest enables the distributor and SPI 33.
+    vm.hv.regs[0].set_gpr(1, 1);
+    mmio(&mut vm, GICD, 4, 1, true);
+    vm.hv.regs[0].set_gpr(1, 1 << 1);
+    mmio(&mut vm, GICD + 0x104, 4, 1, true);
+    // ...and routes it to CPU 0 (GICD_ITARGETSR byte 33), as Linux does.
+    vm.hv.regs[0].set_gpr(1, 1);
+    mmio(&mut vm, GICD + 0x800 + 33, 1, 1, true);
+    vm.hv.regs[0].set_pc(0x4000_3000);
+    vm.hv.running[0] = false;
+    assert_eq!(vm.handle_fault(0, &Fault::VcpuFault { hsr: 0x07e0_0000 }), None);
+    assert!(!vm.hv.running[0], "idle vCPU is not resumed");
+    vm.handle_notified(ChannelSet(1 << UART.channel));
+    assert_eq!(vm.hv.injected, [(0, 33, 0)]);
+    assert!(vm.hv.running[0]);
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_3004);
+    // The guest EOIs: maintenance acks the physical IRQ.
+    vm.handle_fault(0, &Fault::VgicMaintenance { index: Some(0) });
+    assert_eq!(vm.hv.acked_irqs, [UART.channel]);
+}
+
+#[test]
+fn wfi_with_an_interrupt_pending_resumes_at_once() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.regs[0].set_gpr(1, 1);
+    mmio(&mut vm, GICD, 4, 1, true);
+    mmio(&mut vm, GICD + 0x100, 4, 1, true); // enable SGI 0 (bit 0 of x1 = 1)
+    vm.hv.regs[0].set_gpr(1, 1 << 27);
+    mmio(&mut vm, GICD + 0x100, 4, 1, true);
+    vm.handle_fault(0, &Fault::VppiEvent { irq: 27 });
+    vm.hv.regs[0].set_pc(0x4000_2000);
+    assert_eq!(vm.handle_fault(0, &Fault::VcpuFault { hsr: 0x07e0_0000 }), RESUME);
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
+}
+
+#[test]
+fn vtimer_is_injected_and_acked_after_eoi() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.regs[0].set_gpr(1, 1);
+    mmio(&mut vm, GICD, 4, 1, true);
+    vm.hv.regs[0].set_gpr(1, 1 << 27);
+    mmio(&mut vm, GICD + 0x100, 4, 1, true);
+    assert_eq!(vm.handle_fault(0, &Fault::VppiEvent { irq: 27 }), RESUME);
+    assert_eq!(vm.hv.injected, [(0, 27, 0)]);
+    assert!(vm.hv.acked_vppi.is_empty());
+    vm.handle_fault(0, &Fault::VgicMaintenance { index: Some(0) });
+    assert_eq!(vm.hv.acked_vppi, [0]);
+}
+
+fn smc(vm: &mut Vm<'_, Fake>, vcpu: usize, args: [u64; 4]) -> Option<MessageInfo> {
+    for (i, a) in args.iter().enumerate() {
+        vm.hv.regs[vcpu].set_gpr(i as u8, *a);
+    }
+    vm.hv.regs[vcpu].set_pc(0x4000_5000);
+    vm.handle_fault(vcpu, &Fault::VcpuFault { hsr: 0x5e00_0000 })
+}
+
+#[test]
+fn psci_over_smc_returns_in_x0_and_steps_pc() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    assert_eq!(smc(&mut vm, 0, [psci::fid::VERSION as u64, 0, 0, 0]), RESUME);
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::VERSION_1_1);
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_5004);
+    smc(&mut vm, 0, [0x8000_0000, 0, 0, 0]); // SMCCC_VERSION: not supported
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::ret::NOT_SUPPORTED);
+}
+
+#[test]
+fn psci_over_hvc_replies_with_registers() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    let args = [psci::fid::MIGRATE_INFO_TYPE as u64, 1, 2, 3, 4, 5, 6, 7];
+    let f =
+        Fault::UnknownSyscall { args, fault_ip: 0x4000_6000, sp: 0, elr: 0, spsr: 0, syscall: 7 };
+    assert_eq!(vm.handle_fault(0, &f), Some(MessageInfo::new(0, 9)));
+    assert_eq!(vm.hv.mrs[0], 2);
+    assert_eq!(vm.hv.mrs[1..8], [1, 2, 3, 4, 5, 6, 7]);
+    assert_eq!(vm.hv.mrs[8], 0x4000_6004);
+}
+
+#[test]
+fn cpu_on_starts_the_target_and_cpu_off_stops_it() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(2);
+    assert_eq!(smc(&mut vm, 0, [psci::fid::CPU_ON_64 as u64, 1, RAM_BASE + 0x100, 0x55]), RESUME);
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::ret::SUCCESS);
+    assert!(vm.hv.running[1]);
+    assert_eq!(vm.hv.regs[1].pc(), RAM_BASE + 0x100);
+    assert_eq!(vm.hv.regs[1].gpr(0), 0x55);
+    assert_eq!(vm.hv.vcpu_regs[1][VcpuReg::VmpidrEl2 as usize], (1 << 31) | 1);
+    smc(&mut vm, 0, [psci::fid::CPU_ON_64 as u64, 1, RAM_BASE, 0]);
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::ret::ALREADY_ON);
+    assert_eq!(smc(&mut vm, 1, [psci::fid::CPU_OFF as u64, 0, 0, 0]), None);
+    assert!(!vm.hv.running[1]);
+}
+
+#[test]
+fn system_off_stops_everything_and_asks_the_firmware() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    assert_eq!(smc(&mut vm, 0, [psci::fid::SYSTEM_OFF as u64, 0, 0, 0]), None);
+    assert!(!vm.hv.running[0]);
+    assert!(vm.hv.powered_off);
+}
+
+#[test]
+fn system_reset_clears_ram_reloads_and_boots_again() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.vcpu_regs[0][VcpuReg::Sctlr as usize] = 0x3405_d91d; // guest turned the MMU on
+    vm.ram.write(Gpa(RAM_BASE + 0x80_0000), &[0x77; 16]).unwrap();
+    vm.hv.regs[0].set_gpr(1, 1);
+    mmio(&mut vm, GICD, 4, 1, true);
+    assert_eq!(smc(&mut vm, 0, [psci::fid::SYSTEM_RESET as u64, 0, 0, 0]), None);
+    assert_eq!(vm.boots(), 2);
+    assert!(vm.hv.running[0]);
+    assert_eq!(vm.hv.regs[0].pc(), RAM_BASE);
+    assert_eq!(vm.hv.vcpu_regs[0][VcpuReg::Sctlr as usize], 0, "power-on SCTLR restored");
+    assert_eq!(vm.hv.acked_irqs, [UART.channel]);
+    assert_eq!(vm.hv.acked_vppi, [0]);
+    let mut buf = [0u8; 16];
+    vm.ram.read(Gpa(RAM_BASE + 0x80_0000), &mut buf).unwrap();
+    assert_eq!(buf, [0; 16], "RAM cleared");
+    mmio(&mut vm, GICD, 4, 2, false);
+    assert_eq!(vm.hv.regs[0].gpr(2), 0, "vGIC reset");
+}
+
+#[test]
+fn sysreg_reads_zero_and_steps() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.regs[0].set_pc(0x4000_7000);
+    vm.hv.regs[0].set_gpr(5, 99);
+    let hsr = (ec::SYSREG << 26) | (1 << 25) | (5 << 5) | 1;
+    assert_eq!(vm.handle_fault(0, &Fault::VcpuFault { hsr }), RESUME);
+    assert_eq!(vm.hv.regs[0].gpr(5), 0);
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_7004);
+}
+
+#[test]
+fn faults_from_unknown_vcpus_are_ignored() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    assert_eq!(vm.handle_fault(5, &Fault::VcpuFault { hsr: 0x07e0_0000 }), None);
+}

@@ -1,0 +1,722 @@
+//! Shadow list registers, per-vCPU overflow queues and the delivery logic.
+//!
+//! A pending interrupt stays pending in the distributor while it is queued;
+//! the queue only records the order in which interrupts are to be moved into
+//! LRs once one is free. Moving an interrupt into an LR consumes its pending
+//! state (the LR owns it) until the guest EOIs it and `maintenance` frees
+//! the shadow again.
+
+use crate::regs::SPI_BASE;
+use crate::state::{BitReg, IRQ_WORDS};
+use crate::{GicV2, InjectError, ListRegisters, VcpuMask, MAX_LRS, NUM_IRQS, QUEUE_LEN};
+
+/// Fixed-capacity FIFO of distinct interrupt IDs (a ring buffer plus a
+/// membership bitmap, so `contains` is O(1)).
+#[derive(Clone)]
+pub(crate) struct Fifo {
+    buf: [u16; QUEUE_LEN],
+    head: usize,
+    len: usize,
+    /// One bit per interrupt ID in the queue.
+    members: [u32; IRQ_WORDS],
+}
+
+impl Fifo {
+    /// An empty queue.
+    pub(crate) const EMPTY: Fifo =
+        Fifo { buf: [0; QUEUE_LEN], head: 0, len: 0, members: [0; IRQ_WORDS] };
+
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No entries?
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// No room left?
+    pub(crate) fn is_full(&self) -> bool {
+        self.len >= QUEUE_LEN
+    }
+
+    fn slot(&self, i: usize) -> usize {
+        (self.head + i) % QUEUE_LEN
+    }
+
+    fn mark(&mut self, irq: u16, on: bool) {
+        let irq = usize::from(irq);
+        if let Some(w) = self.members.get_mut(irq / 32) {
+            if on {
+                *w |= 1 << (irq % 32);
+            } else {
+                *w &= !(1 << (irq % 32));
+            }
+        }
+    }
+
+    /// The `i`-th entry from the front.
+    pub(crate) fn get(&self, i: usize) -> Option<u16> {
+        if i < self.len {
+            self.buf.get(self.slot(i)).copied()
+        } else {
+            None
+        }
+    }
+
+    /// The oldest entry.
+    pub(crate) fn front(&self) -> Option<u16> {
+        self.get(0)
+    }
+
+    /// Appends `irq` (nothing to do if already queued); false if full or
+    /// `irq` is not an interrupt ID.
+    pub(crate) fn push_back(&mut self, irq: u16) -> bool {
+        if self.contains(irq) {
+            return true;
+        }
+        if self.is_full() || usize::from(irq) >= NUM_IRQS {
+            return false;
+        }
+        let s = self.slot(self.len);
+        match self.buf.get_mut(s) {
+            Some(e) => *e = irq,
+            None => return false,
+        }
+        self.len += 1;
+        self.mark(irq, true);
+        true
+    }
+
+    /// Removes and returns the oldest entry.
+    pub(crate) fn pop_front(&mut self) -> Option<u16> {
+        let irq = self.front()?;
+        self.head = self.slot(1);
+        self.len -= 1;
+        self.mark(irq, false);
+        Some(irq)
+    }
+
+    /// Is `irq` queued?
+    pub(crate) fn contains(&self, irq: u16) -> bool {
+        let irq = usize::from(irq);
+        self.members.get(irq / 32).is_some_and(|w| (w >> (irq % 32)) & 1 != 0)
+    }
+
+    /// Removes `irq` if queued, keeping the order of the others.
+    pub(crate) fn remove(&mut self, irq: u16) {
+        if !self.contains(irq) {
+            return;
+        }
+        let mut kept = 0;
+        for i in 0..self.len {
+            let Some(e) = self.get(i) else { continue };
+            if e != irq {
+                let s = self.slot(kept);
+                if let Some(d) = self.buf.get_mut(s) {
+                    *d = e;
+                }
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        self.mark(irq, false);
+    }
+}
+
+/// Shadow LRs and overflow queue of one vCPU.
+#[derive(Clone)]
+pub(crate) struct VcpuLrs {
+    /// Interrupt held by each LR (None = free).
+    pub(crate) shadow: [Option<u16>; MAX_LRS],
+    /// Interrupts waiting for a free LR, oldest first.
+    pub(crate) queue: Fifo,
+    /// The queue overflowed: some deliverable interrupt is neither queued
+    /// nor in an LR, so scan the distributor once there is room again.
+    rescan: bool,
+}
+
+impl VcpuLrs {
+    /// Nothing in the LRs, nothing queued.
+    pub(crate) const EMPTY: VcpuLrs =
+        VcpuLrs { shadow: [None; MAX_LRS], queue: Fifo::EMPTY, rescan: false };
+}
+
+/// Result of trying to put an interrupt into a free LR.
+enum Placed {
+    /// It is in an LR now.
+    Injected,
+    /// Every LR is taken (or reported busy).
+    NoFreeLr,
+    /// The invocation failed.
+    Failed,
+}
+
+impl GicV2 {
+    fn vcpu_lrs(&self, vcpu: usize) -> Option<&VcpuLrs> {
+        self.lrs.get(vcpu).filter(|_| vcpu < self.num_vcpus)
+    }
+
+    /// Is `irq` held by one of the LRs of `vcpu`?
+    pub(crate) fn in_lr(&self, vcpu: usize, irq: usize) -> bool {
+        self.vcpu_lrs(vcpu).is_some_and(|vl| {
+            vl.shadow.iter().take(self.num_lrs).any(|s| s.map(usize::from) == Some(irq))
+        })
+    }
+
+    /// Is `irq` queued on `vcpu`?
+    fn is_queued(&self, vcpu: usize, irq: usize) -> bool {
+        let Ok(id) = u16::try_from(irq) else { return false };
+        self.vcpu_lrs(vcpu).is_some_and(|vl| vl.queue.contains(id))
+    }
+
+    /// The vCPUs whose state for `irq` is relevant: `vcpu` for IDs 0-31,
+    /// every vCPU for an SPI.
+    fn owners(&self, vcpu: usize, irq: usize) -> core::ops::Range<usize> {
+        if irq < SPI_BASE {
+            vcpu..vcpu.saturating_add(1)
+        } else {
+            0..self.num_vcpus
+        }
+    }
+
+    /// Is `irq` (as seen by `vcpu`) sitting in an LR of any relevant vCPU?
+    pub(crate) fn in_any_lr(&self, vcpu: usize, irq: usize) -> bool {
+        self.owners(vcpu, irq).any(|v| self.in_lr(v, irq))
+    }
+
+    /// Is `irq` already on its way: in an LR or queued?
+    fn owned(&self, vcpu: usize, irq: usize) -> bool {
+        self.owners(vcpu, irq).any(|v| self.in_lr(v, irq) || self.is_queued(v, irq))
+    }
+
+    /// Removes `irq` (as seen by `vcpu`) from every queue it is in.
+    pub(crate) fn unqueue(&mut self, vcpu: usize, irq: usize) {
+        let Ok(id) = u16::try_from(irq) else { return };
+        for v in self.owners(vcpu, irq) {
+            if let Some(vl) = self.lrs.get_mut(v) {
+                vl.queue.remove(id);
+            }
+        }
+    }
+
+    /// A bit per interrupt of word `n` held in an LR (as `vcpu` sees them).
+    pub(crate) fn lr_word(&self, vcpu: usize, n: usize) -> u32 {
+        let range = if n == 0 { vcpu..vcpu.saturating_add(1) } else { 0..self.num_vcpus };
+        let mut word = 0;
+        for vl in range.filter_map(|v| self.vcpu_lrs(v)) {
+            for irq in vl.shadow.iter().take(self.num_lrs).flatten().map(|&i| usize::from(i)) {
+                if irq / 32 == n {
+                    word |= 1 << (irq % 32);
+                }
+            }
+        }
+        word
+    }
+
+    /// Writes `irq` into the first free LR of `vcpu` that is not busy.
+    fn inject_free(&mut self, vcpu: usize, irq: usize, lrs: &mut impl ListRegisters) -> Placed {
+        let Ok(virq) = u16::try_from(irq) else { return Placed::Failed };
+        let priority = self.priority(vcpu, irq) >> 3;
+        let group = u8::from(self.bit(vcpu, BitReg::Group, irq));
+        for index in 0..self.num_lrs {
+            let free = self.vcpu_lrs(vcpu).and_then(|vl| vl.shadow.get(index)) == Some(&None);
+            if !free {
+                continue;
+            }
+            match lrs.inject(vcpu, index, virq, priority, group) {
+                Ok(()) => {
+                    if let Some(s) = self.lrs.get_mut(vcpu).and_then(|vl| vl.shadow.get_mut(index))
+                    {
+                        *s = Some(virq);
+                    }
+                    self.consume_pending(vcpu, irq);
+                    return Placed::Injected;
+                }
+                Err(InjectError::Busy) => {
+                    log::warn!(target: "irq", "vgic: vcpu {vcpu} LR {index} busy in hardware");
+                }
+                Err(InjectError::Failed) => {
+                    log::warn!(target: "irq", "vgic: vcpu {vcpu} inject of irq {irq} failed");
+                    return Placed::Failed;
+                }
+            }
+        }
+        Placed::NoFreeLr
+    }
+
+    /// Delivers `irq` (as raised for `vcpu`) if it is deliverable and not
+    /// already in an LR or queued. Returns the vCPU it went to.
+    pub(crate) fn deliver(
+        &mut self,
+        vcpu: usize,
+        irq: usize,
+        lrs: &mut impl ListRegisters,
+    ) -> VcpuMask {
+        let Some(target) = self.route(vcpu, irq) else { return VcpuMask::EMPTY };
+        if !self.deliverable(target, irq) || self.owned(target, irq) {
+            return VcpuMask::EMPTY;
+        }
+        self.place(target, irq, lrs)
+    }
+
+    /// Puts a deliverable `irq` into a free LR of `target`, or queues it.
+    fn place(&mut self, target: usize, irq: usize, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let Some(vl) = self.vcpu_lrs(target) else { return VcpuMask::EMPTY };
+        if vl.queue.is_empty() {
+            if let Placed::Injected = self.inject_free(target, irq, lrs) {
+                return VcpuMask::single(target);
+            }
+        }
+        let Ok(id) = u16::try_from(irq) else { return VcpuMask::EMPTY };
+        let Some(vl) = self.lrs.get_mut(target) else { return VcpuMask::EMPTY };
+        if vl.queue.push_back(id) {
+            VcpuMask::single(target)
+        } else {
+            vl.rescan = true;
+            log::warn!(target: "irq", "vgic: vcpu {target} queue full, irq {irq} stays pending");
+            VcpuMask::EMPTY
+        }
+    }
+
+    /// Moves queued interrupts of `vcpu` into its free LRs, oldest first.
+    /// Entries no longer deliverable are dropped (they stay pending in the
+    /// distributor if they still are); a retargeted SPI moves to its new
+    /// target. Returns the vCPUs that received interrupts.
+    pub(crate) fn refill(&mut self, vcpu: usize, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let mut woken = VcpuMask::EMPTY;
+        while let Some(front) = self.vcpu_lrs(vcpu).and_then(|vl| vl.queue.front()) {
+            if !self.has_free_lr(vcpu) {
+                break;
+            }
+            let irq = usize::from(front);
+            let ok = self.route(vcpu, irq) == Some(vcpu)
+                && self.deliverable(vcpu, irq)
+                && !self.in_any_lr(vcpu, irq);
+            if ok {
+                match self.inject_free(vcpu, irq, lrs) {
+                    Placed::Injected => woken.insert(vcpu),
+                    Placed::NoFreeLr | Placed::Failed => break,
+                }
+            }
+            if let Some(vl) = self.lrs.get_mut(vcpu) {
+                vl.queue.pop_front();
+            }
+            if !ok && irq >= SPI_BASE {
+                woken |= self.deliver(vcpu, irq, lrs);
+            }
+        }
+        let needs_scan = self.vcpu_lrs(vcpu).is_some_and(|vl| vl.rescan && !vl.queue.is_full());
+        if needs_scan {
+            woken |= self.rescan(vcpu, lrs);
+        }
+        woken
+    }
+
+    /// After a queue overflow: delivers every deliverable interrupt routed to
+    /// `vcpu` that is neither in an LR nor queued.
+    fn rescan(&mut self, vcpu: usize, lrs: &mut impl ListRegisters) -> VcpuMask {
+        if let Some(vl) = self.lrs.get_mut(vcpu) {
+            vl.rescan = false;
+        }
+        let mut woken = VcpuMask::EMPTY;
+        for irq in 0..NUM_IRQS {
+            if self.route(vcpu, irq) == Some(vcpu) {
+                woken |= self.deliver(vcpu, irq, lrs);
+            }
+        }
+        woken
+    }
+
+    fn has_free_lr(&self, vcpu: usize) -> bool {
+        self.vcpu_lrs(vcpu)
+            .is_some_and(|vl| vl.shadow.iter().take(self.num_lrs).any(Option::is_none))
+    }
+
+    /// Refills every vCPU that has a free LR and queued (or lost) work.
+    pub(crate) fn settle(&mut self, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let mut woken = VcpuMask::EMPTY;
+        for vcpu in 0..self.num_vcpus {
+            let waiting = self.vcpu_lrs(vcpu).is_some_and(|vl| !vl.queue.is_empty() || vl.rescan);
+            if waiting && self.has_free_lr(vcpu) {
+                woken |= self.refill(vcpu, lrs);
+            }
+        }
+        woken
+    }
+
+    /// The targets of SPI `irq` changed: takes it off queues of vCPUs it no
+    /// longer goes to and delivers it to its new target.
+    pub(crate) fn retarget(&mut self, irq: usize, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let Ok(id) = u16::try_from(irq) else { return VcpuMask::EMPTY };
+        let route = self.route(0, irq);
+        for v in 0..self.num_vcpus {
+            if Some(v) != route {
+                if let Some(vl) = self.lrs.get_mut(v) {
+                    vl.queue.remove(id);
+                }
+            }
+        }
+        self.deliver(0, irq, lrs)
+    }
+
+    /// Delivers everything deliverable (after the distributor was enabled).
+    pub(crate) fn deliver_all(&mut self, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let mut woken = VcpuMask::EMPTY;
+        for vcpu in 0..self.num_vcpus {
+            for irq in 0..SPI_BASE {
+                woken |= self.deliver(vcpu, irq, lrs);
+            }
+        }
+        for irq in SPI_BASE..NUM_IRQS {
+            woken |= self.deliver(0, irq, lrs);
+        }
+        woken
+    }
+
+    /// `set_pending`: raises `irq` and delivers it.
+    pub(crate) fn raise(
+        &mut self,
+        vcpu: usize,
+        irq: u32,
+        lrs: &mut impl ListRegisters,
+    ) -> VcpuMask {
+        let irq = match usize::try_from(irq) {
+            Ok(i) if i < NUM_IRQS => i,
+            _ => {
+                log::warn!(target: "irq", "vgic: set_pending of irq {irq} out of range");
+                return VcpuMask::EMPTY;
+            }
+        };
+        if irq < SPI_BASE && vcpu >= self.num_vcpus {
+            log::warn!(target: "irq", "vgic: set_pending of irq {irq} on absent vcpu {vcpu}");
+            return VcpuMask::EMPTY;
+        }
+        let target = if irq < SPI_BASE { vcpu } else { 0 };
+        self.make_pending(target, irq, vcpu);
+        self.deliver(target, irq, lrs)
+    }
+
+    /// `maintenance`: frees LR `index` of `vcpu` and refills it.
+    pub(crate) fn complete(
+        &mut self,
+        vcpu: usize,
+        index: Option<usize>,
+        lrs: &mut impl ListRegisters,
+    ) -> Option<u32> {
+        if vcpu >= self.num_vcpus {
+            log::warn!(target: "irq", "vgic: maintenance for absent vcpu {vcpu}");
+            return None;
+        }
+        let done = match index {
+            Some(i) if i < self.num_lrs => {
+                let slot = self.lrs.get_mut(vcpu).and_then(|vl| vl.shadow.get_mut(i));
+                let done = slot.and_then(Option::take);
+                if done.is_none() {
+                    log::warn!(target: "irq", "vgic: vcpu {vcpu} maintenance for empty LR {i}");
+                }
+                done
+            }
+            Some(i) => {
+                log::warn!(target: "irq", "vgic: vcpu {vcpu} maintenance for LR {i} out of range");
+                None
+            }
+            None => None,
+        };
+        let mut woken = VcpuMask::EMPTY;
+        if let Some(irq) = done {
+            // Raised again while it was in the LR: queue it behind the others.
+            woken |= self.deliver(vcpu, usize::from(irq), lrs);
+        }
+        woken |= self.refill(vcpu, lrs);
+        self.deferred_wake.0 |= woken.0 & !VcpuMask::single(vcpu).0;
+        done.map(u32::from)
+    }
+
+    /// `has_pending`: an LR is taken or a deliverable interrupt is queued
+    /// (or was dropped by an overflowing queue).
+    pub(crate) fn vcpu_has_pending(&self, vcpu: usize) -> bool {
+        let Some(vl) = self.vcpu_lrs(vcpu) else { return false };
+        if vl.shadow.iter().take(self.num_lrs).any(Option::is_some) {
+            return true;
+        }
+        let deliverable =
+            |irq: usize| self.route(vcpu, irq) == Some(vcpu) && self.deliverable(vcpu, irq);
+        if (0..vl.queue.len()).filter_map(|i| vl.queue.get(i)).any(|i| deliverable(usize::from(i)))
+        {
+            return true;
+        }
+        vl.rescan && (0..NUM_IRQS).any(deliverable)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::regs::{GICD_CTLR, GICD_ICENABLER, GICD_ICPENDR, GICD_ITARGETSR};
+    use crate::testutil::{enable_irq, on, FakeLrs};
+
+    #[test]
+    fn fifo_push_pop_wraps_around() {
+        let mut q = Fifo::EMPTY;
+        for round in 0..3u16 {
+            for i in 0..QUEUE_LEN as u16 {
+                assert!(q.push_back(i + round));
+            }
+            assert!(q.is_full() && !q.push_back(999));
+            for i in 0..QUEUE_LEN as u16 {
+                assert_eq!(q.pop_front(), Some(i + round));
+            }
+            assert_eq!(q.pop_front(), None);
+            q.push_back(7);
+            q.pop_front();
+        }
+    }
+
+    #[test]
+    fn fifo_remove_keeps_order() {
+        let mut q = Fifo::EMPTY;
+        for i in [1, 2, 3, 4] {
+            q.push_back(i);
+        }
+        q.remove(2);
+        q.remove(9);
+        assert_eq!((0..q.len()).filter_map(|i| q.get(i)).collect::<Vec<_>>(), vec![1, 3, 4]);
+        assert!(!q.contains(2) && q.contains(4));
+    }
+
+    #[test]
+    fn fifo_ignores_duplicates_and_bad_ids() {
+        let mut q = Fifo::EMPTY;
+        assert!(q.push_back(5) && q.push_back(5));
+        assert_eq!(q.len(), 1);
+        assert!(!q.push_back(NUM_IRQS as u16));
+        assert_eq!(q.pop_front(), Some(5));
+        assert!(!q.contains(5));
+    }
+
+    #[test]
+    fn overflow_queue_refills_in_fifo_order() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        for irq in 40..46 {
+            enable_irq(&mut g, 0, irq, &mut f);
+        }
+        for irq in 40..46 {
+            assert_eq!(g.set_pending(0, irq, &mut f), VcpuMask::single(0));
+        }
+        assert_eq!(f.virqs(0), vec![40, 41, 42, 43]);
+        assert_eq!(g.queued(0), 2);
+        assert_eq!(g.maintenance(0, Some(2), &mut f), Some(42));
+        assert_eq!(f.last(), Some((0, 2, 44)));
+        assert_eq!(g.maintenance(0, Some(0), &mut f), Some(40));
+        assert_eq!(f.last(), Some((0, 0, 45)));
+        assert_eq!(g.queued(0), 0);
+        assert_eq!(g.lr_irq(0, 0), Some(45));
+    }
+
+    #[test]
+    fn maintenance_none_frees_nothing_but_refills() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        for irq in 40..45 {
+            enable_irq(&mut g, 0, irq, &mut f);
+        }
+        f.busy.push((0, 1));
+        for irq in 40..45 {
+            g.set_pending(0, irq, &mut f);
+        }
+        // LR 1 was busy in hardware, so 3 went in and 2 are queued.
+        assert_eq!(f.virqs(0), vec![40, 41, 42]);
+        assert_eq!(g.queued(0), 2);
+        f.busy.clear();
+        assert_eq!(g.maintenance(0, None, &mut f), None);
+        assert_eq!(f.last(), Some((0, 1, 43)));
+        assert_eq!((0..4).filter_map(|i| g.lr_irq(0, i)).count(), 4);
+        assert_eq!(g.queued(0), 1);
+    }
+
+    #[test]
+    fn maintenance_skips_disabled_and_cleared_entries() {
+        let mut g = on(1, 1);
+        let mut f = FakeLrs::new();
+        for irq in 40..44 {
+            enable_irq(&mut g, 0, irq, &mut f);
+            g.set_pending(0, irq, &mut f);
+        }
+        assert_eq!(g.queued(0), 3);
+        g.dist_write(0, GICD_ICENABLER + 4, 4, 1 << (41 - 32), &mut f);
+        g.dist_write(0, GICD_ICPENDR + 4, 4, 1 << (42 - 32), &mut f);
+        assert_eq!(g.queued(0), 2); // ICPENDR removed 42 from the queue
+        assert_eq!(g.maintenance(0, Some(0), &mut f), Some(40));
+        assert_eq!(f.last(), Some((0, 0, 43)));
+        assert!(g.pending(0, 41) && !g.pending(0, 42));
+        assert_eq!(g.queued(0), 0);
+    }
+
+    #[test]
+    fn maintenance_redelivers_interrupt_raised_while_in_lr() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 27, &mut f);
+        g.set_pending(0, 27, &mut f);
+        g.set_pending(0, 27, &mut f);
+        assert_eq!(f.virqs(0), vec![27]);
+        assert_eq!(g.maintenance(0, Some(0), &mut f), Some(27));
+        assert_eq!(f.virqs(0), vec![27, 27]);
+        assert_eq!(g.maintenance(0, Some(0), &mut f), Some(27));
+        assert!(!g.has_pending(0));
+    }
+
+    #[test]
+    fn maintenance_out_of_range_is_harmless() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        assert_eq!(g.maintenance(0, Some(4), &mut f), None);
+        assert_eq!(g.maintenance(0, Some(usize::MAX), &mut f), None);
+        assert_eq!(g.maintenance(7, Some(0), &mut f), None);
+        assert_eq!(g.maintenance(0, Some(1), &mut f), None);
+    }
+
+    #[test]
+    fn has_pending_reports_lrs_and_queue() {
+        let mut g = on(2, 1);
+        let mut f = FakeLrs::new();
+        assert!(!g.has_pending(0));
+        enable_irq(&mut g, 0, 40, &mut f);
+        enable_irq(&mut g, 0, 41, &mut f);
+        g.set_pending(0, 40, &mut f);
+        g.set_pending(0, 41, &mut f);
+        assert!(g.has_pending(0) && !g.has_pending(1) && !g.has_pending(9));
+        g.maintenance(0, Some(0), &mut f);
+        assert!(g.has_pending(0)); // 41 moved into the LR
+        g.maintenance(0, Some(0), &mut f);
+        assert!(!g.has_pending(0));
+    }
+
+    #[test]
+    fn has_pending_ignores_queued_entries_disabled_meanwhile() {
+        let mut g = on(1, 1);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        enable_irq(&mut g, 0, 41, &mut f);
+        g.set_pending(0, 40, &mut f);
+        g.set_pending(0, 41, &mut f);
+        g.dist_write(0, GICD_ICENABLER + 4, 4, 0b11 << 8, &mut f);
+        g.maintenance(0, Some(0), &mut f);
+        assert_eq!(g.queued(0), 0);
+        assert!(!g.has_pending(0));
+    }
+
+    #[test]
+    fn inject_failure_keeps_interrupt_queued() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        f.fail = true;
+        assert_eq!(g.set_pending(0, 40, &mut f), VcpuMask::single(0));
+        assert!(f.injected.is_empty());
+        assert_eq!(g.queued(0), 1);
+        assert!(g.pending(0, 40) && g.has_pending(0));
+        f.fail = false;
+        assert_eq!(g.retry(&mut f), VcpuMask::single(0));
+        assert_eq!(f.virqs(0), vec![40]);
+        assert_eq!(g.queued(0), 0);
+    }
+
+    #[test]
+    fn all_lrs_busy_queues_interrupt() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        f.busy_all = true;
+        g.set_pending(0, 40, &mut f);
+        assert_eq!(g.queued(0), 1);
+        f.busy_all = false;
+        g.maintenance(0, None, &mut f);
+        assert_eq!(f.virqs(0), vec![40]);
+    }
+
+    #[test]
+    fn full_queue_keeps_interrupt_pending_and_rescans() {
+        let mut g = on(1, 1);
+        let mut f = FakeLrs::new();
+        let n = QUEUE_LEN as u32 + 3;
+        for irq in 32..32 + n {
+            enable_irq(&mut g, 0, irq, &mut f);
+            g.set_pending(0, irq, &mut f);
+        }
+        assert_eq!(g.queued(0), QUEUE_LEN);
+        let last = 32 + n - 1;
+        assert!(g.pending(0, last as usize));
+        // Drain: every interrupt eventually reaches the LR, none is lost.
+        let mut seen = vec![];
+        while let Some(irq) = g.maintenance(0, Some(0), &mut f) {
+            seen.push(irq);
+        }
+        assert_eq!(seen, (32..32 + n).collect::<Vec<_>>());
+        assert!(!g.has_pending(0));
+    }
+
+    #[test]
+    fn retargeted_spi_moves_to_new_target_on_refill() {
+        let mut g = on(2, 1);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        enable_irq(&mut g, 0, 41, &mut f);
+        g.set_pending(0, 40, &mut f);
+        g.set_pending(0, 41, &mut f);
+        assert_eq!(g.queued(0), 1);
+        let woken = g.dist_write(0, GICD_ITARGETSR + 41, 1, 0b10, &mut f);
+        assert_eq!(woken, VcpuMask::single(1));
+        assert_eq!(f.last(), Some((1, 0, 41)));
+        assert_eq!(g.queued(0), 0);
+    }
+
+    #[test]
+    fn spi_in_lr_redelivered_to_new_target_after_eoi() {
+        let mut g = on(2, 1);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        g.set_pending(0, 40, &mut f);
+        g.dist_write(0, GICD_ITARGETSR + 40, 1, 0b10, &mut f);
+        g.set_pending(0, 40, &mut f);
+        assert_eq!(f.virqs(1), Vec::<u16>::new());
+        assert_eq!(g.maintenance(0, Some(0), &mut f), Some(40));
+        assert_eq!(f.last(), Some((1, 0, 40)));
+        assert_eq!(g.take_deferred_wakeups(), VcpuMask::single(1));
+        assert_eq!(g.take_deferred_wakeups(), VcpuMask::EMPTY);
+    }
+
+    #[test]
+    fn zero_lrs_queue_everything() {
+        let mut g = on(1, 0);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        g.set_pending(0, 40, &mut f);
+        assert!(f.injected.is_empty());
+        assert_eq!(g.queued(0), 1);
+        assert_eq!(g.dist_read(0, GICD_CTLR, 4), 1);
+    }
+
+    #[test]
+    fn set_pending_rejects_bad_irq_and_vcpu() {
+        let mut g = on(2, 4);
+        let mut f = FakeLrs::new();
+        assert!(g.set_pending(0, NUM_IRQS as u32, &mut f).is_empty());
+        assert!(g.set_pending(0, u32::MAX, &mut f).is_empty());
+        assert!(g.set_pending(2, 20, &mut f).is_empty());
+        assert!(f.injected.is_empty());
+    }
+
+    #[test]
+    fn set_pending_disabled_irq_waits_for_enable() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        assert!(g.set_pending(0, 40, &mut f).is_empty());
+        assert!(f.injected.is_empty() && !g.has_pending(0));
+        assert_eq!(enable_irq(&mut g, 0, 40, &mut f), VcpuMask::single(0));
+        assert_eq!(f.virqs(0), vec![40]);
+    }
+}

@@ -72,11 +72,12 @@ class Qemu:
 
     def wait_exit(self, timeout):
         deadline = time.monotonic() + timeout * self.scale
-        while self.proc.poll() is None:
-            if not self._read(deadline):
-                if self.proc.poll() is None:
-                    raise Failure(f"QEMU still running after {timeout * self.scale:.0f}s")
-        return self.proc.returncode
+        while self._read(deadline):  # until EOF (QEMU closed its output) or the deadline
+            pass
+        try:
+            return self.proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            raise Failure(f"QEMU still running after {timeout * self.scale:.0f}s") from None
 
     def kill(self):
         if self.proc.poll() is None:
@@ -91,6 +92,36 @@ def scenario_hello(q):
     q.expect(r"SERVER\|INFO\|core: notification from the client", 10, "the notification")
     q.expect(r"CLIENT\|INFO\|core: protected call: 20 \+ 22 = 42", 10, "the protected-call result")
     q.expect(r"CLIENT\|INFO\|core: server notified back: hello test passed", 10)
+
+
+def linux_shell(q, boot_timeout):
+    """Waits for the guest's marker and its shell prompt."""
+    q.expect(r"^GUEST READY", boot_timeout, "the guest's GUEST READY marker")
+    q.expect(r"/ # ", 30, "the guest shell prompt")
+
+
+def run(q, command, expect, timeout=30, what=None):
+    """Types `command` into the guest shell and waits for `expect`."""
+    q.send(command + "\n")
+    q.expect(expect, timeout, what or f"output of {command!r}")
+    q.expect(r"/ # ", timeout, f"the prompt after {command!r}")
+
+
+def scenario_simple(q):
+    q.expect(r"VMM\|INFO\|boot: booting Linux \(boot 1\)", 120, "the VMM booting Linux")
+    q.expect(r"Switched to clocksource arch_sys_counter", 120, "the arch_sys_counter clocksource")
+    linux_shell(q, 120)
+    run(q, "uname -a", r"Linux \S+ \S+ .* aarch64")
+    run(q, "cat /proc/interrupts", r"arch_timer[\s\S]*uart-pl011")
+    # reboot -f: PSCI SYSTEM_RESET; the VMM boots the guest again.
+    q.send("reboot -f\n")
+    q.expect(r"VMM\|INFO\|boot: booting Linux \(boot 2\)", 60, "the second boot after reboot -f")
+    linux_shell(q, 120)
+    run(q, "uname -r", r"\d+\.\d+")
+    # poweroff -f: PSCI SYSTEM_OFF, forwarded to the firmware: QEMU exits.
+    q.send("poweroff -f\n")
+    q.expect(r"guest powered off \(PSCI SYSTEM_OFF\)", 30, "the VMM seeing SYSTEM_OFF")
+    q.wait_exit(30)
 
 
 SCENARIOS = {name[len("scenario_"):]: f for name, f in globals().items() if name.startswith("scenario_")}

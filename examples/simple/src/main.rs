@@ -13,6 +13,7 @@ use libvmm::vm::hypervisor::Sel4;
 use libvmm::vm::{Passthrough, Vm, VmConfig, QEMU_VIRT_GICD};
 use log::LevelFilter;
 
+#[allow(dead_code)]
 mod sdf {
     use super::Passthrough;
     include!(concat!(env!("OUT_DIR"), "/sdf.rs"));

@@ -142,8 +142,9 @@ impl Hypervisor for Sel4 {
     fn firmware_power_off(&mut self) {
         if self.smc {
             let args = [super::psci::fid::SYSTEM_OFF as u64, 0, 0, 0, 0, 0, 0, 0];
-            if let Err(e) = ArmSmc(slots::ARM_SMC_CAP).call(args) {
-                log::warn!(target: "psci", "firmware SYSTEM_OFF failed: {e}");
+            match ArmSmc(slots::ARM_SMC_CAP).call(args) {
+                Ok(ret) => log::warn!(target: "psci", "firmware SYSTEM_OFF returned {:#x}", ret[0]),
+                Err(e) => log::warn!(target: "psci", "firmware SYSTEM_OFF failed: {e}"),
             }
         }
     }

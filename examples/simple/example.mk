@@ -14,7 +14,9 @@ PDS_DEPS := $(LINUX) $(INITRD) $(GUEST_DTB)
 $(GUEST_DIR)/Image $(GUEST_DIR)/rootfs.cpio.gz:
 	$(TOP)/scripts/guest-images.sh $(GUEST_DIR)
 
-$(GUEST_DTB): $(DTS)
+# Compiled every time (DTS= may name another file), replaced only if changed.
+$(GUEST_DTB): FORCE
 	@mkdir -p $(dir $@)
 	@command -v dtc >/dev/null || { echo "error: dtc not found: run scripts/setup.sh"; exit 1; }
-	dtc -q -I dts -O dtb -o $@ $<
+	@dtc -q -I dts -O dtb -o $@.new $(DTS)
+	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@

@@ -173,6 +173,19 @@ fn mmio(vm: &mut Vm<'_, Fake>, addr: u64, width: u8, reg: u8, write: bool) -> Op
     )
 }
 
+/// Does what Linux's GIC driver does for `irq`: enables the distributor and
+/// the interrupt, and routes an SPI to CPU 0.
+fn guest_enables(vm: &mut Vm<'_, Fake>, irq: u32) {
+    vm.hv.regs[0].set_gpr(1, 1);
+    mmio(vm, GICD, 4, 1, true); // GICD_CTLR
+    vm.hv.regs[0].set_gpr(1, 1 << (irq % 32));
+    mmio(vm, GICD + 0x100 + 4 * (irq as u64 / 32), 4, 1, true); // GICD_ISENABLERn
+    if irq >= 32 {
+        vm.hv.regs[0].set_gpr(1, 1);
+        mmio(vm, GICD + 0x800 + irq as u64, 1, 1, true); // GICD_ITARGETSRn byte
+    }
+}
+
 #[test]
 fn boot_starts_vcpu0_at_the_kernel_with_the_dtb_in_x0() {
     let mut s = Setup::new();
@@ -262,14 +275,7 @@ fn wfi_with_nothing_pending_blocks_and_arms_the_wakeup() {
 fn wfi_wakes_when_a_passthrough_interrupt_arrives() {
     let mut s = Setup::new();
     let mut vm = s.vm(1);
-    // Guest enables the distributor and SPI 33.
-    vm.hv.regs[0].set_gpr(1, 1);
-    mmio(&mut vm, GICD, 4, 1, true);
-    vm.hv.regs[0].set_gpr(1, 1 << 1);
-    mmio(&mut vm, GICD + 0x104, 4, 1, true);
-    // ...and routes it to CPU 0 (GICD_ITARGETSR byte 33), as Linux does.
-    vm.hv.regs[0].set_gpr(1, 1);
-    mmio(&mut vm, GICD + 0x800 + 33, 1, 1, true);
+    guest_enables(&mut vm, UART.irq);
     vm.hv.regs[0].set_pc(0x4000_3000);
     vm.hv.running[0] = false;
     assert_eq!(vm.handle_fault(0, &Fault::VcpuFault { hsr: 0x07e0_0000 }), None);
@@ -287,11 +293,7 @@ fn wfi_wakes_when_a_passthrough_interrupt_arrives() {
 fn wfi_with_an_interrupt_pending_resumes_at_once() {
     let mut s = Setup::new();
     let mut vm = s.vm(1);
-    vm.hv.regs[0].set_gpr(1, 1);
-    mmio(&mut vm, GICD, 4, 1, true);
-    mmio(&mut vm, GICD + 0x100, 4, 1, true); // enable SGI 0 (bit 0 of x1 = 1)
-    vm.hv.regs[0].set_gpr(1, 1 << 27);
-    mmio(&mut vm, GICD + 0x100, 4, 1, true);
+    guest_enables(&mut vm, VTIMER_IRQ);
     vm.handle_fault(0, &Fault::VppiEvent { irq: 27 });
     vm.hv.regs[0].set_pc(0x4000_2000);
     assert_eq!(vm.handle_fault(0, &Fault::VcpuFault { hsr: 0x07e0_0000 }), RESUME);
@@ -302,10 +304,7 @@ fn wfi_with_an_interrupt_pending_resumes_at_once() {
 fn vtimer_is_injected_and_acked_after_eoi() {
     let mut s = Setup::new();
     let mut vm = s.vm(1);
-    vm.hv.regs[0].set_gpr(1, 1);
-    mmio(&mut vm, GICD, 4, 1, true);
-    vm.hv.regs[0].set_gpr(1, 1 << 27);
-    mmio(&mut vm, GICD + 0x100, 4, 1, true);
+    guest_enables(&mut vm, VTIMER_IRQ);
     assert_eq!(vm.handle_fault(0, &Fault::VppiEvent { irq: 27 }), RESUME);
     assert_eq!(vm.hv.injected, [(0, 27, 0)]);
     assert!(vm.hv.acked_vppi.is_empty());

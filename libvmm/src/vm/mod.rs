@@ -302,7 +302,7 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
             }
             let value = a.store_value(regs.gpr(a.reg));
             let woken = self.gic.dist_write(vcpu, offset, a.width, value, &mut Lrs(&mut self.hv));
-            regs.set_pc(ip + a.instruction_len);
+            regs.set_pc(ip.wrapping_add(a.instruction_len));
             self.hv.write_regs(vcpu, false, 1, &regs)?;
             self.wake(woken);
         } else {
@@ -311,7 +311,7 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
                 self.hv.read_regs(vcpu, count, &mut regs)?;
             }
             regs.set_gpr(a.reg, a.load_value(raw));
-            regs.set_pc(ip + a.instruction_len);
+            regs.set_pc(ip.wrapping_add(a.instruction_len));
             self.hv.write_regs(vcpu, false, count, &regs)?;
         }
         Ok(RESUME)
@@ -322,7 +322,7 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
     fn wait(&mut self, vcpu: usize, wfe: bool, len: u64) -> Result<Option<MessageInfo>, Error> {
         let mut regs = UserContext::default();
         self.hv.read_regs(vcpu, 1, &mut regs)?;
-        let resume_pc = regs.pc() + len;
+        let resume_pc = regs.pc().wrapping_add(len);
         let deadline = if wfe { None } else { self.vtimer_deadline(vcpu)? };
         let due = deadline.is_some_and(|d| d <= self.hv.now());
         let no_timer = deadline.is_some() && self.config.timer_channel.is_none();
@@ -409,7 +409,7 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
         let args = core::array::from_fn(|i| regs.gpr(i as u8));
         let Some(x0) = self.firmware_call(vcpu, args)? else { return Ok(None) };
         regs.set_gpr(0, x0);
-        regs.set_pc(regs.pc() + len);
+        regs.set_pc(regs.pc().wrapping_add(len));
         self.hv.write_regs(vcpu, false, words_to_cover(0), &regs)?;
         Ok(RESUME)
     }
@@ -422,7 +422,7 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
         for (i, &arg) in args.iter().enumerate().skip(1) {
             self.hv.set_mr(i, arg);
         }
-        self.hv.set_mr(8, pc + 4);
+        self.hv.set_mr(8, pc.wrapping_add(4));
         Ok(Some(MessageInfo::new(0, 9)))
     }
 
@@ -536,7 +536,7 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
         if access.read {
             regs.set_gpr(access.reg, 0);
         }
-        regs.set_pc(regs.pc() + 4);
+        regs.set_pc(regs.pc().wrapping_add(4));
         self.hv.write_regs(vcpu, false, count, &regs)?;
         Ok(RESUME)
     }

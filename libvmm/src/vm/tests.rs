@@ -409,3 +409,45 @@ fn faults_from_unknown_vcpus_are_ignored() {
     let mut vm = s.vm(1);
     assert_eq!(vm.handle_fault(5, &Fault::VcpuFault { hsr: 0x07e0_0000 }), None);
 }
+
+#[test]
+fn random_faults_and_notifications_never_panic() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(2);
+    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let interesting = [0, 1, 31, 27, 33, GICD, GICD + 0xf00, RAM_BASE, u64::MAX, 0x8400_0009];
+    for i in 0..30_000 {
+        let pick = |r: u64| {
+            if r % 3 == 0 {
+                interesting[(r >> 8) as usize % interesting.len()]
+            } else {
+                r
+            }
+        };
+        let mrs: [u64; 13] = core::array::from_fn(|_| pick(next()));
+        let label = next() % 11;
+        let fault = Fault::decode(label, &mrs);
+        // Keep the SYSTEM_RESET path rare: it clears 16 MiB each time.
+        if matches!(fault, Fault::UnknownSyscall { args, .. } if args[0] == 0x8400_0009)
+            && i % 64 != 0
+        {
+            continue;
+        }
+        for r in vm.hv.regs.iter_mut() {
+            for w in r.words.iter_mut().take(12) {
+                *w = pick(next());
+            }
+        }
+        let vcpu = (next() % 3) as usize;
+        let _ = vm.handle_fault(vcpu, &fault);
+        if next() % 8 == 0 {
+            vm.handle_notified(ChannelSet(next()));
+        }
+    }
+}

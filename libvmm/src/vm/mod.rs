@@ -41,6 +41,29 @@ pub struct Passthrough {
     pub irq: u32,
 }
 
+/// The VM's emulated devices other than the GIC, e.g. virtio-MMIO
+/// transports. `()` is a VM without any.
+pub trait Devices {
+    /// A guest read of `width` bytes at `gpa`: `None` if no device is there,
+    /// else the value and the interrupt to raise, if any.
+    fn read(&mut self, ram: &mut GuestRam, gpa: Gpa, width: u8) -> Option<(u64, Option<u32>)>;
+    /// A guest write: `None` if no device is there, else the interrupt to
+    /// raise, if any.
+    fn write(&mut self, ram: &mut GuestRam, gpa: Gpa, width: u8, value: u64)
+        -> Option<Option<u32>>;
+    /// The guest is being reset: put every device back to its power-on state.
+    fn reset(&mut self) {}
+}
+
+impl Devices for () {
+    fn read(&mut self, _: &mut GuestRam, _: Gpa, _: u8) -> Option<(u64, Option<u32>)> {
+        None
+    }
+    fn write(&mut self, _: &mut GuestRam, _: Gpa, _: u8, _: u64) -> Option<Option<u32>> {
+        None
+    }
+}
+
 /// How a VM is put together.
 #[derive(Clone, Copy, Debug)]
 pub struct VmConfig<'a> {
@@ -104,8 +127,9 @@ impl<H: Hypervisor> ListRegisters for Lrs<'_, H> {
 const RESUME: Option<MessageInfo> = Some(MessageInfo::new(0, 0));
 
 /// A virtual machine.
-pub struct Vm<'a, H: Hypervisor> {
+pub struct Vm<'a, H: Hypervisor, D: Devices = ()> {
     hv: H,
+    devices: D,
     ram: GuestRam<'a>,
     images: BootImages<'a>,
     config: VmConfig<'a>,
@@ -116,13 +140,28 @@ pub struct Vm<'a, H: Hypervisor> {
     bad_guest: RateLimit,
 }
 
-impl<'a, H: Hypervisor> Vm<'a, H> {
-    /// A VM that will boot `images` in `ram`. Call [`Vm::boot`] next.
+impl<'a, H: Hypervisor> Vm<'a, H, ()> {
+    /// A VM without emulated devices besides the GIC. Call [`Vm::boot`] next.
     pub fn new(hv: H, ram: GuestRam<'a>, images: BootImages<'a>, config: VmConfig<'a>) -> Self {
+        Vm::with_devices(hv, (), ram, images, config)
+    }
+}
+
+impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
+    /// A VM that will boot `images` in `ram`, with `devices` on its
+    /// address map. Call [`Vm::boot`] next.
+    pub fn with_devices(
+        hv: H,
+        devices: D,
+        ram: GuestRam<'a>,
+        images: BootImages<'a>,
+        config: VmConfig<'a>,
+    ) -> Self {
         let num_vcpus = config.num_vcpus.clamp(1, MAX_VCPUS);
         let config = VmConfig { num_vcpus, ..config };
         Vm {
             hv,
+            devices,
             ram,
             images,
             gic: GicV2::new(num_vcpus, config.num_lrs),
@@ -137,6 +176,12 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
     /// The hypervisor interface (tests inspect their fake through it).
     pub fn hypervisor(&mut self) -> &mut H {
         &mut self.hv
+    }
+
+    /// The devices and guest RAM, e.g. to complete device work when a
+    /// backend notifies; raise the interrupts it asks for with `raise_irq`.
+    pub fn devices(&mut self) -> (&mut D, &mut GuestRam<'a>) {
+        (&mut self.devices, &mut self.ram)
     }
 
     /// How many times the guest has been booted.
@@ -288,11 +333,7 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
         let Some(offset) =
             a.gpa.0.checked_sub(self.config.gicd_base).filter(|&o| o < vgic::GICD_SIZE)
         else {
-            if self.bad_guest.allow() {
-                log::warn!(target: "mmio", "vCPU {vcpu}: {} of {} bytes at {}, where no device is (pc {ip:#x}): injecting an abort",
-                    if a.write { "write" } else { "read" }, a.width, a.gpa);
-            }
-            return self.inject(vcpu, Exception::DataAbort, a.gpa.0);
+            return self.device_mmio(vcpu, ip, a);
         };
         let mut regs = UserContext::default();
         let count = words_to_cover(a.reg);
@@ -313,6 +354,48 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
             regs.set_gpr(a.reg, a.load_value(raw));
             regs.set_pc(ip.wrapping_add(a.instruction_len));
             self.hv.write_regs(vcpu, false, count, &regs)?;
+        }
+        Ok(RESUME)
+    }
+
+    /// An access outside the GIC: one of `Devices`, or nothing (an abort).
+    fn device_mmio(
+        &mut self,
+        vcpu: usize,
+        ip: u64,
+        a: MmioAccess,
+    ) -> Result<Option<MessageInfo>, Error> {
+        let mut regs = UserContext::default();
+        let count = words_to_cover(a.reg);
+        let handled = if a.write {
+            if gpr_index(a.reg).is_some() {
+                self.hv.read_regs(vcpu, count, &mut regs)?;
+            }
+            let value = a.store_value(regs.gpr(a.reg));
+            self.devices.write(&mut self.ram, a.gpa, a.width, value).map(|irq| (1, irq))
+        } else {
+            self.devices.read(&mut self.ram, a.gpa, a.width).map(|(raw, irq)| {
+                regs.set_gpr(a.reg, a.load_value(raw));
+                (count, irq)
+            })
+        };
+        let Some((write_count, irq)) = handled else {
+            if self.bad_guest.allow() {
+                log::warn!(target: "mmio", "vCPU {vcpu}: {} of {} bytes at {}, where no device is (pc {ip:#x}): injecting an abort",
+                    if a.write { "write" } else { "read" }, a.width, a.gpa);
+            }
+            return self.inject(vcpu, Exception::DataAbort, a.gpa.0);
+        };
+        if !a.write && count > 1 {
+            // Keep the other registers the write-back covers as they are.
+            let value = regs.gpr(a.reg);
+            self.hv.read_regs(vcpu, count, &mut regs)?;
+            regs.set_gpr(a.reg, value);
+        }
+        regs.set_pc(ip.wrapping_add(a.instruction_len));
+        self.hv.write_regs(vcpu, false, write_count, &regs)?;
+        if let Some(irq) = irq {
+            self.raise_irq(irq);
         }
         Ok(RESUME)
     }
@@ -485,6 +568,7 @@ impl<'a, H: Hypervisor> Vm<'a, H> {
         log::info!(target: "psci", "guest reset (PSCI SYSTEM_RESET): rebooting");
         self.stop_all();
         self.gic.reset();
+        self.devices.reset();
         for p in self.config.passthrough {
             let _ = self.hv.ack_irq(p.channel);
         }

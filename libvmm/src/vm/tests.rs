@@ -451,3 +451,66 @@ fn random_faults_and_notifications_never_panic() {
         }
     }
 }
+
+/// One register at 0x0a00_0000 that raises SPI 48 when written.
+#[derive(Default)]
+struct Register {
+    value: u64,
+}
+
+impl Devices for Register {
+    fn read(&mut self, _: &mut GuestRam, gpa: Gpa, _: u8) -> Option<(u64, Option<u32>)> {
+        (gpa.0 == 0x0a00_0000).then_some((self.value, None))
+    }
+    fn write(&mut self, _: &mut GuestRam, gpa: Gpa, _: u8, value: u64) -> Option<Option<u32>> {
+        (gpa.0 == 0x0a00_0000).then(|| {
+            self.value = value;
+            Some(48)
+        })
+    }
+}
+
+fn access(
+    vm: &mut Vm<'_, Fake, Register>,
+    addr: u64,
+    width: u8,
+    reg: u8,
+    write: bool,
+) -> Option<MessageInfo> {
+    vm.hv.regs[0].set_pc(0x4000_1000);
+    let fault =
+        Fault::VmFault { ip: 0x4000_1000, addr, prefetch: false, fsr: dabt(width, reg, write) };
+    vm.handle_fault(0, &fault)
+}
+
+#[test]
+fn devices_get_accesses_and_raise_their_interrupts() {
+    let mut s = Setup::new();
+    let ram = GuestRam::from_slice(RAM_BASE, &mut s.mem);
+    let images = BootImages { kernel: &s.kernel, initrd: &[], dtb: &s.dtb, bootargs: None };
+    let config = VmConfig {
+        num_vcpus: 1,
+        gicd_base: GICD,
+        num_lrs: 4,
+        passthrough: &[],
+        timer_channel: None,
+    };
+    let mut vm = Vm::with_devices(Fake::new(1), Register::default(), ram, images, config);
+    vm.boot().unwrap();
+    // The guest enables the distributor and SPI 48, routed to CPU 0.
+    for (offset, width, value) in [(0, 4, 1), (0x104, 4, 1 << 16), (0x800 + 48, 1, 1)] {
+        vm.hv.regs[0].set_gpr(1, value);
+        access(&mut vm, GICD + offset, width, 1, true);
+    }
+    vm.hv.regs[0].set_gpr(2, 0x1234_5678_9abc);
+    assert_eq!(access(&mut vm, 0x0a00_0000, 4, 2, true), RESUME);
+    assert_eq!(vm.devices().0.value, 0x5678_9abc, "a 4-byte store takes the low word");
+    assert_eq!(vm.hv.injected, [(0, 48, 0)]);
+    assert_eq!(access(&mut vm, 0x0a00_0000, 2, 9, false), RESUME);
+    assert_eq!(vm.hv.regs[0].gpr(9), 0x9abc, "a 2-byte load gets the low half");
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_1004);
+    // Anything else is still an abort.
+    vm.hv.regs[0].words[2] = 0x3c5;
+    assert_eq!(access(&mut vm, 0x0a00_1000, 4, 2, true), RESUME);
+    assert_eq!(vm.hv.vcpu_regs[0][VcpuReg::Esr as usize] >> 26, 0x25);
+}

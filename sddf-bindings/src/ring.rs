@@ -1,0 +1,189 @@
+//! Index arithmetic of an sDDF single-producer/single-consumer ring.
+//!
+//! Indices are free-running `u32`s: length = `tail - head` (wrapping), slot =
+//! `index % capacity` (a mask, capacity being a power of two). Each side keeps
+//! a private shadow of the index it owns and publishes it with `Release`; it
+//! reads the peer's index with `Acquire` (sddf-abi.md §1.1, §1.3). A peer
+//! index that puts the length above the capacity is corrupt: the queue is
+//! then treated as full (producer) or empty (consumer), and logged once.
+
+use core::cell::Cell;
+use core::sync::atomic::{AtomicU32, Ordering};
+
+use log::warn;
+
+use crate::{Error, SharedAtomic};
+
+/// A queue capacity checked to be a non-zero power of two.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Capacity(u32);
+
+impl Capacity {
+    pub(crate) fn new(capacity: u32) -> Result<Self, Error> {
+        if capacity.is_power_of_two() {
+            Ok(Capacity(capacity))
+        } else {
+            Err(Error::BadCapacity)
+        }
+    }
+
+    pub(crate) fn get(self) -> u32 {
+        self.0
+    }
+
+    /// The slot of a free-running index (`index % capacity`).
+    pub(crate) fn slot(self, index: u32) -> usize {
+        (index & (self.0 - 1)) as usize
+    }
+}
+
+/// Whether a corrupt peer index has been logged, to log once per episode.
+#[derive(Debug, Default)]
+struct CorruptionLog(Cell<bool>);
+
+impl CorruptionLog {
+    /// `len` if it is a possible length, else `None` (logged once).
+    fn check(&self, len: u32, capacity: Capacity, queue: &str) -> Option<u32> {
+        if len <= capacity.get() {
+            self.0.set(false);
+            return Some(len);
+        }
+        if !self.0.replace(true) {
+            warn!("sDDF {queue}: peer index is {len} entries away (capacity {}), ignoring the queue until it is sane", capacity.get());
+        }
+        None
+    }
+}
+
+/// The producer's view: owns `tail`, reads `head`.
+#[derive(Debug)]
+pub(crate) struct Producer {
+    tail: u32,
+    tail_index: SharedAtomic<AtomicU32>,
+    head_index: SharedAtomic<AtomicU32>,
+    capacity: Capacity,
+    log: CorruptionLog,
+    queue: &'static str,
+}
+
+impl Producer {
+    /// Starts from the `tail` currently in shared memory.
+    pub(crate) fn new(
+        tail_index: SharedAtomic<AtomicU32>,
+        head_index: SharedAtomic<AtomicU32>,
+        capacity: Capacity,
+        queue: &'static str,
+    ) -> Self {
+        let tail = tail_index.load(Ordering::Relaxed);
+        Producer { tail, tail_index, head_index, capacity, log: CorruptionLog::default(), queue }
+    }
+
+    /// Free entries; 0 when the peer's `head` is corrupt.
+    pub(crate) fn free(&self) -> u32 {
+        let head = self.head_index.load(Ordering::Acquire);
+        let used = self.tail.wrapping_sub(head);
+        match self.log.check(used, self.capacity, self.queue) {
+            Some(used) => self.capacity.get() - used,
+            None => 0,
+        }
+    }
+
+    /// The slot the next entry goes to.
+    pub(crate) fn slot(&self) -> usize {
+        self.capacity.slot(self.tail)
+    }
+
+    /// Publishes `count` entries written after the current tail (`Release`).
+    pub(crate) fn publish(&mut self, count: u32) {
+        self.tail = self.tail.wrapping_add(count);
+        self.tail_index.store(self.tail, Ordering::Release);
+    }
+}
+
+/// The consumer's view: owns `head`, reads `tail`.
+#[derive(Debug)]
+pub(crate) struct Consumer {
+    head: u32,
+    head_index: SharedAtomic<AtomicU32>,
+    tail_index: SharedAtomic<AtomicU32>,
+    capacity: Capacity,
+    log: CorruptionLog,
+    queue: &'static str,
+}
+
+impl Consumer {
+    /// Starts from the `head` currently in shared memory.
+    pub(crate) fn new(
+        head_index: SharedAtomic<AtomicU32>,
+        tail_index: SharedAtomic<AtomicU32>,
+        capacity: Capacity,
+        queue: &'static str,
+    ) -> Self {
+        let head = head_index.load(Ordering::Relaxed);
+        Consumer { head, head_index, tail_index, capacity, log: CorruptionLog::default(), queue }
+    }
+
+    /// Entries ready to read; 0 when the peer's `tail` is corrupt.
+    pub(crate) fn available(&self) -> u32 {
+        let tail = self.tail_index.load(Ordering::Acquire);
+        self.log.check(tail.wrapping_sub(self.head), self.capacity, self.queue).unwrap_or(0)
+    }
+
+    /// The slot of the next entry to read.
+    pub(crate) fn slot(&self) -> usize {
+        self.capacity.slot(self.head)
+    }
+
+    /// Releases `count` entries read from the current head (`Release`).
+    pub(crate) fn release(&mut self, count: u32) {
+        self.head = self.head.wrapping_add(count);
+        self.head_index.store(self.head, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::SharedRegion;
+
+    fn pair(capacity: u32) -> (Producer, Consumer, SharedRegion) {
+        let region = SharedRegion::leak_zeroed(8);
+        let cap = Capacity::new(capacity).unwrap();
+        let tail = || region.atomic_u32(0).unwrap();
+        let head = || region.atomic_u32(4).unwrap();
+        let producer = Producer::new(tail(), head(), cap, "test");
+        let consumer = Consumer::new(head(), tail(), cap, "test");
+        (producer, consumer, region)
+    }
+
+    #[test]
+    fn capacity_must_be_a_power_of_two() {
+        assert_eq!(Capacity::new(0), Err(Error::BadCapacity));
+        assert_eq!(Capacity::new(12), Err(Error::BadCapacity));
+        assert_eq!(Capacity::new(1 << 31).map(Capacity::get), Ok(1 << 31));
+        assert_eq!(Capacity::new(8).unwrap().slot(u32::MAX), 7);
+    }
+
+    #[test]
+    fn publish_and_release_move_the_shared_indices() {
+        let (mut producer, mut consumer, region) = pair(4);
+        producer.publish(3);
+        assert_eq!(region.atomic_u32(0).unwrap().load(Ordering::Relaxed), 3);
+        assert_eq!((producer.free(), consumer.available()), (1, 3));
+        consumer.release(2);
+        assert_eq!(region.atomic_u32(4).unwrap().load(Ordering::Relaxed), 2);
+        assert_eq!((producer.free(), consumer.available(), consumer.slot()), (3, 1, 2));
+    }
+
+    #[test]
+    fn corrupt_peer_index_reads_as_full_or_empty() {
+        let (producer, consumer, region) = pair(4);
+        region.atomic_u32(4).unwrap().store(100, Ordering::Relaxed);
+        assert_eq!(producer.free(), 0);
+        region.atomic_u32(4).unwrap().store(0, Ordering::Relaxed);
+        region.atomic_u32(0).unwrap().store(5, Ordering::Relaxed);
+        assert_eq!(consumer.available(), 0);
+        region.atomic_u32(0).unwrap().store(4, Ordering::Relaxed);
+        assert_eq!(consumer.available(), 4);
+    }
+}

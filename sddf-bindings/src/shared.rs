@@ -1,0 +1,298 @@
+//! Bounds-checked access to memory shared with another protection domain.
+//!
+//! This module holds every `unsafe` block of the crate. A [`SharedRegion`] is
+//! created once from a trusted address and size (the sdfgen config), with the
+//! one `unsafe` promise that the range is mapped; after that every access is
+//! checked against the region and done with volatile or atomic operations, so
+//! a peer that writes concurrently (or maliciously) cannot make us touch
+//! memory outside the region. Queue logic elsewhere is safe code over this.
+
+#![allow(unsafe_code)]
+
+use core::cell::UnsafeCell;
+use core::fmt;
+use core::ops::Deref;
+use core::ptr::NonNull;
+use core::sync::atomic::{AtomicU32, AtomicU8};
+
+use crate::config::RegionResource;
+use crate::Error;
+
+/// A contiguous range of memory shared with another protection domain.
+///
+/// Cloning gives another handle on the same memory. All accesses are
+/// bounds-checked; bytes are copied with volatile operations and indices and
+/// flags are accessed through atomics ([`SharedRegion::atomic_u32`]).
+#[derive(Clone)]
+pub struct SharedRegion {
+    base: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: a `SharedRegion` is a bounds-checked pointer to memory that `new`'s
+// caller promised stays mapped while any handle exists. Every access through
+// it is volatile or atomic, the same kinds of access the peer makes from
+// another core, so using it from another thread adds nothing new.
+unsafe impl Send for SharedRegion {}
+// SAFETY: as for `Send`: all methods take `&self` and only do volatile or
+// atomic accesses, which are meant to happen concurrently.
+unsafe impl Sync for SharedRegion {}
+
+impl fmt::Debug for SharedRegion {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SharedRegion").field("base", &self.base).field("len", &self.len).finish()
+    }
+}
+
+impl SharedRegion {
+    /// Wraps `len` bytes of shared memory starting at `base`.
+    ///
+    /// # Safety
+    ///
+    /// - `base..base + len` must be mapped readable and writable, and stay so
+    ///   while the returned region, any clone, sub-region or [`SharedAtomic`]
+    ///   taken from it exists (in a protection domain: forever).
+    /// - `base + len` must not wrap around the address space.
+    /// - Nothing may hold a Rust reference to non-atomic data in that range;
+    ///   other accesses (the peer, other handles) must be volatile or atomic.
+    pub unsafe fn new(base: NonNull<u8>, len: usize) -> Self {
+        SharedRegion { base, len }
+    }
+
+    /// Wraps the region described by an sdfgen `region_resource_t`.
+    ///
+    /// Returns [`Error::NullRegion`] for a zero address (an unused connection)
+    /// and [`Error::OutOfBounds`] for a size that does not fit in `usize`.
+    ///
+    /// # Safety
+    ///
+    /// The same as [`SharedRegion::new`], for `resource.vaddr` and
+    /// `resource.size`: the system description must map that range into this
+    /// protection domain, read-write.
+    pub unsafe fn from_resource(resource: &RegionResource) -> Result<Self, Error> {
+        let len = usize::try_from(resource.size).map_err(|_| Error::OutOfBounds)?;
+        let addr = usize::try_from(resource.vaddr).map_err(|_| Error::OutOfBounds)?;
+        let base = NonNull::new(core::ptr::with_exposed_provenance_mut::<u8>(addr))
+            .ok_or(Error::NullRegion)?;
+        // SAFETY: the caller upholds `new`'s contract for this address and size.
+        Ok(unsafe { SharedRegion::new(base, len) })
+    }
+
+    /// Allocates `len` zeroed bytes, 8-byte aligned, and leaks them.
+    ///
+    /// For host tests, which stand in for the memory the system description
+    /// would share. Each call leaks its allocation for good.
+    #[cfg(any(test, feature = "test-utils"))]
+    pub fn leak_zeroed(len: usize) -> Self {
+        let words = alloc::vec![0u64; len.div_ceil(8)];
+        let words: &'static mut [u64] = alloc::boxed::Box::leak(words.into_boxed_slice());
+        let base = NonNull::new(words.as_mut_ptr().cast::<u8>()).unwrap_or(NonNull::dangling());
+        // SAFETY: the allocation is at least `len` bytes, leaked (so it lives
+        // forever) and from here on only reached through this region.
+        unsafe { SharedRegion::new(base, len) }
+    }
+
+    /// The size of the region in bytes.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether the region has no bytes.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The `len` bytes at `offset`, as a region of their own.
+    pub fn subregion(&self, offset: usize, len: usize) -> Result<SharedRegion, Error> {
+        let start = self.checked_ptr(offset, len)?;
+        // SAFETY: `start..start + len` lies inside this region (checked above),
+        // so `new`'s contract, upheld for the whole region, covers it.
+        Ok(unsafe { SharedRegion::new(start, len) })
+    }
+
+    /// Copies `dst.len()` bytes at `offset` into `dst` (volatile loads).
+    pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
+        let src = self.checked_ptr(offset, dst.len())?;
+        for (i, byte) in dst.iter_mut().enumerate() {
+            // SAFETY: `src + i` is inside the region (the whole range was
+            // checked) and `new`'s contract keeps it mapped; volatile access
+            // tolerates the peer writing concurrently.
+            *byte = unsafe { src.add(i).read_volatile() };
+        }
+        Ok(())
+    }
+
+    /// Copies `src` to `offset` (volatile stores).
+    pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), Error> {
+        let dst = self.checked_ptr(offset, src.len())?;
+        for (i, byte) in src.iter().enumerate() {
+            // SAFETY: as in `read`: in bounds, mapped, volatile.
+            unsafe { dst.add(i).write_volatile(*byte) };
+        }
+        Ok(())
+    }
+
+    /// The naturally aligned `u32` at `offset`, for atomic access.
+    pub fn atomic_u32(&self, offset: usize) -> Result<SharedAtomic<AtomicU32>, Error> {
+        self.atomic(offset)
+    }
+
+    /// The byte at `offset`, for atomic access (C `bool` flags).
+    pub fn atomic_u8(&self, offset: usize) -> Result<SharedAtomic<AtomicU8>, Error> {
+        self.atomic(offset)
+    }
+
+    fn atomic<A>(&self, offset: usize) -> Result<SharedAtomic<A>, Error> {
+        let ptr = self.checked_ptr(offset, size_of::<A>())?.cast::<A>();
+        if !ptr.as_ptr().is_aligned() {
+            return Err(Error::Misaligned);
+        }
+        Ok(SharedAtomic { ptr, _region: self.clone() })
+    }
+
+    /// The address of `offset`, if `offset..offset + len` lies in the region.
+    fn checked_ptr(&self, offset: usize, len: usize) -> Result<NonNull<u8>, Error> {
+        match offset.checked_add(len) {
+            Some(end) if end <= self.len => {
+                // SAFETY: `offset <= len` of the region, and `new`'s caller
+                // promised the region does not wrap the address space.
+                Ok(unsafe { self.base.add(offset) })
+            }
+            _ => Err(Error::OutOfBounds),
+        }
+    }
+}
+
+/// An aligned atomic (`AtomicU32` or `AtomicU8`) inside a [`SharedRegion`].
+///
+/// Dereferences to the atomic type; bounds and alignment were checked when it
+/// was taken from the region, so every later access is free of checks.
+pub struct SharedAtomic<A> {
+    ptr: NonNull<A>,
+    /// Keeps the region's provenance (and documents the dependency).
+    _region: SharedRegion,
+}
+
+// SAFETY: the pointee is an atomic inside a `SharedRegion`, which is itself
+// `Send`/`Sync`; atomics are made for access from several threads.
+unsafe impl<A: Sync> Send for SharedAtomic<A> {}
+// SAFETY: as for `Send`.
+unsafe impl<A: Sync> Sync for SharedAtomic<A> {}
+
+impl<A> Deref for SharedAtomic<A> {
+    type Target = A;
+
+    fn deref(&self) -> &A {
+        // SAFETY: `ptr` is in bounds and aligned (checked in
+        // `SharedRegion::atomic`), the region stays mapped (`new`'s contract),
+        // and the atomic types allow shared mutation through `&A`.
+        unsafe { self.ptr.as_ref() }
+    }
+}
+
+impl<A: fmt::Debug> fmt::Debug for SharedAtomic<A> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&**self, f)
+    }
+}
+
+/// A config struct that tools patch into the ELF file after linking.
+///
+/// sdfgen's data is spliced into a named section with `objcopy
+/// --update-section`, so the compiler must not fold the zeroed initial value
+/// into the code. Declare the static as
+/// `#[link_section = ".serial_client_config"] #[used] static CONFIG:
+/// ConfigCell<SerialClientConfig> = ConfigCell::new(SerialClientConfig::zeroed());`
+/// and read it with [`ConfigCell::get`], which copies it out with a volatile
+/// load.
+#[repr(transparent)]
+pub struct ConfigCell<T>(UnsafeCell<T>);
+
+// SAFETY: `ConfigCell` offers no way to mutate its contents; the value only
+// changes before the program runs (objcopy). Reads copy a `Sync + Copy` value.
+unsafe impl<T: Copy + Sync> Sync for ConfigCell<T> {}
+
+impl<T: Copy> ConfigCell<T> {
+    /// Wraps the initial (usually zeroed) value.
+    pub const fn new(value: T) -> Self {
+        ConfigCell(UnsafeCell::new(value))
+    }
+
+    /// A copy of the current contents, read with a volatile load.
+    pub fn get(&self) -> T {
+        // SAFETY: the pointer comes from a live `UnsafeCell` so it is valid
+        // and aligned, and no `&mut` to the contents ever exists.
+        unsafe { self.0.get().read_volatile() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::sync::atomic::Ordering;
+
+    #[test]
+    fn read_write_round_trip() {
+        let region = SharedRegion::leak_zeroed(16);
+        region.write(3, &[1, 2, 3]).unwrap();
+        let mut out = [0u8; 5];
+        region.read(2, &mut out).unwrap();
+        assert_eq!(out, [0, 1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn accesses_outside_the_region_fail() {
+        let region = SharedRegion::leak_zeroed(16);
+        assert_eq!(region.write(15, &[1, 2]), Err(Error::OutOfBounds));
+        assert_eq!(region.read(usize::MAX, &mut [0u8; 2]), Err(Error::OutOfBounds));
+        assert_eq!(region.write(16, &[]), Ok(()));
+        assert_eq!(region.atomic_u32(16).err(), Some(Error::OutOfBounds));
+        assert_eq!(region.atomic_u8(usize::MAX).err(), Some(Error::OutOfBounds));
+    }
+
+    #[test]
+    fn subregion_is_bounded_by_its_parent() {
+        let region = SharedRegion::leak_zeroed(32);
+        let sub = region.subregion(8, 8).unwrap();
+        assert_eq!(sub.len(), 8);
+        sub.write(0, &[7]).unwrap();
+        let mut byte = [0u8];
+        region.read(8, &mut byte).unwrap();
+        assert_eq!(byte, [7]);
+        assert_eq!(sub.write(8, &[1]), Err(Error::OutOfBounds));
+        assert_eq!(region.subregion(30, 3).err(), Some(Error::OutOfBounds));
+        assert_eq!(region.subregion(usize::MAX, 2).err(), Some(Error::OutOfBounds));
+    }
+
+    #[test]
+    fn misaligned_atomics_are_refused() {
+        let region = SharedRegion::leak_zeroed(16);
+        assert_eq!(region.atomic_u32(2).err(), Some(Error::Misaligned));
+        assert!(region.atomic_u8(3).is_ok());
+    }
+
+    #[test]
+    fn atomics_see_byte_writes() {
+        let region = SharedRegion::leak_zeroed(8);
+        region.write(4, &0xdead_beef_u32.to_ne_bytes()).unwrap();
+        assert_eq!(region.atomic_u32(4).unwrap().load(Ordering::Acquire), 0xdead_beef);
+        region.atomic_u8(0).unwrap().store(9, Ordering::Release);
+        let mut byte = [0u8];
+        region.read(0, &mut byte).unwrap();
+        assert_eq!(byte, [9]);
+    }
+
+    #[test]
+    fn from_resource_rejects_null() {
+        let resource = RegionResource { vaddr: 0, size: 4096 };
+        // SAFETY: a null address is refused before anything is accessed.
+        let result = unsafe { SharedRegion::from_resource(&resource) };
+        assert_eq!(result.err(), Some(Error::NullRegion));
+    }
+
+    #[test]
+    fn config_cell_returns_its_value() {
+        static CELL: ConfigCell<[u8; 5]> = ConfigCell::new(*b"sDDF\x03");
+        assert_eq!(CELL.get(), *b"sDDF\x03");
+    }
+}

@@ -1,0 +1,191 @@
+//! Execution state of one block request: the in-flight table entry and its chunks.
+//!
+//! A request runs as a sequence of chunks, each one backend operation (two for a
+//! read-modify-write), with one operation in flight per request at a time. A chunk covers
+//! whole 4 KiB backend blocks: a read fetches the covering blocks and copies the sector slice
+//! out, an aligned write goes straight, a partial block is read, merged and written back.
+
+use super::backend::{BlockBackend, BlockOp, BufferId, BACKEND_BLOCK};
+use super::request::{Request, RequestKind, SECTOR_SIZE};
+use crate::memory::GuestMemory;
+
+/// The backend misbehaved (a buffer too small, a completion that does not fit): the request
+/// fails with VIRTIO_BLK_S_IOERR.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct Fault;
+
+/// The part of a request one backend operation covers.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) struct Chunk {
+    /// First backend block.
+    pub(super) block: u64,
+    /// Backend blocks.
+    pub(super) blocks: u32,
+    /// Byte in the buffer where the guest data starts.
+    pub(super) skip: usize,
+    /// Guest data bytes.
+    pub(super) len: usize,
+    /// Whether this is a read-modify-write.
+    pub(super) rmw: bool,
+    pub(super) buf: Option<BufferId>,
+}
+
+/// Where a started request is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Phase {
+    /// Between chunks: start the next one or finish.
+    Idle,
+    /// `op` must be submitted (the backend was busy).
+    Submit(BlockOp),
+    /// `op` is with the backend.
+    InFlight(BlockOp),
+}
+
+/// One request in the in-flight table.
+#[derive(Clone, Debug)]
+pub(super) struct Slot {
+    pub(super) req: Request,
+    pub(super) seq: u64,
+    pub(super) gen: u16,
+    pub(super) started: bool,
+    /// Data bytes finished.
+    pub(super) done: u64,
+    pub(super) chunk: Option<Chunk>,
+    pub(super) phase: Phase,
+    /// The device was reset while the backend had this request: only wait for the backend.
+    pub(super) orphan: bool,
+}
+
+impl Slot {
+    /// Backend blocks `[first, end)` this request touches; `None` for a flush (everything).
+    pub(super) fn range(&self) -> Option<(u64, u64)> {
+        let start = self.req.sector.saturating_mul(SECTOR_SIZE);
+        let end = start.saturating_add(self.req.data_len);
+        match self.req.kind {
+            RequestKind::Read | RequestKind::Write => {
+                Some((start / BACKEND_BLOCK, end.div_ceil(BACKEND_BLOCK)))
+            }
+            _ => None,
+        }
+    }
+
+    /// Whether `self` must wait for the earlier request `other`.
+    pub(super) fn conflicts(&self, other: &Slot) -> bool {
+        let (Some((a0, a1)), Some((b0, b1))) = (self.range(), other.range()) else {
+            return true;
+        };
+        let writes = self.req.kind == RequestKind::Write || other.req.kind == RequestKind::Write;
+        writes && a0 < b1 && b0 < a1
+    }
+}
+
+/// Plans the next chunk of `slot` (at most `cap` blocks), allocates its buffer and prepares
+/// the first operation. `Ok(false)` if no buffer is free now; `Err` on a backend fault.
+pub(super) fn start_chunk<B: BlockBackend, M: GuestMemory + ?Sized>(
+    backend: &mut B,
+    slot: &mut Slot,
+    mem: &M,
+    cap: u32,
+) -> Result<bool, Fault> {
+    let mut cap = cap;
+    let (chunk, buf) = loop {
+        let c = plan(&slot.req, slot.done, cap);
+        if let Some(buf) = backend.alloc(c.blocks) {
+            break (c, buf);
+        }
+        if c.blocks <= 1 {
+            return Ok(false);
+        }
+        cap = c.blocks / 2;
+    };
+    let chunk = Chunk { buf: Some(buf), ..chunk };
+    slot.chunk = Some(chunk);
+    if slot.req.kind == RequestKind::Read || chunk.rmw {
+        slot.phase = Phase::Submit(BlockOp::Read);
+        return Ok(true);
+    }
+    let cells = cells(backend, buf, chunk)?;
+    let n = slot.req.read_data(mem, slot.done, cells).map_err(|_| Fault)?;
+    if n != chunk.len {
+        return Err(Fault);
+    }
+    slot.phase = Phase::Submit(BlockOp::Write);
+    Ok(true)
+}
+
+/// The next chunk of `req` after `done` data bytes, at most `cap` (>= 1) blocks.
+fn plan(req: &Request, done: u64, cap: u32) -> Chunk {
+    let start = req.sector * SECTOR_SIZE + done;
+    let remaining = req.data_len - done;
+    let block = start / BACKEND_BLOCK;
+    let skip = start % BACKEND_BLOCK;
+    let cap = u64::from(core::cmp::max(cap, 1));
+    let (blocks, len, rmw) = if req.kind == RequestKind::Read {
+        let blocks = core::cmp::min(cap, (skip + remaining).div_ceil(BACKEND_BLOCK));
+        (blocks, core::cmp::min(remaining, blocks * BACKEND_BLOCK - skip), false)
+    } else if skip != 0 || remaining < BACKEND_BLOCK {
+        (1, core::cmp::min(BACKEND_BLOCK - skip, remaining), true)
+    } else {
+        let blocks = core::cmp::min(cap, remaining / BACKEND_BLOCK);
+        (blocks, blocks * BACKEND_BLOCK, false)
+    };
+    // `blocks <= cap <= u32::MAX`; `skip < 4096`; `len <= blocks * 4096` fits a buffer.
+    Chunk { block, blocks: blocks as u32, skip: skip as usize, len: len as usize, rmw, buf: None }
+}
+
+/// The guest-data bytes of `chunk` in the backend buffer `buf`.
+fn cells<B: BlockBackend>(
+    backend: &mut B,
+    buf: BufferId,
+    chunk: Chunk,
+) -> Result<&mut [u8], Fault> {
+    let end = chunk.skip.checked_add(chunk.len).ok_or(Fault)?;
+    backend.buffer(buf).get_mut(chunk.skip..end).ok_or_else(|| {
+        log::warn!(target: "virtio", "blk: backend buffer smaller than {} bytes", end);
+        Fault
+    })
+}
+
+/// Read-modify-write: the covering block arrived; merge guest data and write it back.
+pub(super) fn merge<B: BlockBackend, M: GuestMemory + ?Sized>(
+    backend: &mut B,
+    slot: &mut Slot,
+    mem: &M,
+    c: Chunk,
+) -> Result<(), Fault> {
+    let buf = c.buf.ok_or(Fault)?;
+    let dst = cells(backend, buf, c)?;
+    let n = slot.req.read_data(mem, slot.done, dst).map_err(|_| Fault)?;
+    if n != c.len {
+        return Err(Fault);
+    }
+    slot.phase = Phase::Submit(BlockOp::Write);
+    Ok(())
+}
+
+/// A read chunk arrived: copy the sector slice to the guest.
+pub(super) fn copy_out<B: BlockBackend, M: GuestMemory + ?Sized>(
+    backend: &mut B,
+    slot: &mut Slot,
+    mem: &mut M,
+    c: Chunk,
+) -> Result<(), Fault> {
+    let buf = c.buf.ok_or(Fault)?;
+    let src = cells(backend, buf, c)?;
+    let n = slot.req.write_data(mem, slot.done, src).map_err(|_| Fault)?;
+    if n != c.len {
+        return Err(Fault);
+    }
+    finish_chunk(backend, slot, c);
+    Ok(())
+}
+
+/// A chunk is done: free its buffer and move on.
+pub(super) fn finish_chunk<B: BlockBackend>(backend: &mut B, slot: &mut Slot, c: Chunk) {
+    if let Some(buf) = c.buf {
+        backend.free(buf);
+    }
+    slot.chunk = None;
+    slot.done += c.len as u64;
+    slot.phase = Phase::Idle;
+}

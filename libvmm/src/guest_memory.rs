@@ -204,3 +204,43 @@ mod tests {
         assert_eq!(mem, [0; 32]);
     }
 }
+
+/// Guest RAM as the virtio devices see it.
+impl virtio::GuestMemory for GuestRam<'_> {
+    fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), virtio::MemoryError> {
+        GuestRam::read(self, Gpa(gpa), buf)
+            .map_err(|e| virtio::MemoryError::OutOfRange { gpa, len: e.len })
+    }
+
+    fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), virtio::MemoryError> {
+        GuestRam::write(self, Gpa(gpa), data)
+            .map_err(|e| virtio::MemoryError::OutOfRange { gpa, len: e.len })
+    }
+
+    fn check_range(&self, gpa: u64, len: u64) -> Result<(), virtio::MemoryError> {
+        if self.contains(Gpa(gpa), len) {
+            Ok(())
+        } else {
+            Err(virtio::MemoryError::OutOfRange { gpa, len })
+        }
+    }
+}
+
+#[cfg(test)]
+mod virtio_tests {
+    use super::*;
+    use virtio::GuestMemory;
+
+    #[test]
+    fn virtio_sees_the_same_bounds() {
+        let mut mem = [0u8; 32];
+        let mut ram = GuestRam::from_slice(0x1000, &mut mem);
+        GuestMemory::write(&mut ram, 0x1010, &[9, 8]).unwrap();
+        let mut b = [0u8; 2];
+        GuestMemory::read(&ram, 0x1010, &mut b).unwrap();
+        assert_eq!(b, [9, 8]);
+        assert!(GuestMemory::check_range(&ram, 0x1000, 32).is_ok());
+        assert!(GuestMemory::check_range(&ram, 0x1000, 33).is_err());
+        assert!(GuestMemory::read(&ram, 0xfff, &mut b).is_err());
+    }
+}

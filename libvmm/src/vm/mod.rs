@@ -135,6 +135,9 @@ pub struct Vm<'a, H: Hypervisor, D: Devices = ()> {
     config: VmConfig<'a>,
     gic: GicV2,
     vcpus: [VcpuState; MAX_VCPUS],
+    /// CNTVOFF per vCPU, read once: it only changes when the kernel is
+    /// built to move it (`VTIMER_UPDATE_VOFFSET`), then it is read each time.
+    cntvoff: [Option<u64>; MAX_VCPUS],
     power_on_regs: Option<[u64; VCPU_REGS]>,
     boots: u32,
     bad_guest: RateLimit,
@@ -167,6 +170,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             gic: GicV2::new(num_vcpus, config.num_lrs),
             config,
             vcpus: [VcpuState::Off; MAX_VCPUS],
+            cntvoff: [None; MAX_VCPUS],
             power_on_regs: None,
             boots: 0,
             bad_guest: RateLimit::default(),
@@ -247,6 +251,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         }
         // MPIDR: bit 31 is RES1; Aff0 is the vCPU index.
         self.hv.write_reg(vcpu, VcpuReg::VmpidrEl2, (1 << 31) | vcpu as u64)?;
+        self.cntvoff[vcpu] = None;
         let mut regs = UserContext::default();
         regs.set_pc(entry);
         regs.words[crate::sel4::user_context::SPSR] = SPSR_EL1H_MASKED;
@@ -430,7 +435,14 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             return Ok(None);
         }
         let cval = self.hv.read_reg(vcpu, VcpuReg::CntvCval)?;
-        let offset = self.hv.read_reg(vcpu, VcpuReg::Cntvoff)?;
+        let offset = match self.cntvoff[vcpu] {
+            Some(offset) if !crate::sel4::config::VTIMER_UPDATE_VOFFSET => offset,
+            _ => {
+                let offset = self.hv.read_reg(vcpu, VcpuReg::Cntvoff)?;
+                self.cntvoff[vcpu] = Some(offset);
+                offset
+            }
+        };
         Ok(Some(cval.wrapping_add(offset)))
     }
 

@@ -12,5 +12,6 @@ pub mod guest_memory;
 pub mod linux;
 pub mod logging;
 pub mod microkit;
+pub mod sddf;
 pub mod sel4;
 pub mod vm;

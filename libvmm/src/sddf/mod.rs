@@ -1,0 +1,23 @@
+//! Backends of the virtio devices over sDDF queues: the VMM as an sDDF
+//! client of the serial and block virtualisers.
+
+pub mod serial;
+
+/// Sends a Microkit notification; a fake records them in host tests.
+pub trait Notifier {
+    /// Notifies channel `channel`.
+    fn notify(&mut self, channel: u8);
+}
+
+/// Notifications through Microkit channels.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Microkit;
+
+impl Notifier for Microkit {
+    fn notify(&mut self, channel: u8) {
+        match crate::microkit::Channel::new(channel) {
+            Some(ch) => ch.notify(),
+            None => log::error!(target: "virtio", "no channel {channel}"),
+        }
+    }
+}

@@ -110,6 +110,23 @@ impl SharedRegion {
         Ok(unsafe { SharedRegion::new(start, len) })
     }
 
+    /// The `len` bytes at `offset` as a Rust slice, for bulk data copies at
+    /// memcpy speed (block data cells).
+    ///
+    /// # Safety
+    ///
+    /// For the slice's whole life the range must be owned by this side under
+    /// the queue protocol: a data cell allocated and not yet submitted, or
+    /// whose response has arrived. The peer does not touch it then, and no
+    /// other slice or reference to the range may exist meanwhile.
+    #[allow(clippy::mut_from_ref)]
+    pub unsafe fn slice_mut(&self, offset: usize, len: usize) -> Result<&mut [u8], Error> {
+        let start = self.checked_ptr(offset, len)?;
+        // SAFETY: the range is inside the region (checked), mapped for good by
+        // `new`'s contract, and exclusively ours by this function's contract.
+        Ok(unsafe { core::slice::from_raw_parts_mut(start.as_ptr(), len) })
+    }
+
     /// Copies `dst.len()` bytes at `offset` into `dst` (volatile loads).
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
         let src = self.checked_ptr(offset, dst.len())?;

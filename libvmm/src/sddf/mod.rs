@@ -1,6 +1,7 @@
 //! Backends of the virtio devices over sDDF queues: the VMM as an sDDF
 //! client of the serial and block virtualisers.
 
+pub mod blk;
 pub mod serial;
 
 /// Sends a Microkit notification; a fake records them in host tests.

@@ -166,16 +166,8 @@ impl<N: Notifier> BlockBackend for SddfBlock<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sddf::Recorder;
     use sddf_bindings::blk::{BlkResp, BlkStorageInfo};
-
-    #[derive(Default)]
-    struct Recorder(Vec<u8>);
-
-    impl Notifier for Recorder {
-        fn notify(&mut self, channel: u8) {
-            self.0.push(channel);
-        }
-    }
 
     struct Peer {
         queue: BlkQueueHandle,

@@ -22,3 +22,15 @@ impl Notifier for Microkit {
         }
     }
 }
+
+/// Records notifications, for the backends' host tests.
+#[cfg(test)]
+#[derive(Default)]
+pub(crate) struct Recorder(pub(crate) std::vec::Vec<u8>);
+
+#[cfg(test)]
+impl Notifier for Recorder {
+    fn notify(&mut self, channel: u8) {
+        self.0.push(channel);
+    }
+}

@@ -81,17 +81,9 @@ impl<N: Notifier> virtio::console::SerialBackend for SddfSerial<N> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sddf::Recorder;
     use sddf_bindings::SharedRegion;
     use virtio::console::SerialBackend;
-
-    #[derive(Default)]
-    struct Recorder(Vec<u8>);
-
-    impl Notifier for Recorder {
-        fn notify(&mut self, channel: u8) {
-            self.0.push(channel);
-        }
-    }
 
     /// A queue pair: the client's handle and the virtualiser's handle over
     /// the same shared memory.

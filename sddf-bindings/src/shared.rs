@@ -149,6 +149,32 @@ impl SharedRegion {
         Ok(())
     }
 
+    /// A single naturally aligned volatile load of a `u8`, `u16`, `u32` or
+    /// `u64` at `offset`: device registers and fields of rings shared with a
+    /// device, which must be read in one access of their own width.
+    pub fn load<T: Word>(&self, offset: usize) -> Result<T, Error> {
+        let ptr = self.word_ptr::<T>(offset)?;
+        // SAFETY: in bounds and aligned (checked), mapped by `new`'s contract;
+        // a volatile load of a plain integer tolerates concurrent writers.
+        Ok(unsafe { ptr.read_volatile() })
+    }
+
+    /// A single naturally aligned volatile store; see [`SharedRegion::load`].
+    pub fn store<T: Word>(&self, offset: usize, value: T) -> Result<(), Error> {
+        let ptr = self.word_ptr::<T>(offset)?;
+        // SAFETY: as in `load`: in bounds, aligned, mapped, volatile.
+        unsafe { ptr.write_volatile(value) };
+        Ok(())
+    }
+
+    fn word_ptr<T: Word>(&self, offset: usize) -> Result<*mut T, Error> {
+        let ptr = self.checked_ptr(offset, size_of::<T>())?.cast::<T>().as_ptr();
+        if !ptr.is_aligned() {
+            return Err(Error::Misaligned);
+        }
+        Ok(ptr)
+    }
+
     /// The naturally aligned `u32` at `offset`, for atomic access.
     pub fn atomic_u32(&self, offset: usize) -> Result<SharedAtomic<AtomicU32>, Error> {
         self.atomic(offset)
@@ -178,6 +204,22 @@ impl SharedRegion {
             _ => Err(Error::OutOfBounds),
         }
     }
+}
+
+/// The integer types [`SharedRegion::load`] and [`SharedRegion::store`]
+/// access: every bit pattern is a valid value.
+pub trait Word: Copy + sealed::Sealed {}
+impl Word for u8 {}
+impl Word for u16 {}
+impl Word for u32 {}
+impl Word for u64 {}
+
+mod sealed {
+    pub trait Sealed {}
+    impl Sealed for u8 {}
+    impl Sealed for u16 {}
+    impl Sealed for u32 {}
+    impl Sealed for u64 {}
 }
 
 /// An aligned atomic (`AtomicU32` or `AtomicU8`) inside a [`SharedRegion`].
@@ -279,6 +321,21 @@ mod tests {
         assert_eq!(sub.write(8, &[1]), Err(Error::OutOfBounds));
         assert_eq!(region.subregion(30, 3).err(), Some(Error::OutOfBounds));
         assert_eq!(region.subregion(usize::MAX, 2).err(), Some(Error::OutOfBounds));
+    }
+
+    #[test]
+    fn words_are_loaded_and_stored_in_place_and_checked() {
+        let region = SharedRegion::leak_zeroed(16);
+        region.store(8, 0x0102_0304_0506_0708_u64).unwrap();
+        region.store(2, 0xabcd_u16).unwrap();
+        assert_eq!(region.load::<u32>(8).unwrap(), 0x0506_0708);
+        assert_eq!(region.load::<u8>(3).unwrap(), 0xab);
+        let mut bytes = [0u8; 2];
+        region.read(2, &mut bytes).unwrap();
+        assert_eq!(bytes, 0xabcd_u16.to_ne_bytes());
+        assert_eq!(region.load::<u32>(2), Err(Error::Misaligned));
+        assert_eq!(region.store(12, 0u64), Err(Error::OutOfBounds));
+        assert_eq!(region.load::<u16>(usize::MAX), Err(Error::OutOfBounds));
     }
 
     #[test]

@@ -1,0 +1,30 @@
+//! sDDF components written in Rust, on [`sddf_bindings`]: the drivers and
+//! virtualisers that sit between a device and its clients (a VMM's virtio
+//! devices, or native PDs).
+//!
+//! - [`serial::pl011`]: the Arm PL011 UART driver;
+//! - [`serial::virt_tx`], [`serial::virt_rx`]: the serial virtualisers, which
+//!   share one UART between several clients;
+//! - [`blk::virtio`]: a driver for a virtio-MMIO block device (QEMU's
+//!   `virtio-blk-device`);
+//! - [`blk::virt`]: the block virtualiser, which gives each client a range
+//!   of the disk.
+//!
+//! Everything here is safe code over [`sddf_bindings::SharedRegion`] (queues,
+//! DMA memory and device registers alike), so it runs in host tests. A
+//! component never notifies by itself: each handler returns the channels to
+//! notify as a [`Notify`] set and the protection domain sends them.
+
+#![no_std]
+#![forbid(unsafe_code)]
+
+#[cfg(test)]
+extern crate std;
+
+pub mod blk;
+mod notify;
+mod regs;
+pub mod serial;
+
+pub use notify::Notify;
+pub use regs::Registers;

@@ -1,0 +1,58 @@
+//! The channels a component wants notified after handling an event.
+
+/// A set of Microkit channel ids (0..63).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Notify(u64);
+
+impl Notify {
+    /// No channel.
+    pub const NONE: Notify = Notify(0);
+
+    /// Adds channel `ch` (ids of 64 and above are ignored: Microkit has 63).
+    pub fn add(&mut self, ch: u8) {
+        if ch < 64 {
+            self.0 |= 1 << ch;
+        }
+    }
+
+    /// Adds every channel of `other`.
+    pub fn merge(&mut self, other: Notify) {
+        self.0 |= other.0;
+    }
+
+    /// Whether channel `ch` is in the set.
+    pub fn contains(self, ch: u8) -> bool {
+        ch < 64 && self.0 & (1 << ch) != 0
+    }
+
+    /// Whether the set is empty.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The channel ids, lowest first.
+    pub fn channels(self) -> impl Iterator<Item = u8> {
+        (0..64u8).filter(move |&ch| self.0 & (1 << ch) != 0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec::Vec;
+
+    #[test]
+    fn holds_channels_once_and_ignores_out_of_range_ids() {
+        let mut n = Notify::NONE;
+        assert!(n.is_empty());
+        n.add(3);
+        n.add(3);
+        n.add(62);
+        n.add(64);
+        let mut m = Notify::NONE;
+        m.add(0);
+        n.merge(m);
+        assert_eq!(n.channels().collect::<Vec<_>>(), [0, 3, 62]);
+        assert!(n.contains(62) && !n.contains(64) && !n.contains(1));
+    }
+}

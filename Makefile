@@ -29,10 +29,14 @@ QEMU_MACHINE := -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic
 	-serial mon:stdio -device loader,file=$(IMAGE),addr=0x70000000,cpu-num=0
 QEMU_EXTRA ?=
 IMAGE_DEPS ?=
+QEMU_DEPS ?=
 CARGO_ENV ?=
 PDS_DEPS ?=
 
+.DEFAULT_GOAL := all
 -include $(TOP)/examples/$(EXAMPLE)/example.mk
+# The example's cargo package (an example.mk may name another).
+CARGO_PACKAGE ?= $(EXAMPLE)
 
 .PHONY: all image qemu test clean check-sdk check-example FORCE
 
@@ -59,7 +63,7 @@ $(BUILD_DIR)/.pds: FORCE check-example check-sdk $(PDS_DEPS)
 	@mkdir -p $(BUILD_DIR)
 	$(CARGO_ENV) MICROKIT_SDK=$(MICROKIT_SDK) MICROKIT_BOARD=$(BOARD) MICROKIT_CONFIG=$(MICROKIT_CONFIG) \
 	  cargo build --release --target $(RUST_TARGET) --target-dir $(CARGO_TARGET_DIR) \
-	  --manifest-path $(TOP)/Cargo.toml -p $(EXAMPLE)
+	  --manifest-path $(TOP)/Cargo.toml -p $(CARGO_PACKAGE)
 	@for bin in $(PD_BINS); do \
 	  cp $(CARGO_TARGET_DIR)/$(RUST_TARGET)/release/$$bin $(BUILD_DIR)/$$bin.elf.new; \
 	  cmp -s $(BUILD_DIR)/$$bin.elf.new $(BUILD_DIR)/$$bin.elf && rm $(BUILD_DIR)/$$bin.elf.new \
@@ -71,7 +75,7 @@ $(IMAGE): $(BUILD_DIR)/.pds $(SYSTEM_FILE) $(IMAGE_DEPS)
 	$(MICROKIT_SDK)/bin/microkit $(SYSTEM_FILE) --search-path $(BUILD_DIR) \
 	  --board $(BOARD) --config $(MICROKIT_CONFIG) -o $(IMAGE) -r $(REPORT)
 
-qemu: $(IMAGE)
+qemu: $(IMAGE) $(QEMU_DEPS)
 	@command -v $(QEMU) >/dev/null || { echo "error: $(QEMU) not found: run scripts/setup.sh"; exit 1; }
 	$(QEMU) $(QEMU_MACHINE) $(QEMU_EXTRA)
 

@@ -1,22 +1,4 @@
-# `simple`: guest images and device tree. Override without editing files:
+# `simple`: a Linux guest with the PL011 passed through. Override without editing files:
 #   make EXAMPLE=simple LINUX=/path/Image INITRD=/path/initrd DTS=/path/x.dts BOOTARGS="..." qemu
-GUEST_DIR := $(TOP)/build/guest
-LINUX ?= $(GUEST_DIR)/Image
-INITRD ?= $(GUEST_DIR)/rootfs.cpio.gz
 DTS ?= $(TOP)/board/$(BOARD)/simple.dts
-BOOTARGS ?=
-GUEST_DTB := $(BUILD_DIR)/guest.dtb
-
-CARGO_ENV := LIBVMM_GUEST_KERNEL=$(abspath $(LINUX)) LIBVMM_GUEST_INITRD=$(abspath $(INITRD)) \
-	LIBVMM_GUEST_DTB=$(GUEST_DTB) LIBVMM_GUEST_BOOTARGS="$(BOOTARGS)"
-PDS_DEPS := $(LINUX) $(INITRD) $(GUEST_DTB)
-
-$(GUEST_DIR)/Image $(GUEST_DIR)/rootfs.cpio.gz:
-	$(TOP)/scripts/guest-images.sh $(GUEST_DIR)
-
-# Compiled every time (DTS= may name another file), replaced only if changed.
-$(GUEST_DTB): FORCE
-	@mkdir -p $(dir $@)
-	@command -v dtc >/dev/null || { echo "error: dtc not found: run scripts/setup.sh"; exit 1; }
-	@dtc -q -I dts -O dtb -o $@.new $(DTS)
-	@cmp -s $@.new $@ && rm $@.new || mv $@.new $@
+include $(TOP)/scripts/linux-guest.mk

@@ -14,4 +14,5 @@ pub mod logging;
 pub mod microkit;
 pub mod sddf;
 pub mod sel4;
+pub mod virtio;
 pub mod vm;

@@ -255,6 +255,21 @@ fn slots(
     region.subregion(offset, len).map_err(|_| Error::RegionTooSmall)
 }
 
+/// The largest power-of-two queue capacity whose slots fit a request
+/// region of `req_len` and a response region of `resp_len` bytes (0 if none
+/// fits). Both ends of a connection map the same regions, so both derive the
+/// same `num_buffers` from their mapping sizes.
+pub fn capacity_for(req_len: usize, resp_len: usize) -> u32 {
+    let req = req_len.saturating_sub(offset_of!(BlkReqQueue, buffers)) / size_of::<BlkReq>();
+    let resp = resp_len.saturating_sub(offset_of!(BlkRespQueue, buffers)) / size_of::<BlkResp>();
+    let slots = u32::try_from(req.min(resp)).unwrap_or(u32::MAX);
+    if slots == 0 {
+        0
+    } else {
+        1 << (31 - slots.leading_zeros())
+    }
+}
+
 impl BlkQueueHandle {
     /// A handle on the request region `req` and the response region `resp`.
     ///
@@ -573,6 +588,15 @@ impl StorageInfoHandle {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn capacity_for_region_sizes() {
+        assert_eq!(capacity_for(0x1000, 0x1000), 64); // 16 + 32 * 127 > 4096
+                                                      // Requests: (8192 - 16) / 32 = 255 slots; responses: (4096 - 8) / 12 = 340.
+        assert_eq!(capacity_for(0x2000, 0x1000), 128);
+        assert_eq!(capacity_for(16 + 32, 8 + 12), 1);
+        assert_eq!(capacity_for(16, 4096), 0);
+    }
+
     use super::*;
     use crate::testing::Notification;
     use std::sync::Arc;

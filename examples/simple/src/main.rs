@@ -27,7 +27,13 @@ libvmm::setvar! {
 static KERNEL: &[u8] = include_bytes!(env!("LIBVMM_GUEST_KERNEL"));
 static INITRD: &[u8] = include_bytes!(env!("LIBVMM_GUEST_INITRD"));
 static DTB: &[u8] = include_bytes!(env!("LIBVMM_GUEST_DTB"));
-const BOOTARGS: Option<&str> = option_env!("LIBVMM_GUEST_BOOTARGS");
+/// The command line given at build time (BOOTARGS=); unset or empty keeps
+/// the device tree's. (The Makefile always sets the variable, so rustc sees
+/// it, empty, even when build.rs does not pass it on.)
+const BOOTARGS: Option<&str> = match option_env!("LIBVMM_GUEST_BOOTARGS") {
+    Some(args) if !args.is_empty() => Some(args),
+    _ => None,
+};
 
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 

@@ -14,4 +14,4 @@ pub use symbols::{
     microkit_ioports, microkit_irqs, microkit_name, microkit_notifications, microkit_passive,
     microkit_pps,
 };
-pub use symbols::{pd_name, Patched, PdName};
+pub use symbols::{pd_name, shared_region, Patched, PdName};

@@ -106,3 +106,24 @@ pub fn pd_name() -> PdName {
     let len = bytes.iter().position(|&b| b == 0).unwrap_or(PD_NAME_LENGTH);
     PdName { bytes, len }
 }
+
+/// The memory region the Microkit tool mapped at `vaddr` (a `setvar_vaddr`
+/// symbol) with `size` bytes (a `setvar_size` symbol), as shared memory.
+/// `None` if either symbol was not patched (0).
+///
+/// The system description is trusted here, as everywhere in a Microkit
+/// system: the two symbols must come from the same `<map>` of this PD.
+pub fn shared_region(
+    vaddr: &'static Patched<u64>,
+    size: &'static Patched<u64>,
+) -> Option<sddf_bindings::SharedRegion> {
+    let resource = sddf_bindings::config::RegionResource { vaddr: vaddr.get(), size: size.get() };
+    if resource.vaddr == 0 || resource.size == 0 {
+        return None;
+    }
+    // SAFETY: the tool patched `vaddr` and `size` from one read-write `<map>`
+    // of this PD (the system description is trusted), so the range is mapped
+    // for the PD's whole life, does not wrap (the tool checks mappings fit
+    // the address space), and is not Rust memory of this PD.
+    unsafe { sddf_bindings::SharedRegion::from_resource(&resource) }.ok()
+}

@@ -331,6 +331,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// Raises interrupt `irq` (SPI) in the guest, e.g. for an emulated device.
     pub fn raise_irq(&mut self, irq: u32) {
         let woken = self.gic.set_pending(0, irq, &mut Lrs(&mut self.hv));
+        log::trace!(target: "irq", "raise {irq}: wakes {woken:?}");
         self.wake(woken);
     }
 
@@ -409,6 +410,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         }
         // Stop it rather than leave its fault unanswered: a pending reply
         // would be cancelled (with a kernel warning) by the VMM's next wait.
+        log::trace!(target: "cpu", "vCPU {vcpu}: WFI, wake-up deadline {deadline:?}");
         self.hv.suspend(vcpu)?;
         self.vcpus[vcpu] = VcpuState::Waiting { resume_pc, deadline };
         self.rearm();

@@ -100,3 +100,51 @@ impl<A: Devices, B: Devices> Devices for (A, B) {
         self.1.reset();
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::vec;
+    use virtio::console::{Console, SerialBackend};
+
+    #[derive(Default)]
+    struct Sink;
+
+    impl SerialBackend for Sink {
+        fn tx_space(&self) -> usize {
+            usize::MAX
+        }
+        fn tx(&mut self, data: &[u8]) -> usize {
+            data.len()
+        }
+        fn tx_flush(&mut self) {}
+        fn rx(&mut self, _: &mut [u8]) -> usize {
+            0
+        }
+    }
+
+    #[test]
+    fn a_pair_of_devices_routes_by_address_and_misses_elsewhere() {
+        let mut mem = vec![0u8; 0x1000];
+        let mut ram = GuestRam::from_slice(0x4000_0000, &mut mem);
+        let mut devs = (
+            MmioDevice::new(0x13_0000, 42, Console::new(Sink)),
+            MmioDevice::new(0x15_0000, 43, Console::new(Sink)),
+        );
+        // Magic and device id at both places, nothing just past either.
+        for base in [0x13_0000, 0x15_0000] {
+            assert_eq!(devs.read(&mut ram, Gpa(base), 4), Some((0x7472_6976, None)));
+            assert_eq!(devs.read(&mut ram, Gpa(base + 8), 4), Some((3, None)));
+            assert_eq!(devs.read(&mut ram, Gpa(base + MMIO_SIZE), 4), None);
+            assert_eq!(devs.write(&mut ram, Gpa(base + MMIO_SIZE), 4, 0), None);
+        }
+        assert_eq!(devs.read(&mut ram, Gpa(0x12_ffff), 1), None);
+        // A status write reaches the right device only.
+        assert_eq!(devs.write(&mut ram, Gpa(0x15_0070), 4, 1), Some(None));
+        assert_eq!(devs.1.transport().status(), 1);
+        assert_eq!(devs.0.transport().status(), 0);
+        devs.reset();
+        assert_eq!(devs.1.transport().status(), 0);
+        assert_eq!(devs.1.irq(), 43);
+    }
+}

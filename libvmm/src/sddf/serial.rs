@@ -43,7 +43,16 @@ impl<N: Notifier> SddfSerial<N> {
 
 impl<N: Notifier> virtio::console::SerialBackend for SddfSerial<N> {
     fn tx_space(&self) -> usize {
-        self.tx.free_space() as usize
+        let space = self.tx.free_space();
+        if space > 0 {
+            return space as usize;
+        }
+        // Full: the console stops here, so ask to be woken, then re-check.
+        if self.tx.request_consumer_signal() {
+            self.tx.free_space() as usize
+        } else {
+            0
+        }
     }
 
     fn tx(&mut self, data: &[u8]) -> usize {
@@ -124,6 +133,20 @@ mod tests {
         assert_eq!(virt_tx.dequeue_batch(&mut buf), 8);
         assert!(virt_tx.require_producer_signal(), "client asked to be woken");
         assert_eq!(c.tx(b"89"), 2);
+    }
+
+    #[test]
+    fn finding_tx_full_asks_to_be_woken() {
+        let (mut c, mut virt_tx, _) = client(8);
+        assert_eq!(c.tx(b"01234567"), 8);
+        let mut buf = [0u8; 8];
+        virt_tx.dequeue_batch(&mut buf);
+        virt_tx.cancel_producer_signal();
+        assert_eq!(c.tx(b"abcdefgh"), 8);
+        // The console only looks at the space before it stops.
+        assert_eq!(c.tx_space(), 0);
+        virt_tx.dequeue_batch(&mut buf);
+        assert!(virt_tx.require_producer_signal(), "the client asked for a signal");
     }
 
     #[test]

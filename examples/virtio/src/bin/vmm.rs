@@ -1,4 +1,4 @@
-//! `vmm`: boots one Linux guest whose console (hvc0) and disk (/dev/vda)
+//! `virtio_vmm` (the `vmm` PD): boots one Linux guest whose console (hvc0) and disk (/dev/vda)
 //! are virtio-MMIO devices backed by sDDF: the console is a client of the
 //! serial virtualisers, the disk a client of the block virtualiser.
 //! Guest RAM, vCPUs and the timer come from system-files/virtio.system

@@ -1,51 +1,11 @@
-//! Reads system-files/virtio.system into Rust constants, and names the
-//! guest images to embed: LIBVMM_GUEST_KERNEL, LIBVMM_GUEST_INITRD,
-//! LIBVMM_GUEST_DTB (paths) and LIBVMM_GUEST_BOOTARGS, set by the Makefile.
-//! Without them (clippy, a plain `cargo build`) empty images are embedded
-//! and the VMM says so at boot.
-
-use std::path::PathBuf;
-use std::{env, fs};
+//! Reads system-files/virtio.system into Rust constants and names the guest
+//! images to embed (see libvmm/build_support/linux_vmm.rs).
 
 #[path = "../../libvmm/build_support/sdf.rs"]
 mod sdf;
+#[path = "../../libvmm/build_support/linux_vmm.rs"]
+mod linux_vmm;
 
 fn main() {
-    let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
-    let system = "../../system-files/virtio.system";
-    println!("cargo:rerun-if-changed={system}");
-    let xml = fs::read_to_string(system).expect("read virtio.system");
-    let constants = sdf::vmm_constants(&xml).unwrap_or_else(|e| panic!("{system}: {e}"));
-    assert!(
-        constants.contains("GUEST_RAM_VADDR_SYMBOL: &str = \"guest_ram_vaddr\""),
-        "{system}: the VMM must map guest RAM with setvar_vaddr=\"guest_ram_vaddr\""
-    );
-    fs::write(out.join("sdf.rs"), constants).unwrap();
-
-    for (var, name) in [
-        ("LIBVMM_GUEST_KERNEL", "kernel"),
-        ("LIBVMM_GUEST_INITRD", "initrd"),
-        ("LIBVMM_GUEST_DTB", "dtb"),
-    ] {
-        println!("cargo:rerun-if-env-changed={var}");
-        let path = match env::var(var) {
-            Ok(p) if !p.is_empty() => {
-                let p = fs::canonicalize(&p).unwrap_or_else(|e| panic!("{var}={p}: {e}"));
-                println!("cargo:rerun-if-changed={}", p.display());
-                p
-            }
-            _ => {
-                let empty = out.join(format!("empty-{name}"));
-                fs::write(&empty, []).unwrap();
-                empty
-            }
-        };
-        println!("cargo:rustc-env={var}={}", path.display());
-    }
-    println!("cargo:rerun-if-env-changed=LIBVMM_GUEST_BOOTARGS");
-    if let Ok(args) = env::var("LIBVMM_GUEST_BOOTARGS") {
-        if !args.is_empty() {
-            println!("cargo:rustc-env=LIBVMM_GUEST_BOOTARGS={args}");
-        }
-    }
+    linux_vmm::linux_vmm("../../system-files/virtio.system");
 }

@@ -5,7 +5,6 @@
 #![no_main]
 
 use libvmm::guest_memory::GuestRam;
-use libvmm::linux::BootImages;
 use libvmm::logging::{self, Levels};
 use libvmm::microkit::{ChannelSet, Child, Handler};
 use libvmm::sel4::{Fault, MessageInfo};
@@ -24,17 +23,6 @@ libvmm::setvar! {
     static guest_ram_vaddr;
 }
 
-static KERNEL: &[u8] = include_bytes!(env!("LIBVMM_GUEST_KERNEL"));
-static INITRD: &[u8] = include_bytes!(env!("LIBVMM_GUEST_INITRD"));
-static DTB: &[u8] = include_bytes!(env!("LIBVMM_GUEST_DTB"));
-/// The command line given at build time (BOOTARGS=); unset or empty keeps
-/// the device tree's. (The Makefile always sets the variable, so rustc sees
-/// it, empty, even when build.rs does not pass it on.)
-const BOOTARGS: Option<&str> = match option_env!("LIBVMM_GUEST_BOOTARGS") {
-    Some(args) if !args.is_empty() => Some(args),
-    _ => None,
-};
-
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
 struct Vmm {
@@ -52,7 +40,7 @@ impl Handler for Vmm {
             log::error!(target: "core", "guest RAM is not mapped (guest_ram_vaddr is 0)");
             return Vmm { vm: None };
         };
-        let images = BootImages { kernel: KERNEL, initrd: INITRD, dtb: DTB, bootargs: BOOTARGS };
+        let images = libvmm::embedded_boot_images!();
         let config = VmConfig {
             num_vcpus: sdf::NUM_VCPUS,
             gicd_base: QEMU_VIRT_GICD,

@@ -21,6 +21,27 @@ const KERNEL_ALIGN: u64 = 2 << 20;
 pub const DTB_MAX: u64 = 2 << 20;
 const PAGE: u64 = 4096;
 
+/// The [`BootImages`] an example's build script named
+/// (`libvmm/build_support/linux_vmm.rs`): the files in LIBVMM_GUEST_KERNEL,
+/// LIBVMM_GUEST_INITRD and LIBVMM_GUEST_DTB, embedded in the VMM, and the
+/// command line in LIBVMM_GUEST_BOOTARGS. An unset or empty command line
+/// keeps the device tree's (the Makefile always sets the variable, so rustc
+/// sees it, empty, even when the build script does not pass it on).
+#[macro_export]
+macro_rules! embedded_boot_images {
+    () => {
+        $crate::linux::BootImages {
+            kernel: include_bytes!(env!("LIBVMM_GUEST_KERNEL")),
+            initrd: include_bytes!(env!("LIBVMM_GUEST_INITRD")),
+            dtb: include_bytes!(env!("LIBVMM_GUEST_DTB")),
+            bootargs: match option_env!("LIBVMM_GUEST_BOOTARGS") {
+                Some(args) if !args.is_empty() => Some(args),
+                _ => None,
+            },
+        }
+    };
+}
+
 /// What to boot.
 #[derive(Clone, Copy)]
 pub struct BootImages<'a> {

@@ -8,7 +8,7 @@
 mod pd;
 
 use libvmm::logging::{self, Levels};
-use libvmm::microkit::{ChannelSet, Handler};
+use libvmm::microkit::{Channel, ChannelSet, Handler};
 use log::LevelFilter;
 use sddf_bindings::SharedRegion;
 use sddf_components::blk::virtio::{Dma, VirtioBlk};
@@ -46,11 +46,9 @@ impl Handler for Driver {
         let d = start();
         if d.is_some() {
             // The virtualiser waits for the storage info we published.
-            pd::send({
-                let mut n = sddf_components::Notify::NONE;
-                n.add(pd::channel(&virt_ch));
-                n
-            });
+            if let Some(virt) = Channel::new(pd::channel(&virt_ch)) {
+                virt.notify();
+            }
         }
         Driver(d)
     }

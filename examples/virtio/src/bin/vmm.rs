@@ -11,7 +11,6 @@
 mod pd;
 
 use libvmm::guest_memory::GuestRam;
-use libvmm::linux::BootImages;
 use libvmm::logging::{self, Levels};
 use libvmm::microkit::{ChannelSet, Child, Handler};
 use libvmm::sddf::blk::SddfBlock;
@@ -51,17 +50,6 @@ const BLOCK_IRQ: u32 = 32 + 11;
 /// Virtio-blk requests in flight at most (each holds up to its size in
 /// 4 KiB data cells).
 const BLOCK_REQUESTS: usize = 16;
-
-static KERNEL: &[u8] = include_bytes!(env!("LIBVMM_GUEST_KERNEL"));
-static INITRD: &[u8] = include_bytes!(env!("LIBVMM_GUEST_INITRD"));
-static DTB: &[u8] = include_bytes!(env!("LIBVMM_GUEST_DTB"));
-/// The command line given at build time (BOOTARGS=); unset or empty keeps
-/// the device tree's. (The Makefile always sets the variable, so rustc sees
-/// it, empty, even when build.rs does not pass it on.)
-const BOOTARGS: Option<&str> = match option_env!("LIBVMM_GUEST_BOOTARGS") {
-    Some(args) if !args.is_empty() => Some(args),
-    _ => None,
-};
 
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
@@ -120,7 +108,7 @@ impl Handler for Vmm {
             log::error!(target: "core", "the sDDF queues of the virtio devices are not all mapped");
             return vmm;
         };
-        let images = BootImages { kernel: KERNEL, initrd: INITRD, dtb: DTB, bootargs: BOOTARGS };
+        let images = libvmm::embedded_boot_images!();
         let config = VmConfig {
             num_vcpus: sdf::NUM_VCPUS,
             gicd_base: QEMU_VIRT_GICD,

@@ -25,7 +25,9 @@ REPORT := $(BUILD_DIR)/report.txt
 # Which binaries of the example's crate become which PD images; an
 # example.mk may set PD_ELFS itself. Default: every [[bin]] of the crate.
 PD_BINS ?= $(shell sed -n '/^\[\[bin\]\]/,/^$$/s/^name = "\(.*\)"/\1/p' $(TOP)/examples/$(EXAMPLE)/Cargo.toml)
-QEMU_MACHINE := -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic \
+# -nic none: no default PCI NIC, whose boot ROM (efi-virtio.rom) is in a
+# package (ipxe-qemu) that scripts/setup.sh does not install.
+QEMU_MACHINE := -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -nic none \
 	-serial mon:stdio -device loader,file=$(IMAGE),addr=0x70000000,cpu-num=0
 QEMU_EXTRA ?=
 IMAGE_DEPS ?=

@@ -24,47 +24,82 @@ class Failure(Exception):
 
 
 class Qemu:
-    """QEMU with the console on a pipe: expect() output, send() input."""
+    """QEMU with the console on a pipe: expect() output, send() input.
+
+    Console output is kept as bytes. Each read is searched once, plus a small
+    overlap with what came before, so the cost is linear in the output
+    whatever its size: a pattern must match within WINDOW bytes (longer
+    spans use capture()).
+    """
+
+    WINDOW = 4096
 
     def __init__(self, example, log_path, scale, make_args=()):
         self.scale = scale
-        self.buf = ""
+        self.buf = bytearray()
         self.pos = 0  # how far expect() has consumed self.buf
-        self.log = open(log_path, "w")
+        self.log = open(log_path, "wb")
         cmd = ["make", "-s", "-C", TOP, f"EXAMPLE={example}", *make_args, "qemu"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, start_new_session=True)
 
     def _read(self, deadline):
+        """Appends what QEMU printed within the deadline; False at EOF or the deadline."""
         left = deadline - time.monotonic()
         if left <= 0:
             return False
         ready, _, _ = select.select([self.proc.stdout], [], [], min(left, 0.5))
         if not ready:
             return True
-        data = os.read(self.proc.stdout.fileno(), 65536)
+        data = os.read(self.proc.stdout.fileno(), 1 << 16)
         if not data:
             return False
-        text = data.decode("utf-8", "replace").replace("\r", "")
-        self.log.write(text)
+        data = data.replace(b"\r", b"")
+        self.log.write(data)
         self.log.flush()
-        sys.stdout.write(text)
+        sys.stdout.buffer.write(data)
         sys.stdout.flush()
-        self.buf += text
+        self.buf += data
         return True
 
+    def _failure(self, what, timeout):
+        state = "QEMU exited" if self.proc.poll() is not None else f"timeout {timeout * self.scale:.0f}s"
+        return Failure(f"{what} did not appear ({state})")
+
     def expect(self, pattern, timeout, what=None):
-        """Waits for `pattern` after the last match; returns the match."""
+        """Waits for `pattern` (a str regex, multi-line mode) after the last
+        match; returns the match, with groups as str."""
         deadline = time.monotonic() + timeout * self.scale
-        regex = re.compile(pattern, re.M)
+        regex = re.compile(pattern.encode(), re.M)
+        start = self.pos
         while True:
-            m = regex.search(self.buf, self.pos)
+            m = regex.search(self.buf, start)
             if m:
                 self.pos = m.end()
-                return m
+                return _Match(m)
+            # Nothing up to here: next time, search only the new data and
+            # the last WINDOW bytes before it.
+            start = max(self.pos, len(self.buf) - self.WINDOW)
             if not self._read(deadline):
-                state = "QEMU exited" if self.proc.poll() is not None else f"timeout {timeout * self.scale:.0f}s"
-                raise Failure(f"{what or pattern!r} did not appear ({state})")
+                raise self._failure(repr(what or pattern), timeout)
+
+    def capture(self, begin, end, timeout, what):
+        """Waits for the literal markers `begin` then `end`; returns the bytes
+        between them. Linear in the amount captured."""
+        deadline = time.monotonic() + timeout * self.scale
+        self.expect(re.escape(begin), timeout, f"{what} (its start marker)")
+        first = self.pos
+        marker = end.encode()
+        start = first
+        while True:
+            at = self.buf.find(marker, start)
+            if at >= 0:
+                self.pos = at + len(marker)
+                return bytes(self.buf[first:at])
+            start = max(first, len(self.buf) - len(marker) + 1)
+            if not self._read(deadline):
+                got = len(self.buf) - first
+                raise self._failure(f"{what!r} ({got} bytes so far)", timeout)
 
     def send(self, text):
         self.proc.stdin.write(text.encode())
@@ -84,6 +119,17 @@ class Qemu:
             os.killpg(self.proc.pid, signal.SIGKILL)
             self.proc.wait()
         self.log.close()
+
+
+class _Match:
+    """A bytes regex match whose groups read as str."""
+
+    def __init__(self, m):
+        self.m = m
+
+    def group(self, *args):
+        g = self.m.group(*args)
+        return g.decode("utf-8", "replace") if isinstance(g, bytes) else g
 
 
 def scenario_hello(q):
@@ -155,8 +201,7 @@ def scenario_virtio(q):
     # markers the typed command itself does not contain.
     q.send("stty -opost; echo BEGIN-""CONSOLE; "
            f"head -c {CONSOLE_BYTES} /tmp/pat; echo END-""CONSOLE; stty opost\n")
-    m = q.expect(r"BEGIN-CONSOLE\n([\s\S]*?)END-CONSOLE", 300, "1 MiB on the console")
-    got = m.group(1).encode()
+    got = q.capture("BEGIN-CONSOLE\n", "END-CONSOLE", 300, "1 MiB on the console")
     want = pattern(CONSOLE_BYTES)
     if got != want:
         at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))
@@ -201,7 +246,8 @@ def main():
     try:
         SCENARIOS[args.example](q)
     except Failure as e:
-        print(f"\nsystest {args.example}: FAIL: {e} (log: {log_path})", flush=True)
+        print(f"\nsystest {args.example}: FAIL after {time.monotonic() - start:.1f}s: {e} (log: {log_path})",
+              flush=True)
         return 1
     finally:
         q.kill()

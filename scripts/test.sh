@@ -38,9 +38,35 @@ grep -q "IRQ_ACK_IRQ: u64 = $want;" "$generated" || { echo "FAIL: $generated doe
 echo "ok: release build uses IRQAckIRQ = $want ($generated)"
 fi
 
+# The system tests see only what scripts/setup.sh installs: packages that are
+# often present but that setup.sh does not install are hidden, where this
+# shell may do so (root, unshare), so a test cannot come to depend on them.
+hide_dirs=(/usr/lib/ipxe/qemu)   # ipxe-qemu: boot ROMs of QEMU's PCI NICs
+isolate=
+if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then isolate=1; fi
+run_isolated() {  # run_isolated CMD ARG1 ARG2
+    if [ -n "$isolate" ]; then
+        unshare -m sh -c 'cmd=$1 a=$2 b=$3; shift 3
+            for d in "$@"; do if [ -d "$d" ]; then mount -t tmpfs none "$d" || exit 1; fi; done
+            exec "$cmd" "$a" "$b"' sh "$1" "$2" "$3" "${hide_dirs[@]}"
+    else
+        "$@"
+    fi
+}
+if [ -n "$isolate" ]; then
+    echo "system tests run with these hidden (not installed by scripts/setup.sh): ${hide_dirs[*]}"
+fi
+
+summary=()
 for dir in examples/*/; do
     example=$(basename "$dir")
     step "system test: $example"
+    start=$SECONDS
     make -s EXAMPLE="$example" MICROKIT_SDK="$sdk" image
-    python3 scripts/systest.py "$example"
+    built=$SECONDS
+    run_isolated python3 scripts/systest.py "$example"
+    summary+=("$(printf '%-10s build %4ds  boot and checks %4ds' "$example" $((built - start)) $((SECONDS - built)))")
 done
+step "system tests passed"
+printf '%s\n' "${summary[@]}"
+echo "make test: ${SECONDS}s in all"

@@ -22,7 +22,7 @@ pub const DTB_MAX: u64 = 2 << 20;
 const PAGE: u64 = 4096;
 
 /// The [`BootImages`] an example's build script named
-/// (`libvmm/build_support/linux_vmm.rs`): the files in LIBVMM_GUEST_KERNEL,
+/// (`libvmm_build::linux_vmm`): the files in LIBVMM_GUEST_KERNEL,
 /// LIBVMM_GUEST_INITRD and LIBVMM_GUEST_DTB, embedded in the VMM, and the
 /// command line in LIBVMM_GUEST_BOOTARGS. An unset or empty command line
 /// keeps the device tree's (the Makefile always sets the variable, so rustc

@@ -2,9 +2,7 @@
 //! labels. Runs the same code as `build.rs` on sample inputs and, where a
 //! Microkit SDK is installed, on its real debug and release files.
 
-#[path = "../build_support/sdk.rs"]
-#[allow(dead_code)]
-mod sdk;
+use libvmm_build::sdk;
 
 use std::path::PathBuf;
 

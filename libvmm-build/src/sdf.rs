@@ -2,7 +2,7 @@
 //! emits the numbers a VMM PD needs as Rust constants, so that addresses,
 //! sizes and channel ids are written once, in the XML.
 //!
-//! Used by examples' `build.rs` (`#[path]`-included). Conventions:
+//! Used by [`crate::linux_vmm`]. Conventions:
 //! - the VMM PD is the one with a `<virtual_machine>`;
 //! - guest RAM is the memory region the VM maps that the VMM also maps with
 //!   `setvar_vaddr`; its guest-physical base is the VM's map `vaddr`;

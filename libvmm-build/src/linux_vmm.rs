@@ -1,20 +1,28 @@
-//! The build script of an example whose VMM boots a Linux guest: reads the
-//! VMM numbers from the example's `.system` file into `$OUT_DIR/sdf.rs`, and
-//! names the guest images to embed: LIBVMM_GUEST_KERNEL, LIBVMM_GUEST_INITRD,
-//! LIBVMM_GUEST_DTB (paths) and LIBVMM_GUEST_BOOTARGS, set by the Makefile.
-//! Without them (clippy, a plain `cargo build`) empty images are embedded
-//! and the VMM says so at boot. `#[path]`-included next to `sdf.rs`.
+//! The build script of a VMM crate whose VMM boots a Linux guest.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::{env, fs};
 
-use super::sdf;
+use crate::sdf;
 
-/// Runs the build script for the system file `system` (relative path).
-pub fn linux_vmm(system: &str) {
-    let out = PathBuf::from(env::var_os("OUT_DIR").unwrap());
+/// The whole build script of a VMM that boots a Linux guest, for the system
+/// description `system` (a path relative to the crate's directory).
+///
+/// - Writes `$OUT_DIR/sdf.rs` with the VMM's numbers from the `.system` file
+///   ([`sdf::vmm_constants`]); the VMM `include!`s it.
+/// - Names the guest images that `libvmm::embedded_boot_images!` embeds,
+///   from the environment: `LIBVMM_GUEST_KERNEL`, `LIBVMM_GUEST_INITRD`,
+///   `LIBVMM_GUEST_DTB` (paths) and `LIBVMM_GUEST_BOOTARGS`. Without them
+///   (clippy, a plain `cargo build`) empty images are embedded and the VMM
+///   says so at boot.
+///
+/// Panics (which fails the build with the message) when the file cannot be
+/// read or does not describe a VMM.
+pub fn linux_vmm(system: impl AsRef<Path>) {
+    let system = system.as_ref().display().to_string();
+    let out = PathBuf::from(env::var_os("OUT_DIR").expect("cargo sets OUT_DIR"));
     println!("cargo:rerun-if-changed={system}");
-    let xml = fs::read_to_string(system).unwrap_or_else(|e| panic!("{system}: {e}"));
+    let xml = fs::read_to_string(&system).unwrap_or_else(|e| panic!("{system}: {e}"));
     let constants = sdf::vmm_constants(&xml).unwrap_or_else(|e| panic!("{system}: {e}"));
     assert!(
         constants.contains("GUEST_RAM_VADDR_SYMBOL: &str = \"guest_ram_vaddr\""),

@@ -1,11 +1,13 @@
 //! Reads a Microkit SDK's kernel configuration and turns it into Rust constants.
 //!
-//! Shared by `libvmm/build.rs` and the host test `tests/sdk_config.rs`, so the
-//! logic that picks invocation labels is tested without an SDK. Pure functions
-//! only: the caller does the file I/O.
+//! [`generate`] is a pure function (tested without an SDK in
+//! `tests/sdk_config.rs`); [`sel4_config_for_build`] is the build-script
+//! side that reads the files named by the environment.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
+use std::path::PathBuf;
+use std::{env, fs};
 
 /// Invocation labels the bindings use, as `(seL4 name, Rust constant name)`.
 ///
@@ -189,3 +191,52 @@ pub const FALLBACK_GEN_CONFIG: &str = r#"{
     "ARM_GIC_V3_SUPPORT": false, "EXPORT_PTMR_USER": true, "EXPORT_PCNT_USER": true,
     "VTIMER_UPDATE_VOFFSET": false, "ALLOW_SMC_CALLS": true, "MAX_NUM_NODES": "1"
 }"#;
+
+/// What `libvmm`'s build script runs: the Rust source of `sel4_config.rs`
+/// for the SDK, board and configuration named by the environment
+/// (`MICROKIT_SDK`, `MICROKIT_BOARD`, default `qemu_virt_aarch64`,
+/// `MICROKIT_CONFIG`, default `debug`), or the [fallback](FALLBACK_INVOCATIONS)
+/// numbers without `MICROKIT_SDK`. Prints the `cargo:rerun-if-*` lines.
+///
+/// Panics with a message naming the file or the mismatch when the SDK cannot
+/// be read or does not fit the bindings.
+pub fn sel4_config_for_build() -> String {
+    for var in ["MICROKIT_SDK", "MICROKIT_BOARD", "MICROKIT_CONFIG"] {
+        println!("cargo:rerun-if-env-changed={var}");
+    }
+    let Some(sdk_path) = env::var_os("MICROKIT_SDK").filter(|s| !s.is_empty()) else {
+        return generate(&SdkInputs {
+            origin: "built-in fallback (no MICROKIT_SDK): qemu_virt_aarch64/debug",
+            invocations_json: FALLBACK_INVOCATIONS,
+            gen_config_json: FALLBACK_GEN_CONFIG,
+            address_space_json: None,
+        })
+        .expect("fallback configuration is valid");
+    };
+    let sdk_path = PathBuf::from(sdk_path);
+    let board = env::var("MICROKIT_BOARD").unwrap_or_else(|_| "qemu_virt_aarch64".into());
+    let config = env::var("MICROKIT_CONFIG").unwrap_or_else(|_| "debug".into());
+    let dir = sdk_path.join("board").join(&board).join(&config);
+    let read = |rel: &str| -> String {
+        let path = dir.join(rel);
+        println!("cargo:rerun-if-changed={}", path.display());
+        fs::read_to_string(&path).unwrap_or_else(|e| {
+            panic!(
+                "libvmm: cannot read {} ({e}). Is MICROKIT_SDK a Microkit 2.3.0 SDK with board \
+                 {board} and config {config}?",
+                path.display()
+            )
+        })
+    };
+    let invocations = read("invocations_all.json");
+    let gen_config = read("include/kernel/gen_config.json");
+    let address_space = fs::read_to_string(dir.join("address_space_constants.json")).ok();
+    let origin = format!("{}/board/{board}/{config}", sdk_path.display());
+    generate(&SdkInputs {
+        origin: &origin,
+        invocations_json: &invocations,
+        gen_config_json: &gen_config,
+        address_space_json: address_space.as_deref(),
+    })
+    .unwrap_or_else(|e| panic!("libvmm: SDK at {origin} does not fit: {e}"))
+}

@@ -81,6 +81,8 @@ pub struct BlockDevice<B: BlockBackend, const N: usize = 32> {
     chunk_blocks: u32,
     active: bool,
     reported_capacity: u64,
+    /// Whether "storage not ready" was logged since the storage was last seen ready.
+    not_ready_logged: bool,
 }
 
 impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
@@ -97,6 +99,7 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
             chunk_blocks: DEFAULT_CHUNK_BLOCKS,
             active: false,
             reported_capacity: 0,
+            not_ready_logged: false,
         }
     }
 
@@ -193,6 +196,9 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
         req: Request,
     ) {
         let info = self.backend.info();
+        if info.is_some() {
+            self.not_ready_logged = false;
+        }
         let status = match (req.kind, info) {
             (RequestKind::Unsupported(t), _) => {
                 guest_warn!("blk: unsupported request type {}", t);
@@ -204,7 +210,10 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
                 return finish(q, mem, &req, VIRTIO_BLK_S_OK, n as u64);
             }
             (_, None) => {
-                log::warn!(target: "virtio", "blk: request before the storage is ready");
+                // Once per state change, not per request: the guest controls the rate.
+                if !core::mem::replace(&mut self.not_ready_logged, true) {
+                    log::warn!(target: "virtio", "blk: storage not ready; requests fail until it is");
+                }
                 VIRTIO_BLK_S_IOERR
             }
             (RequestKind::Write, Some(i)) if i.read_only => {
@@ -510,6 +519,9 @@ impl<B: BlockBackend, const N: usize> VirtioDevice for BlockDevice<B, N> {
     fn poll<M: GuestMemory + ?Sized>(&mut self, ctx: &mut DeviceContext<'_, M>) {
         if self.active {
             let capacity = self.capacity_sectors();
+            if capacity != 0 {
+                self.not_ready_logged = false;
+            }
             if capacity != self.reported_capacity {
                 self.reported_capacity = capacity;
                 ctx.signal_config_change();
@@ -1005,6 +1017,48 @@ mod tests {
         assert!(rig.poll(), "capacity change is a config change");
         rig.dev.read_config(0, &mut cap);
         assert_eq!(u64::from_le_bytes(cap), 64);
+    }
+
+    /// Counts this thread's `virtio` warnings that contain "not ready".
+    struct CountingLogger;
+    std::thread_local!(static NOT_READY_LINES: core::cell::Cell<usize> = const { core::cell::Cell::new(0) });
+    impl log::Log for CountingLogger {
+        fn enabled(&self, _: &log::Metadata) -> bool {
+            true
+        }
+        fn log(&self, record: &log::Record) {
+            if record.target() == "virtio" && std::format!("{}", record.args()).contains("ready") {
+                NOT_READY_LINES.with(|n| n.set(n.get() + 1));
+            }
+        }
+        fn flush(&self) {}
+    }
+
+    fn not_ready_lines() -> usize {
+        static LOGGER: CountingLogger = CountingLogger;
+        let _ = log::set_logger(&LOGGER);
+        log::set_max_level(log::LevelFilter::Trace);
+        NOT_READY_LINES.with(|n| n.get())
+    }
+
+    #[test]
+    fn requests_before_the_storage_is_ready_log_once_per_state_change() {
+        let start = not_ready_lines();
+        let mut rig = Rig::new(8);
+        let info = rig.dev.backend_mut().info.take();
+        for _ in 0..50 {
+            let r = rig.request(VIRTIO_BLK_T_IN, 0, 512, None);
+            rig.notify();
+            assert_eq!(rig.status(r), VIRTIO_BLK_S_IOERR);
+        }
+        assert_eq!(not_ready_lines() - start, 1, "one line for 50 requests");
+        rig.dev.backend_mut().info = info;
+        rig.poll();
+        rig.dev.backend_mut().info = None;
+        let r = rig.request(VIRTIO_BLK_T_IN, 0, 512, None);
+        rig.notify();
+        assert_eq!(rig.status(r), VIRTIO_BLK_S_IOERR);
+        assert_eq!(not_ready_lines() - start, 2, "not ready again: one more line");
     }
 
     #[test]

@@ -2,6 +2,9 @@
 
 use super::*;
 use crate::linux::image::IMAGE_MAGIC;
+use crate::microkit::ChannelSet;
+use crate::sel4::{UserContext, VcpuReg};
+use exit::ec;
 use std::vec::Vec;
 
 #[derive(Default)]

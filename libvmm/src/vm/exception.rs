@@ -1,0 +1,86 @@
+//! Exceptions the VMM gives the guest (aborts, undefined instructions)
+//! and trapped system registers.
+
+use super::exit::{ec, SysRegAccess};
+use super::{Devices, Hypervisor, Vm, RESUME, SPSR_EL1H_MASKED};
+use crate::sel4::user_context::words_to_cover;
+use crate::sel4::{Error, MessageInfo, UserContext, VcpuReg};
+
+impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
+    /// Trapped system registers: reads as zero, writes ignored.
+    pub(super) fn sysreg(
+        &mut self,
+        vcpu: usize,
+        access: SysRegAccess,
+    ) -> Result<Option<MessageInfo>, Error> {
+        if self.bad_guest.allow() {
+            log::warn!(target: "cpu", "vCPU {vcpu}: trapped system register {:?} ({}): RAZ/WI",
+                access.encoding, if access.read { "read" } else { "write" });
+        }
+        let mut regs = UserContext::default();
+        let count = if access.read { words_to_cover(access.reg) } else { 1 };
+        self.hv.read_regs(vcpu, count, &mut regs)?;
+        if access.read {
+            regs.set_gpr(access.reg, 0);
+        }
+        regs.set_pc(regs.pc().wrapping_add(4));
+        self.hv.write_regs(vcpu, false, count, &regs)?;
+        Ok(RESUME)
+    }
+
+    /// Takes a synchronous exception to the guest's EL1 vector table, as
+    /// the hardware would (Arm ARM D1.10): ELR/SPSR/ESR/FAR_EL1 set, PC at
+    /// VBAR_EL1 + the vector for the current or lower EL, PSTATE EL1h masked.
+    pub(super) fn inject(
+        &mut self,
+        vcpu: usize,
+        kind: Exception,
+        far: u64,
+    ) -> Result<Option<MessageInfo>, Error> {
+        let mut regs = UserContext::default();
+        self.hv.read_regs(vcpu, 3, &mut regs)?;
+        let spsr = regs.words[crate::sel4::user_context::SPSR];
+        let vbar = self.hv.read_reg(vcpu, VcpuReg::Vbar)?;
+        let from_el0 = spsr & 0b1100 == 0;
+        let vector = match (from_el0, spsr & 1) {
+            (true, _) => 0x400,  // lower EL, AArch64
+            (false, 0) => 0x000, // current EL with SP_EL0
+            (false, _) => 0x200, // current EL with SP_ELx
+        };
+        let class = kind.class(from_el0);
+        let iss = match kind {
+            Exception::Undefined => 0,
+            _ => 0x10, // synchronous external abort
+        };
+        self.hv.write_reg(vcpu, VcpuReg::ElrEl1, regs.pc())?;
+        self.hv.write_reg(vcpu, VcpuReg::SpsrEl1, spsr)?;
+        self.hv.write_reg(vcpu, VcpuReg::Esr, (class << 26) | (1 << 25) | iss)?;
+        if kind != Exception::Undefined {
+            self.hv.write_reg(vcpu, VcpuReg::Far, far)?;
+        }
+        regs.set_pc(vbar.wrapping_add(vector));
+        regs.words[crate::sel4::user_context::SPSR] = SPSR_EL1H_MASKED;
+        self.hv.write_regs(vcpu, false, 3, &regs)?;
+        Ok(RESUME)
+    }
+}
+
+/// Exceptions the VMM gives a guest.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Exception {
+    DataAbort,
+    PrefetchAbort,
+    Undefined,
+}
+
+impl Exception {
+    pub(super) fn class(self, from_lower: bool) -> u64 {
+        match (self, from_lower) {
+            (Exception::DataAbort, true) => ec::DABT_LOWER,
+            (Exception::DataAbort, false) => ec::DABT_LOWER + 1,
+            (Exception::PrefetchAbort, true) => ec::IABT_LOWER,
+            (Exception::PrefetchAbort, false) => ec::IABT_LOWER + 1,
+            (Exception::Undefined, _) => ec::UNKNOWN,
+        }
+    }
+}

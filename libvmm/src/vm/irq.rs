@@ -1,0 +1,71 @@
+//! Interrupts into the guest: passthrough IRQs, emulated devices' SPIs,
+//! the virtual timer's PPI, and list-register maintenance.
+
+use super::{Devices, Hypervisor, Vm, RESUME, VTIMER_IRQ};
+use crate::microkit::ChannelSet;
+use crate::sel4::{Error, MessageInfo};
+use vgic::{InjectError, ListRegisters};
+
+/// The list registers, as the vGIC sees them.
+pub(super) struct Lrs<'h, H: Hypervisor>(pub(super) &'h mut H);
+
+impl<H: Hypervisor> ListRegisters for Lrs<'_, H> {
+    fn inject(
+        &mut self,
+        vcpu: usize,
+        index: usize,
+        virq: u16,
+        priority: u8,
+        group: u8,
+    ) -> Result<(), InjectError> {
+        match self.0.inject_irq(vcpu, virq, priority, group, index as u8) {
+            Ok(()) => Ok(()),
+            Err(Error::DeleteFirst) => Err(InjectError::Busy),
+            Err(_) => Err(InjectError::Failed),
+        }
+    }
+}
+
+impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
+    /// Handles notifications: passthrough interrupts and the wake-up timer.
+    pub fn handle_notified(&mut self, channels: ChannelSet) {
+        for ch in channels.iter() {
+            if Some(ch.id()) == self.config.timer_channel {
+                self.timer_fired();
+            } else if let Some(p) = self.config.passthrough.iter().find(|p| p.channel == ch.id()) {
+                let woken = self.gic.set_pending(0, p.irq, &mut Lrs(&mut self.hv));
+                self.wake(woken);
+            } else {
+                log::warn!(target: "irq", "notification on channel {} that the VM does not use", ch.id());
+            }
+        }
+    }
+
+    /// Raises interrupt `irq` (SPI) in the guest, e.g. for an emulated device.
+    pub fn raise_irq(&mut self, irq: u32) {
+        let woken = self.gic.set_pending(0, irq, &mut Lrs(&mut self.hv));
+        log::trace!(target: "irq", "raise {irq}: wakes {woken:?}");
+        self.wake(woken);
+    }
+
+    pub(super) fn maintenance(
+        &mut self,
+        vcpu: usize,
+        lr: Option<usize>,
+    ) -> Result<Option<MessageInfo>, Error> {
+        if let Some(irq) = self.gic.maintenance(vcpu, lr, &mut Lrs(&mut self.hv)) {
+            if irq == VTIMER_IRQ {
+                self.hv.ack_vppi(vcpu, VTIMER_IRQ as u64)?;
+            } else if let Some(p) = self.config.passthrough.iter().find(|p| p.irq == irq) {
+                self.hv.ack_irq(p.channel)?;
+            }
+        }
+        Ok(RESUME)
+    }
+
+    pub(super) fn vppi(&mut self, vcpu: usize, irq: u32) -> Result<Option<MessageInfo>, Error> {
+        let woken = self.gic.set_pending(vcpu, irq, &mut Lrs(&mut self.hv));
+        self.wake(woken);
+        Ok(RESUME)
+    }
+}

@@ -12,7 +12,7 @@ include $(TOP)/scripts/linux-guest.mk
 QEMU_DEPS := $(DISK)
 QEMU_EXTRA += -global virtio-mmio.force-legacy=false \
 	-drive file=$(DISK),if=none,format=raw,id=hd \
-	-device virtio-blk-device,drive=hd,bus=virtio-mmio-bus.1
+	-device virtio-blk-device,drive=hd
 
 $(DISK):
 	@mkdir -p $(dir $@)

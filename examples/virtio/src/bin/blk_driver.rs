@@ -1,5 +1,11 @@
 //! `blk_driver`: the sDDF block driver PD for QEMU's virtio-blk-device
 //! (virtio-MMIO, modern), on `sddf_components::blk::virtio`.
+//!
+//! It maps QEMU virt's whole window of virtio-mmio transports and uses the
+//! first that holds a block device, wherever QEMU put it (`-device
+//! virtio-blk-device` without `bus=` takes the highest free slot). The
+//! system file gives it one IRQ channel per slot, consecutive from
+//! `irq_base`.
 
 #![no_std]
 #![no_main]
@@ -11,33 +17,41 @@ use libvmm::logging::{self, Levels};
 use libvmm::microkit::{Channel, ChannelSet, Handler};
 use log::LevelFilter;
 use sddf_bindings::SharedRegion;
+use sddf_components::blk::probe::find_block_slot;
 use sddf_components::blk::virtio::{Dma, VirtioBlk};
 
 libvmm::setvar! {
-    static regs; static regs_size; static irq_ch; static virt_ch;
+    static regs; static regs_size; static regs_paddr; static irq_base; static virt_ch;
     static dma; static dma_size; static dma_paddr;
     static req; static req_size; static resp; static resp_size; static info; static info_size;
 }
 
-/// Which of the mapped page's virtio-mmio transports (0x200 bytes each) is
-/// the disk: QEMU's `bus=virtio-mmio-bus.1`, at 0xa000200.
-const SLOT: usize = 1;
+/// Bytes between two virtio-mmio transports.
 const SLOT_SIZE: usize = 0x200;
 
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
-struct Driver(Option<VirtioBlk<SharedRegion>>);
+/// The device and the channel of its slot's IRQ.
+struct Driver(Option<(VirtioBlk<SharedRegion>, u8)>);
 
-fn start() -> Option<VirtioBlk<SharedRegion>> {
-    let page = pd::region("virtio-mmio registers", (&regs, &regs_size))?;
-    let device = page.subregion(SLOT * SLOT_SIZE, SLOT_SIZE).ok()?;
+fn start() -> Option<(VirtioBlk<SharedRegion>, u8)> {
+    let mut window = pd::region("virtio-mmio registers", (&regs, &regs_size))?;
+    let slots = window.len() / SLOT_SIZE;
+    let slot = find_block_slot(&mut window, slots, SLOT_SIZE)
+        .map_err(|e| log::error!(target: "blk", "{e}"))
+        .ok()?;
+    let irq = u8::try_from(slot).ok().and_then(|s| pd::channel(&irq_base).checked_add(s))?;
+    log::info!(target: "blk", "virtio-blk: slot {slot} of {slots}, at {:#x}, IRQ channel {irq}",
+        regs_paddr.get() + (slot * SLOT_SIZE) as u64);
+    let device = window.subregion(slot * SLOT_SIZE, SLOT_SIZE).ok()?;
     let dma_region = pd::region("DMA region", (&dma, &dma_size))?;
     let queue = pd::blk_queue("virtualiser queue", (&req, &req_size), (&resp, &resp_size))?;
     let storage = pd::storage_info("storage info", (&info, &info_size))?;
     let memory = Dma { region: dma_region, io_addr: dma_paddr.get() };
     VirtioBlk::new(device, memory, queue, &storage, pd::channel(&virt_ch))
-        .map_err(|e| log::error!(target: "blk", "virtio-blk at slot {SLOT}: {e}"))
+        .map_err(|e| log::error!(target: "blk", "virtio-blk at slot {slot}: {e}"))
         .ok()
+        .map(|d| (d, irq))
 }
 
 impl Handler for Driver {
@@ -54,9 +68,9 @@ impl Handler for Driver {
     }
 
     fn notified(&mut self, channels: ChannelSet) {
-        let Some(d) = self.0.as_mut() else { return };
+        let Some((d, irq)) = self.0.as_mut() else { return };
         for ch in channels.iter() {
-            if ch.id() == pd::channel(&irq_ch) {
+            if ch.id() == *irq {
                 pd::send(d.handle_irq());
                 let _ = ch.irq_ack();
             } else {

@@ -5,7 +5,8 @@
 #   make test                                             # everything CI runs
 #
 # Variables: MICROKIT_SDK (default /opt/microkit-sdk), MICROKIT_CONFIG (debug),
-# BOARD (qemu_virt_aarch64), EXAMPLE (hello). An example may add steps and
+# BOARD (qemu_virt_aarch64), EXAMPLE (hello), BUILD_DIR (build/$(EXAMPLE): the
+# images; another one keeps two builds of one example apart). An example may add steps and
 # QEMU arguments in examples/<name>/example.mk.
 
 BOARD ?= qemu_virt_aarch64
@@ -15,7 +16,7 @@ MICROKIT_SDK ?= /opt/microkit-sdk
 QEMU ?= qemu-system-aarch64
 
 TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
-BUILD_DIR := $(TOP)/build/$(EXAMPLE)
+BUILD_DIR ?= $(TOP)/build/$(EXAMPLE)
 CARGO_TARGET_DIR := $(TOP)/build/cargo/$(BOARD)-$(MICROKIT_CONFIG)
 RUST_TARGET := aarch64-unknown-none
 SYSTEM_FILE := $(TOP)/system-files/$(EXAMPLE).system

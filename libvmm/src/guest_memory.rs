@@ -3,11 +3,17 @@
 //! Guest RAM is one contiguous region: guest-physical `[base, base + size)`
 //! mapped at `vaddr` in the VMM (a `<map setvar_vaddr=...>` of the same
 //! memory region the VM maps). Every access is checked against the region
-//! with overflow-safe arithmetic. The guest may change the memory at any time,
-//! so callers copy values out once and use the copy.
+//! with overflow-safe arithmetic. The guest may change the memory at any time
+//! (another vCPU runs meanwhile), so every access is volatile, never a Rust
+//! reference or a plain `memcpy` (a data race under Rust's memory model), and
+//! callers copy values out once and use the copy. Bulk copies go 8 bytes at a
+//! time where guest RAM is aligned (`sddf_bindings::shared::volatile_copy_*`,
+//! shaped like rust-vmm vm-memory's), so a naturally aligned `u16`, `u32` or
+//! `u64` is read or written in one access, not torn.
 
 use core::fmt;
 use core::marker::PhantomData;
+use sddf_bindings::shared::{volatile_copy_from, volatile_copy_to, volatile_fill};
 
 /// A guest-physical address.
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Debug, Hash)]
@@ -54,10 +60,10 @@ impl<'a> GuestRam<'a> {
     /// # Safety
     /// `[vaddr, vaddr + size)` must be mapped read-write in this address space
     /// for `'a`, be used by nothing else in this PD as Rust memory, and
-    /// `base + size` must not overflow. The guest may write it concurrently;
-    /// accesses here are byte copies, so that is not undefined behaviour for
-    /// plain data. While a slice from [`GuestRam::slice_mut`] is alive, no
-    /// vCPU may run (the VMM only takes one at boot, with all vCPUs stopped).
+    /// `base + size` must not overflow. The guest may write it concurrently:
+    /// every access here is volatile. While a slice from
+    /// [`GuestRam::slice_mut`] is alive, no vCPU may run (the VMM only takes
+    /// one at boot, with all vCPUs stopped).
     pub unsafe fn from_raw(base: u64, vaddr: u64, size: u64) -> GuestRam<'a> {
         GuestRam { base, size, ptr: vaddr as *mut u8, _region: PhantomData }
     }
@@ -118,17 +124,19 @@ impl<'a> GuestRam<'a> {
     pub fn read(&self, gpa: Gpa, buf: &mut [u8]) -> Result<(), OutOfRange> {
         let offset = self.offset_of(gpa, buf.len() as u64)?;
         // SAFETY: `offset..offset + buf.len()` is inside the region (checked
-        // above), which is valid for reads for 'a; `buf` is a distinct Rust
-        // buffer, so the ranges do not overlap.
-        unsafe { core::ptr::copy_nonoverlapping(self.ptr.add(offset), buf.as_mut_ptr(), buf.len()) }
+        // above), which is mapped for 'a and never a Rust reference while a
+        // vCPU may run (the constructors' contracts); the guest's concurrent
+        // writes meet volatile loads only.
+        unsafe { volatile_copy_from(self.ptr.add(offset), buf) }
         Ok(())
     }
 
     /// Copies `data` into guest memory at `gpa`.
     pub fn write(&mut self, gpa: Gpa, data: &[u8]) -> Result<(), OutOfRange> {
         let offset = self.offset_of(gpa, data.len() as u64)?;
-        // SAFETY: as in `read`, with the region valid for writes.
-        unsafe { core::ptr::copy_nonoverlapping(data.as_ptr(), self.ptr.add(offset), data.len()) }
+        // SAFETY: as in `read`, with the region mapped writable and volatile
+        // stores.
+        unsafe { volatile_copy_to(data, self.ptr.add(offset)) }
         Ok(())
     }
 
@@ -136,8 +144,9 @@ impl<'a> GuestRam<'a> {
     pub fn fill(&mut self, gpa: Gpa, len: u64, value: u8) -> Result<(), OutOfRange> {
         let offset = self.offset_of(gpa, len)?;
         // SAFETY: `offset..offset + len` is inside the region (checked), and
-        // `len` fits in usize because the region's size does.
-        unsafe { core::ptr::write_bytes(self.ptr.add(offset), value, len as usize) }
+        // `len` fits in usize because the region's size does; volatile stores
+        // as in `write`.
+        unsafe { volatile_fill(self.ptr.add(offset), len as usize, value) }
         Ok(())
     }
 
@@ -194,6 +203,24 @@ mod tests {
         assert!(ram.fill(Gpa(0x4000_0000), 65, 0).is_err());
         assert!(ram.contains(Gpa(0x4000_0040), 0));
         assert!(!ram.contains(Gpa(0x4000_0000), u64::MAX));
+    }
+
+    #[test]
+    fn copies_are_exact_at_every_alignment_and_length() {
+        let mut mem = [0u8; 96];
+        let mut ram = GuestRam::from_slice(0x1000, &mut mem);
+        let pattern: [u8; 64] = core::array::from_fn(|i| (i as u8).wrapping_mul(29) ^ 0xa5);
+        for offset in 0..16u64 {
+            for len in 0..=64 {
+                ram.fill(Gpa(0x1000), 96, 0xee).unwrap();
+                ram.write(Gpa(0x1000 + offset), &pattern[..len]).unwrap();
+                let mut all = [0u8; 96];
+                ram.read(Gpa(0x1000), &mut all).unwrap();
+                let (o, end) = (offset as usize, offset as usize + len);
+                assert!(all[..o].iter().chain(&all[end..]).all(|&b| b == 0xee), "{o}+{len}");
+                assert_eq!(&all[o..end], &pattern[..len], "{o}+{len}");
+            }
+        }
     }
 
     #[test]

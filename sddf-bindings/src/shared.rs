@@ -110,42 +110,23 @@ impl SharedRegion {
         Ok(unsafe { SharedRegion::new(start, len) })
     }
 
-    /// The `len` bytes at `offset` as a Rust slice, for bulk data copies at
-    /// memcpy speed (block data cells).
-    ///
-    /// # Safety
-    ///
-    /// For the slice's whole life the range must be owned by this side under
-    /// the queue protocol: a data cell allocated and not yet submitted, or
-    /// whose response has arrived. The peer does not touch it then, and no
-    /// other slice or reference to the range may exist meanwhile.
-    #[allow(clippy::mut_from_ref)]
-    pub unsafe fn slice_mut(&self, offset: usize, len: usize) -> Result<&mut [u8], Error> {
-        let start = self.checked_ptr(offset, len)?;
-        // SAFETY: the range is inside the region (checked), mapped for good by
-        // `new`'s contract, and exclusively ours by this function's contract.
-        Ok(unsafe { core::slice::from_raw_parts_mut(start.as_ptr(), len) })
-    }
-
-    /// Copies `dst.len()` bytes at `offset` into `dst` (volatile loads).
+    /// Copies `dst.len()` bytes at `offset` into `dst` with volatile loads,
+    /// 8 bytes at a time where the shared side is aligned
+    /// ([`volatile_copy_from`]).
     pub fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), Error> {
         let src = self.checked_ptr(offset, dst.len())?;
-        for (i, byte) in dst.iter_mut().enumerate() {
-            // SAFETY: `src + i` is inside the region (the whole range was
-            // checked) and `new`'s contract keeps it mapped; volatile access
-            // tolerates the peer writing concurrently.
-            *byte = unsafe { src.add(i).read_volatile() };
-        }
+        // SAFETY: `src..src + dst.len()` is inside the region (checked) and
+        // `new`'s contract keeps it mapped and free of Rust references.
+        unsafe { volatile_copy_from(src.as_ptr(), dst) };
         Ok(())
     }
 
-    /// Copies `src` to `offset` (volatile stores).
+    /// Copies `src` to `offset` with volatile stores, 8 bytes at a time where
+    /// the shared side is aligned ([`volatile_copy_to`]).
     pub fn write(&self, offset: usize, src: &[u8]) -> Result<(), Error> {
         let dst = self.checked_ptr(offset, src.len())?;
-        for (i, byte) in src.iter().enumerate() {
-            // SAFETY: as in `read`: in bounds, mapped, volatile.
-            unsafe { dst.add(i).write_volatile(*byte) };
-        }
+        // SAFETY: as in `read`: in bounds, mapped, no Rust references.
+        unsafe { volatile_copy_to(src, dst.as_ptr()) };
         Ok(())
     }
 
@@ -203,6 +184,88 @@ impl SharedRegion {
             }
             _ => Err(Error::OutOfBounds),
         }
+    }
+}
+
+/// Bytes per wide access of the volatile copies.
+const WORD: usize = size_of::<u64>();
+
+/// Copies `dst.len()` bytes from shared memory at `src` into `dst`.
+///
+/// Every load from `src` is volatile: byte loads up to the first 8-byte
+/// boundary of `src` and after the last, naturally aligned `u64` loads in
+/// between (as rust-vmm vm-memory's `volatile_memory.rs` copies by the
+/// widest aligned width). A peer writing concurrently makes the bytes read a
+/// mix of old and new values, never undefined behaviour; aligned words are
+/// single accesses, so a naturally aligned `u16`/`u32`/`u64` is not torn.
+///
+/// # Safety
+///
+/// `src..src + dst.len()` must be mapped readable, and nothing may hold a
+/// Rust reference to it (other accesses must be volatile or atomic).
+pub unsafe fn volatile_copy_from(src: *const u8, dst: &mut [u8]) {
+    let head = src.align_offset(WORD).min(dst.len());
+    let (edge, rest) = dst.split_at_mut(head);
+    let (words, tail) = rest.split_at_mut(rest.len() / WORD * WORD);
+    for (i, byte) in edge.iter_mut().enumerate() {
+        // SAFETY: `i < head <= dst.len()`: in the range the caller vouches for.
+        *byte = unsafe { src.add(i).read_volatile() };
+    }
+    for (k, chunk) in words.chunks_exact_mut(WORD).enumerate() {
+        // SAFETY: `head + k * 8 .. + 8` is in the range; `src + head` is
+        // 8-byte aligned (`align_offset`), so each word pointer is aligned.
+        let word = unsafe { src.add(head + k * WORD).cast::<u64>().read_volatile() };
+        chunk.copy_from_slice(&word.to_ne_bytes());
+    }
+    let done = head + words.len();
+    for (i, byte) in tail.iter_mut().enumerate() {
+        // SAFETY: `done + i < dst.len()`: in the range.
+        *byte = unsafe { src.add(done + i).read_volatile() };
+    }
+}
+
+/// Copies `src` into shared memory at `dst`, with volatile stores shaped as
+/// in [`volatile_copy_from`].
+///
+/// # Safety
+///
+/// `dst..dst + src.len()` must be mapped writable, and nothing may hold a
+/// Rust reference to it (other accesses must be volatile or atomic).
+pub unsafe fn volatile_copy_to(src: &[u8], dst: *mut u8) {
+    let head = dst.align_offset(WORD).min(src.len());
+    let (edge, rest) = src.split_at(head);
+    let (words, tail) = rest.split_at(rest.len() / WORD * WORD);
+    for (i, &byte) in edge.iter().enumerate() {
+        // SAFETY: `i < head <= src.len()`: in the range the caller vouches for.
+        unsafe { dst.add(i).write_volatile(byte) };
+    }
+    for (k, chunk) in words.chunks_exact(WORD).enumerate() {
+        let mut word = [0u8; WORD];
+        word.copy_from_slice(chunk);
+        // SAFETY: in the range, and aligned as in `volatile_copy_from`.
+        unsafe { dst.add(head + k * WORD).cast::<u64>().write_volatile(u64::from_ne_bytes(word)) };
+    }
+    let done = head + words.len();
+    for (i, &byte) in tail.iter().enumerate() {
+        // SAFETY: `done + i < src.len()`: in the range.
+        unsafe { dst.add(done + i).write_volatile(byte) };
+    }
+}
+
+/// Sets `len` bytes of shared memory at `dst` to `value`, with volatile
+/// stores shaped as in [`volatile_copy_to`].
+///
+/// # Safety
+///
+/// As for [`volatile_copy_to`], for `dst..dst + len`.
+pub unsafe fn volatile_fill(dst: *mut u8, len: usize, value: u8) {
+    let block = [value; 256];
+    let mut done = 0;
+    while done < len {
+        let n = (len - done).min(block.len());
+        // SAFETY: `done + n <= len`: in the range the caller vouches for.
+        unsafe { volatile_copy_to(&block[..n], dst.add(done)) };
+        done += n;
     }
 }
 
@@ -297,6 +360,64 @@ mod tests {
         let mut out = [0u8; 5];
         region.read(2, &mut out).unwrap();
         assert_eq!(out, [0, 1, 2, 3, 0]);
+    }
+
+    #[test]
+    fn wide_copies_are_exact_at_every_alignment_and_length() {
+        let region = SharedRegion::leak_zeroed(96);
+        let pattern: Vec<u8> = (0..64u8).map(|i| i.wrapping_mul(37) ^ 0x5a).collect();
+        for offset in 0..16 {
+            for len in 0..=64 {
+                region.write(0, &[0xee; 96]).unwrap();
+                region.write(offset, &pattern[..len]).unwrap();
+                let mut all = [0u8; 96];
+                region.read(0, &mut all).unwrap();
+                assert!(all[..offset].iter().all(|&b| b == 0xee), "before, {offset}+{len}");
+                assert_eq!(&all[offset..offset + len], &pattern[..len], "{offset}+{len}");
+                assert!(all[offset + len..].iter().all(|&b| b == 0xee), "after, {offset}+{len}");
+                let mut part = vec![0u8; len];
+                region.read(offset, &mut part).unwrap();
+                assert_eq!(part, &pattern[..len]);
+            }
+        }
+    }
+
+    #[test]
+    fn aligned_words_are_copied_in_one_access_so_never_torn() {
+        use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+        use std::sync::Arc;
+        let region = SharedRegion::leak_zeroed(64);
+        let stop = Arc::new(AtomicBool::new(false));
+        let writer = {
+            let (region, stop) = (region.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut v = 0u64;
+                while !stop.load(Relaxed) {
+                    v = !v;
+                    region.store(16, v).unwrap();
+                }
+            })
+        };
+        for _ in 0..200_000 {
+            let mut b = [0u8; 24];
+            region.read(8, &mut b).unwrap();
+            let w = u64::from_ne_bytes(b[8..16].try_into().unwrap());
+            assert!(w == 0 || w == u64::MAX, "torn word {w:#x}");
+        }
+        stop.store(true, Relaxed);
+        writer.join().unwrap();
+    }
+
+    #[test]
+    fn fill_sets_exactly_the_range() {
+        let region = SharedRegion::leak_zeroed(600);
+        // SAFETY: 3..3 + 590 is inside the 600 bytes the region owns.
+        unsafe { volatile_fill(region.checked_ptr(3, 590).unwrap().as_ptr(), 590, 0xab) };
+        let mut all = [0u8; 600];
+        region.read(0, &mut all).unwrap();
+        assert_eq!(all[..3], [0; 3]);
+        assert!(all[3..593].iter().all(|&b| b == 0xab));
+        assert_eq!(all[593..], [0; 7]);
     }
 
     #[test]

@@ -21,7 +21,9 @@ mod backend;
 mod chunk;
 pub mod request;
 
-pub use backend::{BackendBusy, BlockBackend, BlockInfo, BlockOp, BufferId, BACKEND_BLOCK};
+pub use backend::{
+    BackendBusy, BlockBackend, BlockInfo, BlockOp, BufferId, BufferRange, BACKEND_BLOCK,
+};
 
 use chunk::{copy_out, finish_chunk, merge, start_chunk, Fault, Phase, Slot};
 
@@ -634,8 +636,20 @@ mod tests {
             let cells = self.buffers[buf.0 as usize].take().expect("double free");
             self.free_blocks += (cells.len() / BACKEND_BLOCK as usize) as u32;
         }
-        fn buffer(&mut self, buf: BufferId) -> &mut [u8] {
-            self.buffers[buf.0 as usize].as_mut().expect("freed buffer used")
+        fn read_buffer(&self, buf: BufferId, at: usize, dst: &mut [u8]) -> Result<(), BufferRange> {
+            let cells = self.buffers[buf.0 as usize].as_ref().expect("freed buffer used");
+            dst.copy_from_slice(cells.get(at..at + dst.len()).ok_or(BufferRange)?);
+            Ok(())
+        }
+        fn write_buffer(
+            &mut self,
+            buf: BufferId,
+            at: usize,
+            src: &[u8],
+        ) -> Result<(), BufferRange> {
+            let cells = self.buffers[buf.0 as usize].as_mut().expect("freed buffer used");
+            cells.get_mut(at..at + src.len()).ok_or(BufferRange)?.copy_from_slice(src);
+            Ok(())
         }
         fn submit(
             &mut self,

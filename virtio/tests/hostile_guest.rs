@@ -7,7 +7,9 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 
-use virtio::block::{BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId};
+use virtio::block::{
+    BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId, BufferRange,
+};
 use virtio::console::{Console, SerialBackend};
 use virtio::features::{VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC, VIRTIO_F_VERSION_1};
 use virtio::mmio::*;
@@ -64,8 +66,15 @@ impl BlockBackend for Disk {
     fn free(&mut self, buf: BufferId) {
         self.buffers[buf.0 as usize].take().expect("double free");
     }
-    fn buffer(&mut self, buf: BufferId) -> &mut [u8] {
-        self.buffers[buf.0 as usize].as_mut().expect("use after free")
+    fn read_buffer(&self, buf: BufferId, at: usize, dst: &mut [u8]) -> Result<(), BufferRange> {
+        let cells = self.buffers[buf.0 as usize].as_ref().expect("use after free");
+        dst.copy_from_slice(cells.get(at..at + dst.len()).ok_or(BufferRange)?);
+        Ok(())
+    }
+    fn write_buffer(&mut self, buf: BufferId, at: usize, src: &[u8]) -> Result<(), BufferRange> {
+        let cells = self.buffers[buf.0 as usize].as_mut().expect("use after free");
+        cells.get_mut(at..at + src.len()).ok_or(BufferRange)?.copy_from_slice(src);
+        Ok(())
     }
     fn submit(
         &mut self,

@@ -14,7 +14,9 @@ use std::collections::VecDeque;
 use std::ptr::{self, NonNull};
 use std::rc::Rc;
 
-use virtio::block::{BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId};
+use virtio::block::{
+    BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId, BufferRange,
+};
 use virtio::block::{BACKEND_BLOCK, SECTORS_PER_BLOCK};
 use virtio::console::{Console, SerialBackend};
 use virtio::features::{VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC};
@@ -511,8 +513,15 @@ impl BlockBackend for FakeDisk {
     fn free(&mut self, buf: BufferId) {
         self.buffers[buf.0 as usize].take().expect("double free");
     }
-    fn buffer(&mut self, buf: BufferId) -> &mut [u8] {
-        self.buffers[buf.0 as usize].as_mut().unwrap()
+    fn read_buffer(&self, buf: BufferId, at: usize, dst: &mut [u8]) -> Result<(), BufferRange> {
+        let cells = self.buffers[buf.0 as usize].as_ref().unwrap();
+        dst.copy_from_slice(cells.get(at..at + dst.len()).ok_or(BufferRange)?);
+        Ok(())
+    }
+    fn write_buffer(&mut self, buf: BufferId, at: usize, src: &[u8]) -> Result<(), BufferRange> {
+        let cells = self.buffers[buf.0 as usize].as_mut().unwrap();
+        cells.get_mut(at..at + src.len()).ok_or(BufferRange)?.copy_from_slice(src);
+        Ok(())
     }
     fn submit(
         &mut self,

@@ -462,7 +462,9 @@ mod tests {
     use std::collections::VecDeque;
     use std::vec;
     use std::vec::Vec;
-    use virtio::block::{BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId};
+    use virtio::block::{
+        BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId, BufferRange,
+    };
     use virtio::{GuestMemory, MemoryError, MmioTransport};
 
     const DMA_IO: u64 = 0x1000_0000;
@@ -541,8 +543,20 @@ mod tests {
         fn free(&mut self, buf: BufferId) {
             self.bufs[buf.0 as usize] = None;
         }
-        fn buffer(&mut self, buf: BufferId) -> &mut [u8] {
-            self.bufs[buf.0 as usize].as_mut().unwrap()
+        fn read_buffer(&self, buf: BufferId, at: usize, dst: &mut [u8]) -> Result<(), BufferRange> {
+            let cells = self.bufs[buf.0 as usize].as_ref().unwrap();
+            dst.copy_from_slice(cells.get(at..at + dst.len()).ok_or(BufferRange)?);
+            Ok(())
+        }
+        fn write_buffer(
+            &mut self,
+            buf: BufferId,
+            at: usize,
+            src: &[u8],
+        ) -> Result<(), BufferRange> {
+            let cells = self.bufs[buf.0 as usize].as_mut().unwrap();
+            cells.get_mut(at..at + src.len()).ok_or(BufferRange)?.copy_from_slice(src);
+            Ok(())
         }
         fn submit(
             &mut self,

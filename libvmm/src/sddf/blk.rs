@@ -10,7 +10,7 @@ use super::Notifier;
 use sddf_bindings::blk::BLK_TRANSFER_SIZE;
 use sddf_bindings::blk::{BlkQueueHandle, BlkReq, BlkReqCode, BlkRespStatus, StorageInfoHandle};
 use sddf_bindings::SharedRegion;
-use virtio::block::{BackendBusy, BlockBackend, BlockInfo, BlockOp, BufferId};
+use virtio::block::{BackendBusy, BlockBackend, BlockInfo, BlockOp, BufferId, BufferRange};
 
 /// Most data cells a client tracks (4 MiB of data region).
 pub const MAX_CELLS: usize = 1024;
@@ -65,6 +65,18 @@ impl<N: Notifier> SddfBlock<N> {
         &mut self.notifier
     }
 
+    /// The data-region offset of `len` bytes at `at` in `buf`, if they are
+    /// inside its cells. The cells are shared with the virtualiser (and the
+    /// driver): they are only ever copied, with volatile accesses.
+    fn cell_range(&self, buf: BufferId, at: usize, len: usize) -> Result<usize, BufferRange> {
+        let (start, count) = cells_of(buf);
+        let end = at.checked_add(len).ok_or(BufferRange)?;
+        if start.saturating_add(count) > self.cells || end > count * BLK_TRANSFER_SIZE {
+            return Err(BufferRange);
+        }
+        Ok(start * BLK_TRANSFER_SIZE + at)
+    }
+
     fn is_used(&self, cell: usize) -> bool {
         self.used.get(cell / 64).is_some_and(|w| w & (1 << (cell % 64)) != 0)
     }
@@ -114,16 +126,14 @@ impl<N: Notifier> BlockBackend for SddfBlock<N> {
         self.set(start, count, false);
     }
 
-    fn buffer(&mut self, buf: BufferId) -> &mut [u8] {
-        let (start, count) = cells_of(buf);
-        if start + count > self.cells {
-            return &mut [];
-        }
-        // SAFETY: `buf` came from `alloc` (its cells are marked used, so no
-        // other buffer covers them) and the device only asks for it while it
-        // owns the cells: before submitting, or after the response.
-        unsafe { self.data.slice_mut(start * BLK_TRANSFER_SIZE, count * BLK_TRANSFER_SIZE) }
-            .unwrap_or(&mut [])
+    fn read_buffer(&self, buf: BufferId, at: usize, dst: &mut [u8]) -> Result<(), BufferRange> {
+        let offset = self.cell_range(buf, at, dst.len())?;
+        self.data.read(offset, dst).map_err(|_| BufferRange)
+    }
+
+    fn write_buffer(&mut self, buf: BufferId, at: usize, src: &[u8]) -> Result<(), BufferRange> {
+        let offset = self.cell_range(buf, at, src.len())?;
+        self.data.write(offset, src).map_err(|_| BufferRange)
     }
 
     fn submit(
@@ -218,7 +228,23 @@ mod tests {
         assert_eq!(cells_of(c.alloc(2).unwrap()), (0, 2));
         assert_eq!(c.alloc(0), None);
         assert_eq!(c.alloc(9), None);
-        assert_eq!(c.buffer(b).len(), 4096);
+    }
+
+    #[test]
+    fn buffers_are_copied_in_and_out_inside_their_cells_only() {
+        let (mut c, _) = client(4);
+        let _ = c.alloc(1).unwrap();
+        let b = c.alloc(2).unwrap();
+        c.write_buffer(b, 8188, &[1, 2, 3, 4]).unwrap();
+        let mut out = [0u8; 4];
+        c.read_buffer(b, 8188, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3, 4]);
+        c.data.read(4096 + 8188, &mut out).unwrap();
+        assert_eq!(out, [1, 2, 3, 4], "cell 1 is at 4096 in the data region");
+        assert_eq!(c.write_buffer(b, 8192 - 3, &[0; 4]), Err(BufferRange), "past its cells");
+        assert_eq!(c.read_buffer(b, usize::MAX, &mut out), Err(BufferRange), "wraps");
+        let forged = BufferId(3 | (2 << 16));
+        assert_eq!(c.read_buffer(forged, 0, &mut out), Err(BufferRange), "past the region");
     }
 
     #[test]
@@ -226,7 +252,7 @@ mod tests {
         let (mut c, mut peer) = client(4);
         let _ = c.alloc(1).unwrap();
         let buf = c.alloc(2).unwrap();
-        c.buffer(buf)[5] = 0xab;
+        c.write_buffer(buf, 5, &[0xab]).unwrap();
         c.submit(BlockOp::Write, 77, 2, Some(buf), 41).unwrap();
         c.submit(BlockOp::Flush, 0, 0, None, 42).unwrap();
         c.notify();

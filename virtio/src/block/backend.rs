@@ -1,6 +1,7 @@
 //! The block backend seam: 4 KiB blocks, split-phase (the sDDF block protocol).
 //!
-//! The device allocates space in the backend's data region, fills or reads it, and submits
+//! The device allocates space in the backend's data region, copies data in or out of it, and
+//! submits
 //! operations tagged with an id; completions come back in any order through
 //! [`BlockBackend::complete`].
 
@@ -33,6 +34,10 @@ pub enum BlockOp {
     Flush,
 }
 
+/// A copy to or from an allocation that does not fit in it.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub struct BufferRange;
+
 /// The backend's request queue is full; try again later.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct BackendBusy;
@@ -46,8 +51,13 @@ pub trait BlockBackend {
     fn alloc(&mut self, blocks: u32) -> Option<BufferId>;
     /// Returns an allocation.
     fn free(&mut self, buf: BufferId);
-    /// The data-region bytes of an allocation (`blocks * 4096` bytes).
-    fn buffer(&mut self, buf: BufferId) -> &mut [u8];
+    /// Copies `dst.len()` bytes at `offset` into allocation `buf` (of `blocks * 4096` bytes)
+    /// into `dst`. A backend's data region is shared with another party (an sDDF peer), so it
+    /// is copied, never lent out as a Rust reference.
+    fn read_buffer(&self, buf: BufferId, offset: usize, dst: &mut [u8]) -> Result<(), BufferRange>;
+    /// Copies `src` to `offset` into allocation `buf`; see [`BlockBackend::read_buffer`].
+    fn write_buffer(&mut self, buf: BufferId, offset: usize, src: &[u8])
+        -> Result<(), BufferRange>;
     /// Starts `op` on `count` blocks from `block`, with `buf` for Read and Write; `tag` comes
     /// back from [`BlockBackend::complete`].
     fn submit(

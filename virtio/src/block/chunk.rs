@@ -6,6 +6,10 @@
 //! out, an aligned write goes straight, a partial block is read, merged and written back.
 
 use super::backend::{BlockBackend, BlockOp, BufferId, BACKEND_BLOCK};
+
+/// Bytes moved per step between guest memory and a backend buffer (a stack bounce buffer:
+/// neither side may be borrowed as a Rust slice, both change under us).
+const BOUNCE: usize = 512;
 use super::request::{Request, RequestKind, SECTOR_SIZE};
 use crate::memory::GuestMemory;
 
@@ -104,11 +108,7 @@ pub(super) fn start_chunk<B: BlockBackend, M: GuestMemory + ?Sized>(
         slot.phase = Phase::Submit(BlockOp::Read);
         return Ok(true);
     }
-    let cells = cells(backend, buf, chunk)?;
-    let n = slot.req.read_data(mem, slot.done, cells).map_err(|_| Fault)?;
-    if n != chunk.len {
-        return Err(Fault);
-    }
+    guest_to_buffer(backend, slot, mem, buf, chunk)?;
     slot.phase = Phase::Submit(BlockOp::Write);
     Ok(true)
 }
@@ -133,17 +133,54 @@ fn plan(req: &Request, done: u64, cap: u32) -> Chunk {
     Chunk { block, blocks: blocks as u32, skip: skip as usize, len: len as usize, rmw, buf: None }
 }
 
-/// The guest-data bytes of `chunk` in the backend buffer `buf`.
-fn cells<B: BlockBackend>(
+/// Copies the guest data of `c` (from `slot.done` on) into `buf` at `c.skip`.
+fn guest_to_buffer<B: BlockBackend, M: GuestMemory + ?Sized>(
     backend: &mut B,
+    slot: &Slot,
+    mem: &M,
     buf: BufferId,
-    chunk: Chunk,
-) -> Result<&mut [u8], Fault> {
-    let end = chunk.skip.checked_add(chunk.len).ok_or(Fault)?;
-    backend.buffer(buf).get_mut(chunk.skip..end).ok_or_else(|| {
-        log::warn!(target: "virtio", "blk: backend buffer smaller than {} bytes", end);
-        Fault
-    })
+    c: Chunk,
+) -> Result<(), Fault> {
+    let mut bounce = [0u8; BOUNCE];
+    let mut at = 0;
+    while at < c.len {
+        let part = &mut bounce[..core::cmp::min(BOUNCE, c.len - at)];
+        let n = slot.req.read_data(mem, slot.done + at as u64, part).map_err(|_| Fault)?;
+        if n != part.len() {
+            return Err(Fault);
+        }
+        backend.write_buffer(buf, c.skip + at, part).map_err(|_| too_small(c))?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// Copies `c.len` bytes of `buf` from `c.skip` to the guest's data (from `slot.done` on).
+fn buffer_to_guest<B: BlockBackend, M: GuestMemory + ?Sized>(
+    backend: &B,
+    slot: &Slot,
+    mem: &mut M,
+    buf: BufferId,
+    c: Chunk,
+) -> Result<(), Fault> {
+    let mut bounce = [0u8; BOUNCE];
+    let mut at = 0;
+    while at < c.len {
+        let part = &mut bounce[..core::cmp::min(BOUNCE, c.len - at)];
+        backend.read_buffer(buf, c.skip + at, part).map_err(|_| too_small(c))?;
+        let n = slot.req.write_data(mem, slot.done + at as u64, part).map_err(|_| Fault)?;
+        if n != part.len() {
+            return Err(Fault);
+        }
+        at += n;
+    }
+    Ok(())
+}
+
+/// The backend's buffer does not hold the chunk: the backend is at fault.
+fn too_small(c: Chunk) -> Fault {
+    log::warn!(target: "virtio", "blk: backend buffer smaller than {} bytes", c.skip + c.len);
+    Fault
 }
 
 /// Read-modify-write: the covering block arrived; merge guest data and write it back.
@@ -154,11 +191,7 @@ pub(super) fn merge<B: BlockBackend, M: GuestMemory + ?Sized>(
     c: Chunk,
 ) -> Result<(), Fault> {
     let buf = c.buf.ok_or(Fault)?;
-    let dst = cells(backend, buf, c)?;
-    let n = slot.req.read_data(mem, slot.done, dst).map_err(|_| Fault)?;
-    if n != c.len {
-        return Err(Fault);
-    }
+    guest_to_buffer(backend, slot, mem, buf, c)?;
     slot.phase = Phase::Submit(BlockOp::Write);
     Ok(())
 }
@@ -171,11 +204,7 @@ pub(super) fn copy_out<B: BlockBackend, M: GuestMemory + ?Sized>(
     c: Chunk,
 ) -> Result<(), Fault> {
     let buf = c.buf.ok_or(Fault)?;
-    let src = cells(backend, buf, c)?;
-    let n = slot.req.write_data(mem, slot.done, src).map_err(|_| Fault)?;
-    if n != c.len {
-        return Err(Fault);
-    }
+    buffer_to_guest(backend, slot, mem, buf, c)?;
     finish_chunk(backend, slot, c);
     Ok(())
 }

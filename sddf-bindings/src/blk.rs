@@ -383,14 +383,32 @@ impl BlkQueueHandle {
     ///
     /// The slot is copied out once; validate the copy, not shared memory.
     pub fn dequeue_req(&mut self) -> Option<BlkReq> {
+        let req = self.peek_req()?;
+        self.req_consumer.release(1);
+        Some(req)
+    }
+
+    /// Virtualiser/driver: a copy of the next request, left in the queue.
+    ///
+    /// For a consumer that can only take a request once it has room for it
+    /// further on: take it with [`BlkQueueHandle::skip_req`] then. Only the
+    /// copy is valid; the peer may rewrite the slot meanwhile.
+    pub fn peek_req(&self) -> Option<BlkReq> {
         if self.req_len() == 0 {
             return None;
         }
         let mut buf = [0u8; size_of::<BlkReq>()];
         let offset = self.req_consumer.slot() * size_of::<BlkReq>();
         self.req_slots.read(offset, &mut buf).ok()?;
-        self.req_consumer.release(1);
         Some(BlkReq::from_bytes(&buf))
+    }
+
+    /// Virtualiser/driver: takes the request [`BlkQueueHandle::peek_req`]
+    /// returned. Does nothing if no request is ready.
+    pub fn skip_req(&mut self) {
+        if self.req_len() > 0 {
+            self.req_consumer.release(1);
+        }
     }
 
     /// Virtualiser/driver: free response slots (0 if `head` is corrupt).
@@ -644,6 +662,23 @@ mod tests {
 
     fn req(id: u32) -> BlkReq {
         BlkReq::new(BlkReqCode::Write, 4096 * u64::from(id % 8), u64::from(id) * 3, 2, id)
+    }
+
+    #[test]
+    fn a_peeked_request_stays_until_skipped() {
+        let f = Fixture::new(4);
+        let (mut client, mut virt) = (f.handle(), f.handle());
+        virt.skip_req();
+        assert_eq!(Fixture::index(&f.req, REQ_HEAD), 0, "skipping nothing does nothing");
+        client.enqueue_req(req(1)).unwrap();
+        client.enqueue_req(req(2)).unwrap();
+        assert_eq!(virt.peek_req(), Some(req(1)));
+        assert_eq!(virt.peek_req(), Some(req(1)), "still there");
+        assert_eq!(virt.req_len(), 2);
+        virt.skip_req();
+        assert_eq!(Fixture::index(&f.req, REQ_HEAD), 1);
+        assert_eq!(virt.dequeue_req(), Some(req(2)));
+        assert_eq!(virt.peek_req(), None);
     }
 
     #[test]

@@ -138,6 +138,18 @@ impl SerialQueueHandle {
     ///
     /// Returns the number of bytes written to the start of `buf`.
     pub fn dequeue_batch(&mut self, buf: &mut [u8]) -> usize {
+        let count = self.peek_batch(buf);
+        // `count <= available <= capacity`, a u32.
+        self.consumer.release(count as u32);
+        count
+    }
+
+    /// Consumer: copies up to `buf.len()` ready bytes into `buf` but leaves
+    /// them in the queue; [`SerialQueueHandle::skip`] takes them. For a
+    /// consumer that can only take bytes once it has somewhere to put them.
+    ///
+    /// Returns the number of bytes written to the start of `buf`.
+    pub fn peek_batch(&self, buf: &mut [u8]) -> usize {
         let len = u32::try_from(buf.len()).unwrap_or(u32::MAX);
         let count = len.min(self.consumer.available());
         if count == 0 {
@@ -150,8 +162,16 @@ impl SerialQueueHandle {
         if self.data.read(start, first).and_then(|()| self.data.read(0, second)).is_err() {
             return 0;
         }
-        self.consumer.release(count);
         buf.len()
+    }
+
+    /// Consumer: takes `count` bytes (at most the ready ones), publishing
+    /// `head` once.
+    pub fn skip(&mut self, count: usize) {
+        let count = u32::try_from(count).unwrap_or(u32::MAX).min(self.consumer.available());
+        if count > 0 {
+            self.consumer.release(count);
+        }
     }
 
     /// Consumer: whether the producer asked for a signal.
@@ -224,6 +244,22 @@ mod tests {
             self.data.read(0, &mut out).unwrap();
             out
         }
+    }
+
+    #[test]
+    fn peeked_bytes_stay_until_skipped_across_the_wrap() {
+        let f = Fixture::starting_at(8, u32::MAX - 2);
+        let (mut producer, mut consumer) = (f.handle(), f.handle());
+        assert_eq!(producer.enqueue_batch(b"abcdef"), 6);
+        let mut buf = [0u8; 4];
+        assert_eq!(consumer.peek_batch(&mut buf), 4);
+        assert_eq!(&buf, b"abcd");
+        assert_eq!(consumer.len(), 6, "peeking takes nothing");
+        consumer.skip(3);
+        assert_eq!(consumer.len(), 3);
+        consumer.skip(100);
+        assert_eq!(consumer.len(), 0, "skip takes at most what is there");
+        assert_eq!(producer.free_space(), 8);
     }
 
     #[test]

@@ -8,7 +8,9 @@
 //! answered at once with `ERR_INVALID_PARAM` (sDDF's checks: known code,
 //! `count != 0`, a 4 KiB aligned offset, data inside the region, blocks
 //! inside the range). A client gets no more requests forwarded than its
-//! response queue can answer, so no response is ever dropped.
+//! response queue can answer, so no response is ever dropped, and a request
+//! leaves the client's queue only once it is answered or in the driver's
+//! queue: while the driver's queue is full it waits where it is.
 //!
 //! Until the driver publishes its storage info, requests wait in the
 //! clients' queues; then each client's info (its range's size) is published.
@@ -164,23 +166,30 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
             let i = (self.next + k) % C;
             let Some(s) = self.clients[i].as_mut() else { continue };
             loop {
-                // Room for the answer, in the driver queue, and a slot.
-                if s.c.queue.resp_free() <= s.in_flight || self.driver.queue.req_full() {
+                // Room for the answer, and a slot. A request leaves the client's queue only
+                // once it is answered or in the driver's queue: when the driver's queue is
+                // full (or its peer index corrupt) it waits there.
+                if s.c.queue.resp_free() <= s.in_flight {
                     break;
                 }
                 let Some(slot) = self.slots.iter().position(Option::is_none) else { break };
-                let Some(req) = s.c.queue.dequeue_req() else { break };
+                let Some(req) = s.c.queue.peek_req() else { break };
                 match check(s, &req) {
                     Ok(fwd) => {
                         let fwd = BlkReq { id: slot as u32, ..fwd };
-                        if self.driver.queue.enqueue_req(fwd).is_ok() {
-                            self.slots[slot] = Some((i as u8, req.id));
-                            s.in_flight += 1;
-                            forwarded = true;
+                        if self.driver.queue.enqueue_req(fwd).is_err() {
+                            break;
                         }
+                        s.c.queue.skip_req();
+                        self.slots[slot] = Some((i as u8, req.id));
+                        s.in_flight += 1;
+                        forwarded = true;
                     }
                     Err(status) => {
-                        let _ = s.c.queue.enqueue_resp(BlkResp::new(status, 0, req.id));
+                        if s.c.queue.enqueue_resp(BlkResp::new(status, 0, req.id)).is_err() {
+                            break;
+                        }
+                        s.c.queue.skip_req();
                         notify.add(s.c.channel);
                     }
                 }
@@ -227,7 +236,7 @@ fn check(s: &State, req: &BlkReq) -> Result<BlkReq, BlkRespStatus> {
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use sddf_bindings::SharedRegion;
     use std::vec::Vec;
@@ -373,5 +382,77 @@ mod tests {
         assert_eq!(got.len(), 4);
         r.virt.handle();
         assert_eq!(core::iter::from_fn(|| r.drv.dequeue_req()).count(), 4);
+    }
+
+    /// Flips the `head` of the ring at `region` between "empty" and "full" as fast as it can
+    /// until `stop`: a hostile consumer whose free space changes between two reads.
+    pub(crate) fn flip_head(
+        region: SharedRegion,
+        head: usize,
+        tail: usize,
+        cap: u32,
+        stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    ) -> std::thread::JoinHandle<()> {
+        use core::sync::atomic::Ordering::{Relaxed, Release};
+        std::thread::spawn(move || {
+            let (h, t) = (region.atomic_u32(head).unwrap(), region.atomic_u32(tail).unwrap());
+            while !stop.load(Relaxed) {
+                let tail = t.load(Relaxed);
+                h.store(tail, Release);
+                h.store(tail.wrapping_sub(cap), Release);
+            }
+        })
+    }
+
+    #[test]
+    fn a_driver_queue_that_fills_under_us_loses_no_client_request() {
+        use core::sync::atomic::Ordering::Relaxed;
+        let (dreq, dresp) = (SharedRegion::leak_zeroed(8192), SharedRegion::leak_zeroed(8192));
+        let dq = BlkQueueHandle::new(dreq.clone(), dresp.clone(), 16).unwrap();
+        let mut drv = BlkQueueHandle::new(dreq.clone(), dresp, 16).unwrap();
+        let (creq, cresp) = (SharedRegion::leak_zeroed(8192), SharedRegion::leak_zeroed(8192));
+        let ours = BlkQueueHandle::new(creq.clone(), cresp.clone(), 8).unwrap();
+        let mut client = BlkQueueHandle::new(creq.clone(), cresp, 8).unwrap();
+        let (di, drv_info) = info();
+        let (ci, _) = info();
+        let c = Client {
+            queue: ours,
+            info: ci,
+            data_io: 0,
+            data_size: 4096,
+            channel: 1,
+            partition: Partition::WHOLE_DISK,
+        };
+        let mut virt = BlkVirt::<1, 4>::new(Driver { queue: dq, info: di, channel: 0 }, [Some(c)]);
+        let mut d = BlkStorageInfo::zeroed();
+        d.capacity = 10;
+        drv_info.write(&d).unwrap();
+        drv_info.set_ready(true);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flipper = flip_head(dreq, 0, 4, 16, stop.clone());
+        let (cq_head, cq_tail) = (creq.atomic_u32(0).unwrap(), creq.atomic_u32(4).unwrap());
+        let (mut sent, mut answered) = (0u32, 0u32);
+        for id in 0..20_000 {
+            if client.enqueue_req(BlkReq::new(BlkReqCode::Read, 0, 0, 1, id)).is_ok() {
+                sent += 1;
+            }
+            virt.handle();
+            let waiting = cq_tail.load(Relaxed).wrapping_sub(cq_head.load(Relaxed));
+            let held = virt.slots.iter().flatten().count() as u32;
+            if sent - answered != waiting + held {
+                break;
+            }
+            // The driver answers whatever the virtualiser holds.
+            for slot in virt.slots.iter().enumerate().filter(|s| s.1.is_some()).map(|s| s.0) {
+                drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, 1, slot as u32)).unwrap();
+            }
+            virt.handle();
+            answered += core::iter::from_fn(|| client.dequeue_resp()).count() as u32;
+        }
+        stop.store(true, Relaxed);
+        flipper.join().unwrap();
+        let waiting = cq_tail.load(Relaxed).wrapping_sub(cq_head.load(Relaxed));
+        let held = virt.slots.iter().flatten().count() as u32;
+        assert_eq!(sent - answered, waiting + held, "a request vanished");
     }
 }

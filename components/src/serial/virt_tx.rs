@@ -9,6 +9,9 @@
 
 use super::CHUNK;
 use crate::Notify;
+
+/// Most passes over the clients per notification.
+const ROUNDS: usize = 16;
 use sddf_bindings::serial::SerialQueueHandle;
 
 /// One client: its TX queue (we consume) and its channel.
@@ -42,7 +45,8 @@ impl<const N: usize> VirtTx<N> {
     pub fn handle(&mut self) -> Notify {
         let mut notify = Notify::NONE;
         let mut moved_any = false;
-        'again: loop {
+        // Bounded: a driver whose index flips could otherwise keep us here.
+        'again: for _ in 0..ROUNDS {
             for k in 0..N {
                 let i = (self.next + k) % N;
                 let Some(client) = self.clients[i].as_mut() else { continue };
@@ -85,13 +89,19 @@ fn move_bytes(from: &mut SerialQueueHandle, to: &mut SerialQueueHandle) -> (bool
         if n == 0 {
             return (moved, true);
         }
-        let got = from.dequeue_batch(&mut buf[..n]);
-        // `to` had room for `n` and we are its only producer: all of it fits.
-        let put = to.enqueue_batch(&buf[..got]);
-        debug_assert_eq!(put, got);
-        moved |= got > 0;
+        let got = from.peek_batch(&mut buf[..n]);
         if got == 0 {
             return (moved, false);
+        }
+        // Bytes leave the client's queue only once they are in the driver's.
+        let put = to.enqueue_batch(&buf[..got]);
+        from.skip(put);
+        moved |= put > 0;
+        if put < got {
+            // We are the driver queue's only producer and it had room: the driver moved its
+            // index backwards. Its queue is not trusted further this round.
+            log::warn!(target: "serial", "TX driver queue shrank under us ({put} of {got} bytes fit): corrupt driver index");
+            return (moved, true);
         }
     }
 }
@@ -194,5 +204,34 @@ pub(crate) mod tests {
         assert_eq!(drain(&mut drv).len(), 16);
         virt.handle();
         assert_eq!(drain(&mut drv).len(), 16);
+    }
+
+    #[test]
+    fn a_driver_queue_that_fills_under_us_loses_no_byte() {
+        use core::sync::atomic::Ordering::Relaxed;
+        let (dq, dd) = (SharedRegion::leak_zeroed(64), SharedRegion::leak_zeroed(64));
+        let driver = SerialQueueHandle::new(dq.clone(), dd, 64).unwrap();
+        let (cq, cd) = (SharedRegion::leak_zeroed(64), SharedRegion::leak_zeroed(256));
+        let mut client = SerialQueueHandle::new(cq.clone(), cd.clone(), 256).unwrap();
+        let theirs = SerialQueueHandle::new(cq.clone(), cd, 256).unwrap();
+        let (c_tail, c_head) = (cq.atomic_u32(0).unwrap(), cq.atomic_u32(4).unwrap());
+        let mut virt = VirtTx::new(driver, 0, [Some(Client { queue: theirs, channel: 1 })]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flipper = crate::blk::virt::tests::flip_head(dq.clone(), 4, 0, 64, stop.clone());
+        let driver_tail = dq.atomic_u32(0).unwrap();
+        let (mut sent, mut lost) = (0usize, 0usize);
+        for round in 0..50_000u32 {
+            sent += client.enqueue_batch(&[round as u8; 7]);
+            virt.handle();
+            let published = driver_tail.load(Relaxed) as usize;
+            let waiting = c_tail.load(Relaxed).wrapping_sub(c_head.load(Relaxed)) as usize;
+            lost = sent - waiting - published;
+            if lost != 0 {
+                break;
+            }
+        }
+        stop.store(true, Relaxed);
+        flipper.join().unwrap();
+        assert_eq!(lost, 0, "bytes left the client's queue but never reached the driver's");
     }
 }

@@ -169,7 +169,12 @@ impl<R: Registers> Pl011<R> {
                 self.regs.write(UARTIMSC, imsc);
                 break;
             }
-            rx.enqueue_batch(&buf[..n]);
+            let put = rx.enqueue_batch(&buf[..n]);
+            if put < n {
+                // It had room for `n`, and we are its only producer: the RX virtualiser
+                // moved its index back. The FIFO cannot take the bytes back.
+                log::warn!(target: "serial", "RX queue shrank under us: {} input bytes dropped (corrupt RX virtualiser index)", n - put);
+            }
             notify.add(self.q.rx_channel);
         }
         notify

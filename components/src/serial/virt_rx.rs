@@ -13,6 +13,9 @@ use sddf_bindings::serial::SerialQueueHandle;
 /// The byte that starts a client switch: Ctrl-\ (0x1c).
 pub const SWITCH: u8 = 0x1c;
 
+/// How often one notification retries a client queue that reports room but takes nothing.
+const RETRIES: u32 = 16;
+
 /// One client: its RX queue (we produce) and its channel.
 pub struct Client {
     /// The client's RX queue.
@@ -51,47 +54,60 @@ impl<const N: usize> VirtRx<N> {
     pub fn handle(&mut self) -> Notify {
         let mut notify = Notify::NONE;
         let mut took = false;
+        // Bounded: a client whose index flips could otherwise keep us here.
+        let mut retries = RETRIES;
         loop {
-            // Take a byte only once we know where it can go.
-            if !self.escape {
-                if let Some(client) = self.clients.get_mut(self.current).and_then(Option::as_mut) {
-                    if client.queue.is_full() && !client.queue.request_consumer_signal() {
-                        break;
-                    }
-                }
-            }
+            // Look at a byte; take it only once it is delivered (or is a switch).
             let mut byte = [0u8];
-            if self.driver.dequeue_batch(&mut byte) == 0 {
+            if self.driver.peek_batch(&mut byte) == 0 {
                 break;
             }
-            took = true;
             let byte = byte[0];
-            if core::mem::take(&mut self.escape) {
+            if self.escape {
                 match byte.checked_sub(b'0').map(usize::from) {
                     Some(d) if d < N && self.clients[d].is_some() => {
                         log::info!(target: "serial", "input now goes to client {d}");
                         self.current = d;
+                        self.take();
+                        took = true;
                         continue;
                     }
                     _ => {} // not a switch: deliver the byte as it is
                 }
             } else if byte == SWITCH {
                 self.escape = true;
+                self.driver.skip(1);
+                took = true;
                 continue;
             }
             match self.clients.get_mut(self.current).and_then(Option::as_mut) {
                 Some(client) => {
-                    client.queue.enqueue_batch(&[byte]);
+                    if client.queue.enqueue_batch(&[byte]) == 0 {
+                        // Full: wait for the client's signal, unless it drained meanwhile.
+                        if client.queue.request_consumer_signal() && retries > 0 {
+                            retries -= 1;
+                            continue;
+                        }
+                        break;
+                    }
                     notify.add(client.channel);
                 }
                 None => log::warn!(target: "serial", "no client for input; byte dropped"),
             }
+            self.take();
+            took = true;
         }
         if took && self.driver.require_producer_signal() {
             self.driver.cancel_producer_signal();
             notify.add(self.driver_channel);
         }
         notify
+    }
+
+    /// Takes the byte looked at, which ends an escape.
+    fn take(&mut self) {
+        self.escape = false;
+        self.driver.skip(1);
     }
 }
 
@@ -155,5 +171,33 @@ mod tests {
         assert!(drv.request_consumer_signal());
         let n = v.handle();
         assert!(n.contains(0));
+    }
+
+    #[test]
+    fn a_client_queue_that_fills_under_us_loses_no_input() {
+        use core::sync::atomic::Ordering::Relaxed;
+        use sddf_bindings::SharedRegion;
+        let (dq, dd) = (SharedRegion::leak_zeroed(64), SharedRegion::leak_zeroed(256));
+        let driver = SerialQueueHandle::new(dq.clone(), dd.clone(), 256).unwrap();
+        let mut drv = SerialQueueHandle::new(dq.clone(), dd, 256).unwrap();
+        let (cq, cd) = (SharedRegion::leak_zeroed(64), SharedRegion::leak_zeroed(64));
+        let client = SerialQueueHandle::new(cq.clone(), cd, 64).unwrap();
+        let mut v = VirtRx::new(driver, 0, [Some(Client { queue: client, channel: 1 })]);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flipper = crate::blk::virt::tests::flip_head(cq.clone(), 4, 0, 64, stop.clone());
+        let (taken, delivered) = (dq.atomic_u32(4).unwrap(), cq.atomic_u32(0).unwrap());
+        while cq.atomic_u32(4).unwrap().load(Relaxed) == 0 {
+            std::thread::yield_now(); // until the flipper runs
+        }
+        for _ in 0..50_000 {
+            drv.enqueue_batch(b"abc");
+            v.handle();
+            if taken.load(Relaxed) != delivered.load(Relaxed) {
+                break;
+            }
+        }
+        stop.store(true, Relaxed);
+        flipper.join().unwrap();
+        assert_eq!(taken.load(Relaxed), delivered.load(Relaxed), "input taken but not delivered");
     }
 }

@@ -190,9 +190,15 @@ impl GicV2 {
                 return self.write_bits(vcpu, bits, op, byte_index(offset, base) / 4, value, lrs);
             }
             Reg::Priority => {
+                let mut woken = VcpuMask::EMPTY;
                 for (irq, prio) in scatter(byte_index(offset, GICD_IPRIORITYR), width, value) {
+                    let old = self.priority(vcpu, irq);
                     self.set_priority(vcpu, irq, prio);
+                    if self.priority(vcpu, irq) != old {
+                        woken |= self.reprioritize(vcpu, irq, lrs);
+                    }
                 }
+                return woken;
             }
             Reg::Targets => return self.write_targets(vcpu, offset, width, value, lrs),
             Reg::Config => match byte_index(offset, GICD_ICFGR) / 4 {
@@ -253,6 +259,7 @@ impl GicV2 {
         let value =
             if bits == BitReg::Pending && n == 0 { value & !SGI_PENDING_BITS } else { value };
         let Some(word) = self.bit_word_mut(vcpu, bits, n) else { return VcpuMask::EMPTY };
+        let old = *word;
         let changed = match op {
             Op::Store => {
                 let changed = *word ^ value;
@@ -276,9 +283,25 @@ impl GicV2 {
                     woken |= self.deliver(vcpu, irq, lrs);
                 }
             }
+            // The pending state goes, also from an LR the guest has not
+            // acknowledged; its source is re-armed, as no EOI will come.
             (BitReg::Pending, Op::Clear) => {
                 for irq in set_bits(n, changed) {
                     self.unqueue(vcpu, irq);
+                    let withdrawn = self.withdraw(vcpu, irq, lrs);
+                    if old & (1 << (irq % 32)) != 0 || withdrawn.is_some() {
+                        self.release(vcpu, irq);
+                    }
+                    if let Some(v) = withdrawn {
+                        woken |= self.refill(v, lrs);
+                    }
+                }
+            }
+            // No longer forwarded (or no longer active): out of the LR,
+            // still pending in the distributor (IHI 0048B 4.3.6, 4.3.10).
+            (BitReg::Enable, Op::Clear) | (BitReg::Active, Op::Clear) => {
+                for irq in set_bits(n, changed) {
+                    woken |= self.withdraw_to_pending(vcpu, irq, lrs);
                 }
             }
             _ => {}

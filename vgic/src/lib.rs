@@ -33,7 +33,7 @@ mod state;
 #[cfg(test)]
 mod testutil;
 
-use lrs::VcpuLrs;
+use lrs::{Released, VcpuLrs};
 use state::{Banked, Spis};
 
 /// Maximum vCPUs per VM.
@@ -114,6 +114,19 @@ impl Iterator for VcpuMaskIter {
     }
 }
 
+/// Priority field (5 bits, IHI 0048B 5.3.6 GICH_LRn) of the lowest
+/// priority, 0xF8. The virtual CPU interface signals an interrupt only if
+/// its priority is higher than GICV_PMR, whose lowest value is also 0xF8
+/// (5.3.4 and 3.3.2), so an entry at this priority is never signalled.
+pub const LOWEST_LR_PRIORITY: u8 = 31;
+
+/// The interrupt ID of the inert entry [`ListRegisters::clear`] writes into
+/// LR `index`: an ID the distributor does not implement (GICD_TYPER reports
+/// `NUM_IRQS`), different for each LR.
+pub const fn empty_lr_virq(index: usize) -> u16 {
+    (1019 - (index % MAX_LRS)) as u16
+}
+
 /// The hardware side: writes a list register. Implemented by the VMM with
 /// seL4 InjectIRQ, by a fake in tests.
 pub trait ListRegisters {
@@ -126,6 +139,14 @@ pub trait ListRegisters {
         priority: u8,
         group: u8,
     ) -> Result<(), InjectError>;
+
+    /// Empties list register `index` of `vcpu`, unless the guest holds its
+    /// interrupt active (`Busy`). seL4 can only write pending entries, so
+    /// the default writes an inert one: pending at [`LOWEST_LR_PRIORITY`],
+    /// never signalled, ID [`empty_lr_virq`]; the next inject replaces it.
+    fn clear(&mut self, vcpu: usize, index: usize) -> Result<(), InjectError> {
+        self.inject(vcpu, index, empty_lr_virq(index), LOWEST_LR_PRIORITY, 0)
+    }
 }
 
 /// Why [`ListRegisters::inject`] failed.
@@ -155,6 +176,9 @@ pub struct GicV2 {
     lrs: [VcpuLrs; MAX_VCPUS],
     /// vCPUs that got an interrupt during `maintenance` of another vCPU.
     deferred_wake: VcpuMask,
+    /// Interrupts whose pending state was dropped without an EOI, so the
+    /// VMM must re-arm their source (see [`GicV2::take_released`]).
+    released: Released,
 }
 
 impl GicV2 {
@@ -169,6 +193,7 @@ impl GicV2 {
             spis: Spis::RESET,
             lrs: [VcpuLrs::EMPTY; MAX_VCPUS],
             deferred_wake: VcpuMask::EMPTY,
+            released: Released::NONE,
         }
     }
 
@@ -258,6 +283,16 @@ impl GicV2 {
     /// [`GicV2::maintenance`] on another vCPU since the last call; clears it.
     pub fn take_deferred_wakeups(&mut self) -> VcpuMask {
         core::mem::take(&mut self.deferred_wake)
+    }
+
+    /// One interrupt whose pending (or active) state the guest dropped
+    /// through the distributor, without the EOI that would complete it:
+    /// `(vcpu, irq)` (vcpu 0 for an SPI), or None. The VMM re-arms its
+    /// source as after an EOI (seL4 IRQ ack, AckVPPI); a level-triggered
+    /// source that is still asserted then simply fires again. Cheap when
+    /// there is none.
+    pub fn take_released(&mut self) -> Option<(usize, u32)> {
+        self.released.take()
     }
 
     /// The interrupt the shadow of LR `index` of `vcpu` holds, if any.

@@ -6,9 +6,9 @@
 //! state (the LR owns it) until the guest EOIs it and `maintenance` frees
 //! the shadow again.
 
-use crate::regs::SPI_BASE;
-use crate::state::{BitReg, IRQ_WORDS};
-use crate::{GicV2, InjectError, ListRegisters, VcpuMask, MAX_LRS, NUM_IRQS, QUEUE_LEN};
+use crate::regs::{NUM_SGIS, SPI_BASE};
+use crate::state::{BitReg, IRQ_WORDS, LOWEST_PRIORITY};
+use crate::{GicV2, InjectError, ListRegisters, VcpuMask, MAX_LRS, MAX_VCPUS, NUM_IRQS, QUEUE_LEN};
 
 /// Fixed-capacity FIFO of distinct interrupt IDs (a ring buffer plus a
 /// membership bitmap, so `contains` is O(1)).
@@ -125,11 +125,55 @@ impl Fifo {
     }
 }
 
+/// Interrupts whose pending state was dropped without an EOI: one bit per
+/// interrupt, banked per vCPU for IDs 0-31.
+#[derive(Clone)]
+pub(crate) struct Released {
+    any: bool,
+    banked: [u32; MAX_VCPUS],
+    spis: [u32; IRQ_WORDS],
+}
+
+impl Released {
+    /// Nothing released.
+    pub(crate) const NONE: Released =
+        Released { any: false, banked: [0; MAX_VCPUS], spis: [0; IRQ_WORDS] };
+
+    fn insert(&mut self, vcpu: usize, irq: usize) {
+        let word =
+            if irq < SPI_BASE { self.banked.get_mut(vcpu) } else { self.spis.get_mut(irq / 32) };
+        if let Some(w) = word {
+            *w |= 1 << (irq % 32);
+            self.any = true;
+        }
+    }
+
+    /// Removes and returns one entry: (vcpu, irq), vcpu 0 for an SPI.
+    pub(crate) fn take(&mut self) -> Option<(usize, u32)> {
+        if !self.any {
+            return None;
+        }
+        let banked = self.banked.iter_mut().enumerate().map(|(v, w)| (v, 0, w));
+        let spis = self.spis.iter_mut().enumerate().skip(1).map(|(n, w)| (0, n, w));
+        for (vcpu, n, w) in banked.chain(spis) {
+            if *w != 0 {
+                let bit = w.trailing_zeros();
+                *w &= *w - 1;
+                return Some((vcpu, n as u32 * 32 + bit));
+            }
+        }
+        self.any = false;
+        None
+    }
+}
+
 /// Shadow LRs and overflow queue of one vCPU.
 #[derive(Clone)]
 pub(crate) struct VcpuLrs {
     /// Interrupt held by each LR (None = free).
     pub(crate) shadow: [Option<u16>; MAX_LRS],
+    /// The priority field each LR was written with.
+    prio: [u8; MAX_LRS],
     /// Interrupts waiting for a free LR, oldest first.
     pub(crate) queue: Fifo,
     /// The queue overflowed: some deliverable interrupt is neither queued
@@ -140,7 +184,7 @@ pub(crate) struct VcpuLrs {
 impl VcpuLrs {
     /// Nothing in the LRs, nothing queued.
     pub(crate) const EMPTY: VcpuLrs =
-        VcpuLrs { shadow: [None; MAX_LRS], queue: Fifo::EMPTY, rescan: false };
+        VcpuLrs { shadow: [None; MAX_LRS], prio: [0; MAX_LRS], queue: Fifo::EMPTY, rescan: false };
 }
 
 /// Result of trying to put an interrupt into a free LR.
@@ -227,10 +271,7 @@ impl GicV2 {
             }
             match lrs.inject(vcpu, index, virq, priority, group) {
                 Ok(()) => {
-                    if let Some(s) = self.lrs.get_mut(vcpu).and_then(|vl| vl.shadow.get_mut(index))
-                    {
-                        *s = Some(virq);
-                    }
+                    self.hold(vcpu, index, virq, priority);
                     self.consume_pending(vcpu, irq);
                     return Placed::Injected;
                 }
@@ -241,6 +282,146 @@ impl GicV2 {
                     log::warn!(target: "irq", "vgic: vcpu {vcpu} inject of irq {irq} failed");
                     return Placed::Failed;
                 }
+            }
+        }
+        Placed::NoFreeLr
+    }
+
+    /// Records that LR `index` of `vcpu` holds `virq` at `priority`.
+    fn hold(&mut self, vcpu: usize, index: usize, virq: u16, priority: u8) {
+        if let Some(vl) = self.lrs.get_mut(vcpu) {
+            if let (Some(s), Some(p)) = (vl.shadow.get_mut(index), vl.prio.get_mut(index)) {
+                *s = Some(virq);
+                *p = priority;
+            }
+        }
+    }
+
+    /// The LR of `vcpu` that holds `irq`.
+    fn lr_index(&self, vcpu: usize, irq: usize) -> Option<usize> {
+        let vl = self.vcpu_lrs(vcpu)?;
+        vl.shadow.iter().take(self.num_lrs).position(|s| s.map(usize::from) == Some(irq))
+    }
+
+    /// Records that the pending state of `irq` (as `vcpu` sees it) was
+    /// dropped without an EOI: the VMM must re-arm its source.
+    pub(crate) fn release(&mut self, vcpu: usize, irq: usize) {
+        self.released.insert(if irq < SPI_BASE { vcpu } else { 0 }, irq);
+    }
+
+    /// Takes `irq` (as `vcpu` sees it) out of the LR holding it, as the
+    /// distributor no longer forwards it, unless the guest has acknowledged
+    /// it (the LR is active: `Busy`; its EOI will come). Returns the vCPU
+    /// whose LR was emptied.
+    pub(crate) fn withdraw(
+        &mut self,
+        vcpu: usize,
+        irq: usize,
+        lrs: &mut impl ListRegisters,
+    ) -> Option<usize> {
+        for v in self.owners(vcpu, irq) {
+            let Some(index) = self.lr_index(v, irq) else { continue };
+            return match lrs.clear(v, index) {
+                Ok(()) => {
+                    if let Some(s) = self.lrs.get_mut(v).and_then(|vl| vl.shadow.get_mut(index)) {
+                        *s = None;
+                    }
+                    Some(v)
+                }
+                Err(InjectError::Busy) => None,
+                Err(InjectError::Failed) => {
+                    log::warn!(target: "irq", "vgic: vcpu {v} cannot clear LR {index} (irq {irq})");
+                    None
+                }
+            };
+        }
+        None
+    }
+
+    /// Takes `irq` out of its LR but leaves it pending in the distributor
+    /// (disabled, or no longer active, or never signalled). SGIs stay: their
+    /// pending state needs the source the LR holds. Returns vCPUs woken.
+    pub(crate) fn withdraw_to_pending(
+        &mut self,
+        vcpu: usize,
+        irq: usize,
+        lrs: &mut impl ListRegisters,
+    ) -> VcpuMask {
+        if irq < NUM_SGIS {
+            return VcpuMask::EMPTY;
+        }
+        match self.withdraw(vcpu, irq, lrs) {
+            Some(v) => {
+                self.make_pending(vcpu, irq, vcpu);
+                self.refill(v, lrs) | self.deliver(vcpu, irq, lrs)
+            }
+            None => VcpuMask::EMPTY,
+        }
+    }
+
+    /// The priority of `irq` changed: an LR holding it is rewritten (unless
+    /// the guest has it active), and one now at the lowest priority goes
+    /// back to the distributor; one that was held back is delivered.
+    pub(crate) fn reprioritize(
+        &mut self,
+        vcpu: usize,
+        irq: usize,
+        lrs: &mut impl ListRegisters,
+    ) -> VcpuMask {
+        let priority = self.priority(vcpu, irq);
+        if priority == LOWEST_PRIORITY {
+            return self.withdraw_to_pending(vcpu, irq, lrs);
+        }
+        let group = u8::from(self.bit(vcpu, BitReg::Group, irq));
+        let Ok(virq) = u16::try_from(irq) else { return VcpuMask::EMPTY };
+        for v in self.owners(vcpu, irq) {
+            let Some(index) = self.lr_index(v, irq) else { continue };
+            match lrs.inject(v, index, virq, priority >> 3, group) {
+                Ok(()) => self.hold(v, index, virq, priority >> 3),
+                Err(InjectError::Busy) => {}
+                Err(InjectError::Failed) => {
+                    log::warn!(target: "irq", "vgic: vcpu {v} cannot rewrite LR {index} (irq {irq})");
+                }
+            }
+            return VcpuMask::EMPTY;
+        }
+        self.deliver(vcpu, irq, lrs)
+    }
+
+    /// No LR of `target` is free: puts `irq` in place of the LR entry of
+    /// the lowest priority below its own, if the guest has not acknowledged
+    /// that one, which goes back to pending and queued. Without this, LRs
+    /// full of interrupts the guest masks (GICV_PMR) would hold back
+    /// higher-priority ones for good.
+    fn preempt(&mut self, target: usize, irq: usize, lrs: &mut impl ListRegisters) -> Placed {
+        let Ok(virq) = u16::try_from(irq) else { return Placed::Failed };
+        let priority = self.priority(target, irq) >> 3;
+        let group = u8::from(self.bit(target, BitReg::Group, irq));
+        let Some(vl) = self.vcpu_lrs(target) else { return Placed::Failed };
+        let mut candidates = [None; MAX_LRS];
+        for (index, c) in candidates.iter_mut().enumerate().take(self.num_lrs) {
+            let (held, p) = (vl.shadow[index], vl.prio[index]);
+            *c =
+                held.filter(|&h| usize::from(h) >= NUM_SGIS && p > priority).map(|h| (p, index, h));
+        }
+        // Lowest priority first.
+        candidates.sort_unstable_by(|a, b| b.cmp(a));
+        for (_, index, evicted) in candidates.iter().flatten().copied() {
+            match lrs.inject(target, index, virq, priority, group) {
+                Ok(()) => {
+                    self.hold(target, index, virq, priority);
+                    self.consume_pending(target, irq);
+                    let evicted = usize::from(evicted);
+                    self.make_pending(target, evicted, target);
+                    if let Some(vl) = self.lrs.get_mut(target) {
+                        if !vl.queue.push_back(evicted as u16) {
+                            vl.rescan = true;
+                        }
+                    }
+                    return Placed::Injected;
+                }
+                Err(InjectError::Busy) => continue,
+                Err(InjectError::Failed) => return Placed::Failed,
             }
         }
         Placed::NoFreeLr
@@ -264,10 +445,14 @@ impl GicV2 {
     /// Puts a deliverable `irq` into a free LR of `target`, or queues it.
     fn place(&mut self, target: usize, irq: usize, lrs: &mut impl ListRegisters) -> VcpuMask {
         let Some(vl) = self.vcpu_lrs(target) else { return VcpuMask::EMPTY };
-        if vl.queue.is_empty() {
-            if let Placed::Injected = self.inject_free(target, irq, lrs) {
-                return VcpuMask::single(target);
-            }
+        let placed =
+            if vl.queue.is_empty() { self.inject_free(target, irq, lrs) } else { Placed::NoFreeLr };
+        let placed = match placed {
+            Placed::NoFreeLr => self.preempt(target, irq, lrs),
+            other => other,
+        };
+        if let Placed::Injected = placed {
+            return VcpuMask::single(target);
         }
         let Ok(id) = u16::try_from(irq) else { return VcpuMask::EMPTY };
         let Some(vl) = self.lrs.get_mut(target) else { return VcpuMask::EMPTY };
@@ -454,7 +639,7 @@ impl GicV2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::regs::{GICD_CTLR, GICD_ICENABLER, GICD_ICPENDR, GICD_ITARGETSR};
+    use crate::regs::{GICD_CTLR, GICD_ICENABLER, GICD_ICPENDR, GICD_IPRIORITYR, GICD_ITARGETSR};
     use crate::testutil::{enable_irq, on, FakeLrs};
 
     #[test]
@@ -718,5 +903,105 @@ mod tests {
         assert!(f.injected.is_empty() && !g.has_pending(0));
         assert_eq!(enable_irq(&mut g, 0, 40, &mut f), VcpuMask::single(0));
         assert_eq!(f.virqs(0), vec![40]);
+    }
+
+    fn set_priority(g: &mut GicV2, irq: u64, prio: u64, f: &mut FakeLrs) -> VcpuMask {
+        g.dist_write(0, GICD_IPRIORITYR + irq, 1, prio, f)
+    }
+
+    #[test]
+    fn lowest_priority_stays_pending_until_its_priority_rises() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        set_priority(&mut g, 40, 0xff, &mut f);
+        enable_irq(&mut g, 0, 40, &mut f);
+        g.set_pending(0, 40, &mut f);
+        assert!(f.injected.is_empty(), "never signalled: not put in an LR");
+        assert!(!g.has_pending(0), "WFI may sleep");
+        assert_eq!(set_priority(&mut g, 40, 0xa0, &mut f), VcpuMask::single(0));
+        assert_eq!(f.injected, [(0, 0, 40, 0xa0 >> 3, 0)]);
+    }
+
+    #[test]
+    fn priority_change_rewrites_the_list_register() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        g.set_pending(0, 40, &mut f);
+        set_priority(&mut g, 40, 0x80, &mut f);
+        assert_eq!(f.injected.last(), Some(&(0, 0, 40, 0x10, 0)));
+        // Now at the lowest priority: out of the LR, still pending.
+        set_priority(&mut g, 40, 0xff, &mut f);
+        assert_eq!(f.cleared, [(0, 0)]);
+        assert!(g.pending(0, 40) && g.lr_irq(0, 0).is_none() && !g.has_pending(0));
+    }
+
+    #[test]
+    fn icpendr_empties_an_unacknowledged_lr_and_releases_the_source() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        g.set_pending(0, 40, &mut f);
+        g.dist_write(0, GICD_ICPENDR + 4, 4, 1 << 8, &mut f);
+        assert_eq!(f.cleared, [(0, 0)]);
+        assert_eq!(g.lr_irq(0, 0), None);
+        assert!(!g.has_pending(0) && !g.pending(0, 40));
+        assert_eq!(g.take_released(), Some((0, 40)));
+        assert_eq!(g.take_released(), None);
+    }
+
+    #[test]
+    fn icpendr_leaves_an_acknowledged_lr_to_its_eoi() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        g.set_pending(0, 40, &mut f);
+        f.busy.push((0, 0)); // the guest acknowledged it: active in hardware
+        g.dist_write(0, GICD_ICPENDR + 4, 4, 1 << 8, &mut f);
+        assert_eq!(g.lr_irq(0, 0), Some(40));
+        assert_eq!(g.take_released(), None, "the EOI will re-arm it");
+        assert_eq!(g.maintenance(0, Some(0), &mut f), Some(40));
+    }
+
+    #[test]
+    fn icpendr_of_a_disabled_pending_interrupt_releases_it() {
+        let mut g = on(2, 4);
+        let mut f = FakeLrs::new();
+        g.set_pending(1, 27, &mut f);
+        g.dist_write(1, GICD_ICPENDR, 4, 1 << 27, &mut f);
+        assert_eq!(g.take_released(), Some((1, 27)));
+        g.dist_write(1, GICD_ICPENDR, 4, 1 << 27, &mut f);
+        assert_eq!(g.take_released(), None, "nothing was pending");
+    }
+
+    #[test]
+    fn icenabler_empties_the_lr_and_keeps_the_interrupt_pending() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        g.set_pending(0, 40, &mut f);
+        g.dist_write(0, GICD_ICENABLER + 4, 4, 1 << 8, &mut f);
+        assert_eq!(f.cleared, [(0, 0)]);
+        assert!(g.pending(0, 40) && !g.has_pending(0));
+        assert_eq!(g.take_released(), None);
+        enable_irq(&mut g, 0, 40, &mut f);
+        assert_eq!(f.virqs(0), vec![40, 40]);
+    }
+
+    #[test]
+    fn lrs_held_by_masked_interrupts_do_not_block_higher_priorities() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        for irq in 40..45 {
+            set_priority(&mut g, irq, if irq < 44 { 0xf0 } else { 0x80 }, &mut f);
+            enable_irq(&mut g, 0, irq as u32, &mut f);
+            g.set_pending(0, irq as u32, &mut f);
+        }
+        // 44 took the place of one of the 0xf0 entries, which waits again.
+        assert_eq!(f.injected.last().map(|i| (i.2, i.3)), Some((44, 0x10)));
+        assert_eq!((0..4).filter_map(|i| g.lr_irq(0, i)).filter(|&i| i == 44).count(), 1);
+        assert_eq!(g.queued(0), 1);
+        let evicted = g.lrs[0].queue.front().unwrap();
+        assert!(g.pending(0, usize::from(evicted)));
     }
 }

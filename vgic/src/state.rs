@@ -11,6 +11,10 @@ pub(crate) const IRQ_WORDS: usize = NUM_IRQS / 32;
 pub(crate) const CFG_WORDS: usize = NUM_IRQS / 16;
 /// Priority bits implemented (32 levels): the low three bits read as zero.
 pub(crate) const PRIORITY_MASK: u8 = 0xF8;
+/// The lowest priority. The virtual CPU interface never signals it (it
+/// needs a priority higher than GICV_PMR, IHI 0048B 3.3.2, and the lowest
+/// PMR is 0xF8 too), so such an interrupt stays pending in the distributor.
+pub(crate) const LOWEST_PRIORITY: u8 = PRIORITY_MASK;
 
 /// The one-bit-per-interrupt register arrays.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -285,9 +289,13 @@ impl GicV2 {
         self.ctlr & grp_enable != 0 && self.bit(vcpu, BitReg::Enable, irq)
     }
 
-    /// May `irq` be put in an LR of `vcpu` (forwarded and pending)?
+    /// May `irq` be put in an LR of `vcpu` (forwarded, pending, and at a
+    /// priority the CPU interface can signal)?
     pub(crate) fn deliverable(&self, vcpu: usize, irq: usize) -> bool {
-        vcpu < self.num_vcpus && self.forwarded(vcpu, irq) && self.pending(vcpu, irq)
+        vcpu < self.num_vcpus
+            && self.forwarded(vcpu, irq)
+            && self.pending(vcpu, irq)
+            && self.priority(vcpu, irq) != LOWEST_PRIORITY
     }
 }
 

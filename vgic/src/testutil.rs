@@ -19,6 +19,8 @@ pub(crate) struct FakeLrs {
     pub(crate) fail: bool,
     /// Successful injects ever (not cleared).
     pub(crate) total: usize,
+    /// LRs emptied with `clear`: (vcpu, index).
+    pub(crate) cleared: Vec<(usize, usize)>,
 }
 
 impl FakeLrs {
@@ -59,6 +61,20 @@ impl ListRegisters for FakeLrs {
         }
         self.injected.push((vcpu, index, virq, priority, group));
         self.total += 1;
+        Ok(())
+    }
+
+    fn clear(&mut self, vcpu: usize, index: usize) -> Result<(), InjectError> {
+        if self.fail {
+            return Err(InjectError::Failed);
+        }
+        if self.busy_all || self.busy.contains(&(vcpu, index)) {
+            return Err(InjectError::Busy);
+        }
+        if self.cleared.len() > 10_000 {
+            self.cleared.clear();
+        }
+        self.cleared.push((vcpu, index));
         Ok(())
     }
 }

@@ -9,7 +9,7 @@ use libvmm::logging::{self, Levels};
 use libvmm::microkit::{ChannelSet, Child, Handler};
 use libvmm::sel4::{Fault, MessageInfo};
 use libvmm::vm::hypervisor::Sel4;
-use libvmm::vm::{Passthrough, Vm, VmConfig, QEMU_VIRT_GICD};
+use libvmm::vm::{Passthrough, SystemOff, Vm, VmConfig, QEMU_VIRT_GICD};
 use log::LevelFilter;
 
 #[allow(dead_code)]
@@ -47,6 +47,8 @@ impl Handler for Vmm {
             num_lrs: Sel4::list_registers(0),
             passthrough: sdf::PASSTHROUGH,
             timer_channel: sdf::TIMER_CHANNEL,
+            // The only guest on the board: its poweroff powers QEMU off.
+            system_off: SystemOff::Firmware,
         };
         let mut vm = Vm::new(Sel4 { smc: sdf::SMC }, ram, images, config);
         if let Err(e) = vm.boot() {

@@ -41,11 +41,15 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         self.hv.read_regs(vcpu, 3, &mut regs)?;
         let spsr = regs.words[crate::sel4::user_context::SPSR];
         let vbar = self.hv.read_reg(vcpu, VcpuReg::Vbar)?;
-        let from_el0 = spsr & 0b1100 == 0;
-        let vector = match (from_el0, spsr & 1) {
-            (true, _) => 0x400,  // lower EL, AArch64
-            (false, 0) => 0x000, // current EL with SP_EL0
-            (false, _) => 0x200, // current EL with SP_ELx
+        // SPSR.M[4] set: the guest was in AArch32 (only EL0 can be, under
+        // an AArch64 EL1). Otherwise M[3:2] is the EL and M[0] the SP.
+        let aarch32 = spsr & 0b1_0000 != 0;
+        let from_el0 = aarch32 || spsr & 0b1100 == 0;
+        let vector = match (aarch32, from_el0, spsr & 1) {
+            (true, _, _) => 0x600,      // lower EL, AArch32
+            (false, true, _) => 0x400,  // lower EL, AArch64
+            (false, false, 0) => 0x000, // current EL with SP_EL0
+            (false, false, _) => 0x200, // current EL with SP_ELx
         };
         let class = kind.class(from_el0);
         let iss = match kind {

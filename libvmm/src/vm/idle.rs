@@ -17,17 +17,33 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         let mut regs = UserContext::default();
         self.hv.read_regs(vcpu, 1, &mut regs)?;
         let resume_pc = regs.pc().wrapping_add(len);
-        let deadline = if wfe { None } else { self.vtimer_deadline(vcpu)? };
+        if wfe {
+            regs.set_pc(resume_pc);
+            self.hv.write_regs(vcpu, false, 1, &regs)?;
+            return Ok(RESUME);
+        }
+        self.idle(vcpu, resume_pc)
+    }
+
+    /// Idles `vcpu` (WFI, PSCI CPU_SUSPEND) until an interrupt is pending
+    /// for it or its virtual timer is due; it then continues at `resume_pc`.
+    pub(super) fn idle(
+        &mut self,
+        vcpu: usize,
+        resume_pc: u64,
+    ) -> Result<Option<MessageInfo>, Error> {
+        let deadline = self.vtimer_deadline(vcpu)?;
         let due = deadline.is_some_and(|d| d <= self.hv.now());
         let no_timer = deadline.is_some() && self.config.timer_channel.is_none();
-        if wfe || due || no_timer || self.gic.has_pending(vcpu) {
+        if due || no_timer || self.gic.has_pending(vcpu) {
+            let mut regs = UserContext::default();
             regs.set_pc(resume_pc);
             self.hv.write_regs(vcpu, false, 1, &regs)?;
             return Ok(RESUME);
         }
         // Stop it rather than leave its fault unanswered: a pending reply
         // would be cancelled (with a kernel warning) by the VMM's next wait.
-        log::trace!(target: "cpu", "vCPU {vcpu}: WFI, wake-up deadline {deadline:?}");
+        log::trace!(target: "cpu", "vCPU {vcpu}: idle, wake-up deadline {deadline:?}");
         self.hv.suspend(vcpu)?;
         self.vcpus[vcpu] = VcpuState::Waiting { resume_pc, deadline };
         self.rearm();

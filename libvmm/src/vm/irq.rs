@@ -54,13 +54,50 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         lr: Option<usize>,
     ) -> Result<Option<MessageInfo>, Error> {
         if let Some(irq) = self.gic.maintenance(vcpu, lr, &mut Lrs(&mut self.hv)) {
-            if irq == VTIMER_IRQ {
-                self.hv.ack_vppi(vcpu, VTIMER_IRQ as u64)?;
-            } else if let Some(p) = self.config.passthrough.iter().find(|p| p.irq == irq) {
-                self.hv.ack_irq(p.channel)?;
+            self.rearm_source(vcpu, irq)?;
+        }
+        self.gic_followup();
+        Ok(RESUME)
+    }
+
+    /// Re-arms the source of `irq` once the guest is done with it: AckVPPI
+    /// for the virtual timer, the seL4 IRQ ack for a passthrough IRQ.
+    fn rearm_source(&mut self, vcpu: usize, irq: u32) -> Result<(), Error> {
+        if irq == VTIMER_IRQ {
+            self.hv.ack_vppi(vcpu, VTIMER_IRQ as u64)
+        } else if let Some(p) = self.config.passthrough.iter().find(|p| p.irq == irq) {
+            self.hv.ack_irq(p.channel)
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Does what the vGIC left to the VMM: re-arms the sources of
+    /// interrupts whose pending state the guest dropped without an EOI, and
+    /// wakes vCPUs that got an interrupt while another vCPU was handled.
+    pub(super) fn gic_followup(&mut self) {
+        while let Some((vcpu, irq)) = self.gic.take_released() {
+            log::debug!(target: "irq", "vCPU {vcpu}: irq {irq} cleared without EOI: re-arming");
+            if let Err(e) = self.rearm_source(vcpu, irq) {
+                log::error!(target: "irq", "cannot re-arm irq {irq}: {e}");
             }
         }
-        Ok(RESUME)
+        let woken = self.gic.take_deferred_wakeups();
+        if !woken.is_empty() {
+            self.wake(woken);
+        }
+    }
+
+    /// Empties every hardware list register of every vCPU (guest reset):
+    /// nothing of the previous boot may reach the next one.
+    pub(super) fn clear_list_registers(&mut self) {
+        for vcpu in 0..self.config.num_vcpus {
+            for index in 0..self.gic.num_lrs() {
+                if let Err(e) = Lrs(&mut self.hv).clear(vcpu, index) {
+                    log::warn!(target: "irq", "vCPU {vcpu}: cannot clear LR {index}: {e:?}");
+                }
+            }
+        }
     }
 
     pub(super) fn vppi(&mut self, vcpu: usize, irq: u32) -> Result<Option<MessageInfo>, Error> {

@@ -5,13 +5,14 @@ use super::exception::Exception;
 use super::exit::MmioAccess;
 use super::irq::Lrs;
 use super::{Devices, Hypervisor, Vm, RESUME};
-use crate::sel4::user_context::{gpr_index, words_to_cover};
-use crate::sel4::{Error, MessageInfo, UserContext};
+use crate::sel4::user_context::{gpr_index, words_to_cover, SPSR};
+use crate::sel4::{Error, MessageInfo, UserContext, VcpuReg};
 use vgic::VcpuMask;
 
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// A load or store to the GIC distributor or one of `Devices`; to
-    /// nothing, an abort. One register read and one write-back at most.
+    /// nothing, an abort. One register read and one write-back at most,
+    /// plus SCTLR_EL1 for the guest's data endianness.
     pub(super) fn mmio(
         &mut self,
         vcpu: usize,
@@ -23,7 +24,9 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         if a.write && gpr_index(a.reg).is_some() {
             self.hv.read_regs(vcpu, count, &mut regs)?;
         }
-        let value = a.store_value(regs.gpr(a.reg));
+        let read = if a.write && gpr_index(a.reg).is_some() { count } else { 0 };
+        let big_endian = self.big_endian(vcpu, &mut regs, read)?;
+        let value = swap_if(big_endian, a.store_value(regs.gpr(a.reg)), a.width);
         let gicd = a.gpa.0.checked_sub(self.config.gicd_base).filter(|&o| o < vgic::GICD_SIZE);
         let (loaded, woken, irq) = match (gicd, a.write) {
             (Some(offset), true) => {
@@ -50,15 +53,42 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             if count > 1 {
                 self.hv.read_regs(vcpu, count, &mut regs)?;
             }
-            regs.set_gpr(a.reg, a.load_value(loaded));
+            regs.set_gpr(a.reg, a.load_value(swap_if(big_endian, loaded, a.width)));
         }
         regs.set_pc(ip.wrapping_add(a.instruction_len));
         self.hv.write_regs(vcpu, false, write_count, &regs)?;
         self.wake(woken);
+        if gicd.is_some() && a.write {
+            self.gic_followup();
+        }
         if let Some(irq) = irq {
             self.raise_irq(irq);
         }
         Ok(RESUME)
+    }
+
+    /// Is the guest's data big-endian for this access? SCTLR_EL1.EE for
+    /// EL1, E0E for EL0 (Arm ARM D19.2.118). The guest changes SCTLR_EL1
+    /// without trapping, so it is read on each MMIO exit; SPSR (words
+    /// 0-2 of `regs`, of which `read` are loaded) only when EE and E0E differ.
+    fn big_endian(
+        &mut self,
+        vcpu: usize,
+        regs: &mut UserContext,
+        read: usize,
+    ) -> Result<bool, Error> {
+        let sctlr = self.hv.read_reg(vcpu, VcpuReg::Sctlr)?;
+        let (ee, e0e) = (sctlr & SCTLR_EE != 0, sctlr & SCTLR_E0E != 0);
+        if ee == e0e {
+            return Ok(ee);
+        }
+        if read <= SPSR {
+            self.hv.read_regs(vcpu, SPSR + 1, regs)?;
+        }
+        // SPSR.M[4]: AArch32 (EL0 only); else M[3:2] is the EL.
+        let spsr = regs.words[SPSR];
+        let el0 = spsr & 0b1_0000 != 0 || spsr & 0b1100 == 0;
+        Ok(if el0 { e0e } else { ee })
     }
 
     pub(super) fn no_device(
@@ -73,4 +103,17 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         }
         self.inject(vcpu, Exception::DataAbort, a.gpa.0)
     }
+}
+
+/// SCTLR_EL1.EE: EL1 data accesses are big-endian.
+const SCTLR_EE: u64 = 1 << 25;
+/// SCTLR_EL1.E0E: EL0 data accesses are big-endian.
+const SCTLR_E0E: u64 = 1 << 24;
+
+/// `value`'s low `width` bytes in the other byte order if `swap`.
+fn swap_if(swap: bool, value: u64, width: u8) -> u64 {
+    if !swap || width <= 1 || width > 8 {
+        return value;
+    }
+    value.swap_bytes() >> (64 - 8 * u32::from(width))
 }

@@ -81,6 +81,21 @@ pub struct VmConfig<'a> {
     /// IRQ channel of the physical timer (PPI 30) that wakes vCPUs idle in
     /// WFI. Without it, a WFI with the guest's timer armed resumes at once.
     pub timer_channel: Option<u8>,
+    /// What the guest's PSCI SYSTEM_OFF does.
+    pub system_off: SystemOff,
+}
+
+/// What a guest's PSCI SYSTEM_OFF does. Isolation first: by default it
+/// only stops this VM; powering the machine off is something the VMM
+/// opts into (e.g. a board that runs one guest).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum SystemOff {
+    /// Stop every vCPU of this VM; the rest of the system runs on.
+    #[default]
+    StopVm,
+    /// Stop the VM, then ask the firmware to power the machine off (needs
+    /// the PD's `smc="true"`, see [`hypervisor::Sel4`]).
+    Firmware,
 }
 
 /// Where a vCPU is.

@@ -2,7 +2,9 @@
 //! HVC), CPU_ON/CPU_OFF, SYSTEM_OFF and SYSTEM_RESET.
 
 use super::psci::{self, Action, PowerState};
-use super::{Devices, Hypervisor, VcpuState, Vm, RESUME, SPSR_EL1H_MASKED, VCPU_REGS, VTIMER_IRQ};
+use super::{
+    Devices, Hypervisor, SystemOff, VcpuState, Vm, RESUME, SPSR_EL1H_MASKED, VCPU_REGS, VTIMER_IRQ,
+};
 use crate::guest_memory::{Gpa, GuestRam};
 use crate::linux::boot::{self, BootError};
 use crate::sel4::user_context::words_to_cover;
@@ -83,10 +85,18 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         let count = words_to_cover(7);
         self.hv.read_regs(vcpu, count, &mut regs)?;
         let args = core::array::from_fn(|i| regs.gpr(i as u8));
-        let Some(x0) = self.firmware_call(vcpu, args)? else { return Ok(None) };
+        let call = self.firmware_call(vcpu, args)?;
+        let x0 = match call {
+            Call::Return(x0) => x0,
+            Call::Stopped => return Ok(None),
+            Call::Suspend => psci::ret::SUCCESS,
+        };
         regs.set_gpr(0, x0);
         regs.set_pc(regs.pc().wrapping_add(len));
         self.hv.write_regs(vcpu, false, words_to_cover(0), &regs)?;
+        if call == Call::Suspend {
+            return self.idle(vcpu, regs.pc());
+        }
         Ok(RESUME)
     }
 
@@ -98,7 +108,20 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         args: [u64; 8],
         pc: u64,
     ) -> Result<Option<MessageInfo>, Error> {
-        let Some(x0) = self.firmware_call(vcpu, args)? else { return Ok(None) };
+        let x0 = match self.firmware_call(vcpu, args)? {
+            Call::Return(x0) => x0,
+            Call::Stopped => return Ok(None),
+            Call::Suspend => {
+                // Idle like WFI: the result goes into the registers, as a
+                // blocked vCPU is resumed without a reply.
+                let mut regs = UserContext::default();
+                self.hv.read_regs(vcpu, words_to_cover(0), &mut regs)?;
+                regs.set_gpr(0, psci::ret::SUCCESS);
+                regs.set_pc(pc.wrapping_add(4));
+                self.hv.write_regs(vcpu, false, words_to_cover(0), &regs)?;
+                return self.idle(vcpu, pc.wrapping_add(4));
+            }
+        };
         self.hv.set_mr(0, x0);
         for (i, &arg) in args.iter().enumerate().skip(1) {
             self.hv.set_mr(i, arg);
@@ -107,26 +130,23 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         Ok(Some(MessageInfo::new(0, 9)))
     }
 
-    /// An SMCCC call (SMC or HVC conduit). `Some(x0)` continues the caller.
-    pub(super) fn firmware_call(
-        &mut self,
-        vcpu: usize,
-        args: [u64; 8],
-    ) -> Result<Option<u64>, Error> {
-        if !psci::is_psci(args[0]) {
+    /// An SMCCC call (SMC or HVC conduit).
+    pub(super) fn firmware_call(&mut self, vcpu: usize, args: [u64; 8]) -> Result<Call, Error> {
+        if !psci::is_psci(psci::function_id(args[0])) {
             log::debug!(target: "psci", "vCPU {vcpu}: SMCCC call {:#x} not supported", args[0]);
-            return Ok(Some(psci::ret::NOT_SUPPORTED));
+            return Ok(Call::Return(psci::ret::NOT_SUPPORTED));
         }
         let view = PsciView { vm_vcpus: &self.vcpus[..self.config.num_vcpus], ram: &self.ram };
         match psci::handle(args[0], [args[1], args[2], args[3]], &view) {
-            Action::Return(value) => Ok(Some(value)),
+            Action::Return(value) => Ok(Call::Return(value)),
+            Action::CpuSuspend => Ok(Call::Suspend),
             Action::CpuOn { target, entry, context_id } => {
                 log::info!(target: "psci", "CPU_ON vCPU {target} at {entry:#x}");
                 match self.start_vcpu(target, entry, context_id) {
-                    Ok(()) => Ok(Some(psci::ret::SUCCESS)),
+                    Ok(()) => Ok(Call::Return(psci::ret::SUCCESS)),
                     Err(e) => {
                         log::error!(target: "psci", "CPU_ON vCPU {target}: {e}");
-                        Ok(Some(-6i64 as u64)) // INTERNAL_FAILURE
+                        Ok(Call::Return(-6i64 as u64)) // INTERNAL_FAILURE
                     }
                 }
             }
@@ -134,15 +154,15 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
                 log::info!(target: "psci", "CPU_OFF vCPU {vcpu}");
                 self.hv.suspend(vcpu)?;
                 self.vcpus[vcpu] = VcpuState::Off;
-                Ok(None)
+                Ok(Call::Stopped)
             }
             Action::SystemOff => {
                 self.power_off();
-                Ok(None)
+                Ok(Call::Stopped)
             }
             Action::SystemReset => {
                 self.reset();
-                Ok(None)
+                Ok(Call::Stopped)
             }
         }
     }
@@ -157,11 +177,19 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         self.hv.set_wakeup(None);
     }
 
-    /// PSCI SYSTEM_OFF: stop the guest, and the machine if the firmware can.
+    /// PSCI SYSTEM_OFF: stop the guest; with [`SystemOff::Firmware`] also
+    /// ask the firmware to power the machine off.
     pub fn power_off(&mut self) {
         self.stop_all();
-        log::info!(target: "psci", "guest powered off (PSCI SYSTEM_OFF)");
-        self.hv.firmware_power_off();
+        match self.config.system_off {
+            SystemOff::StopVm => {
+                log::info!(target: "psci", "guest powered off (PSCI SYSTEM_OFF): VM stopped");
+            }
+            SystemOff::Firmware => {
+                log::info!(target: "psci", "guest powered off (PSCI SYSTEM_OFF): powering off");
+                self.hv.firmware_power_off();
+            }
+        }
     }
 
     /// PSCI SYSTEM_RESET: stop the vCPUs, clear RAM, reset the vGIC and
@@ -169,6 +197,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     pub fn reset(&mut self) {
         log::info!(target: "psci", "guest reset (PSCI SYSTEM_RESET): rebooting");
         self.stop_all();
+        self.clear_list_registers();
         self.gic.reset();
         self.devices.reset();
         for p in self.config.passthrough {
@@ -184,6 +213,17 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             log::error!(target: "boot", "reboot failed: {e}");
         }
     }
+}
+
+/// What a firmware call leaves the caller to do.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(super) enum Call {
+    /// Continue with this in x0.
+    Return(u64),
+    /// The caller was stopped (CPU_OFF, SYSTEM_OFF) or restarted (reset).
+    Stopped,
+    /// CPU_SUSPEND: idle like WFI, then continue with SUCCESS.
+    Suspend,
 }
 
 fn vcpu_reg(i: usize) -> VcpuReg {

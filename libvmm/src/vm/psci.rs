@@ -89,13 +89,30 @@ pub enum Action {
     },
     /// Stop the calling vCPU (no return).
     CpuOff,
+    /// CPU_SUSPEND: idle the caller like WFI until an interrupt is pending
+    /// for it, then return SUCCESS. A powerdown state is treated as standby,
+    /// which DEN0022 allows (5.4.2: the call may return as from standby):
+    /// `entry` and the context id go unused.
+    CpuSuspend,
     /// Power the VM off.
     SystemOff,
     /// Restart the VM.
     SystemReset,
 }
 
+/// The function id of an SMCCC call from x0: for an SMC32/HVC32 call
+/// (bit 30 of W0 clear) only W0 counts (SMCCC 1.4, 2.6: the upper half of
+/// x0 is ignored); an SMC64 id is the whole register.
+pub const fn function_id(x0: u64) -> u64 {
+    if x0 & (1 << 30) == 0 {
+        x0 & 0xffff_ffff
+    } else {
+        x0
+    }
+}
+
 /// True if `function` is a PSCI function id (standard service, 0x00-0x1f).
+/// Pass it through [`function_id`] first.
 pub const fn is_psci(function: u64) -> bool {
     let f = function as u32;
     (f & 0xbfff_ffe0) == 0x8400_0000 && function >> 32 == 0
@@ -103,6 +120,10 @@ pub const fn is_psci(function: u64) -> bool {
 
 /// Handles PSCI call `function` with arguments `args` (x1-x3).
 pub fn handle(function: u64, args: [u64; 3], vm: &impl VmView) -> Action {
+    let function = function_id(function);
+    if function >> 32 != 0 {
+        return Action::Return(ret::NOT_SUPPORTED);
+    }
     let smc64 = function & (1 << 30) != 0;
     // SMC32 calls pass 32-bit arguments: the upper halves are ignored.
     let arg = |i: usize| if smc64 { args[i] } else { args[i] & 0xffff_ffff };
@@ -111,6 +132,7 @@ pub fn handle(function: u64, args: [u64; 3], vm: &impl VmView) -> Action {
         fid::FEATURES => Action::Return(features(arg(0))),
         fid::MIGRATE_INFO_TYPE => Action::Return(MIGRATE_NOT_REQUIRED),
         fid::CPU_OFF => Action::CpuOff,
+        fid::CPU_SUSPEND_32 | fid::CPU_SUSPEND_64 => cpu_suspend(arg(0), arg(1), vm),
         fid::CPU_ON_32 | fid::CPU_ON_64 => cpu_on(arg(0), arg(1), arg(2), vm),
         fid::AFFINITY_INFO_32 | fid::AFFINITY_INFO_64 => affinity_info(arg(0), arg(1), vm),
         fid::SYSTEM_OFF => Action::SystemOff,
@@ -129,6 +151,8 @@ fn features(function: u64) -> u64 {
         | fid::FEATURES
         | fid::MIGRATE_INFO_TYPE
         | fid::CPU_OFF
+        | fid::CPU_SUSPEND_32
+        | fid::CPU_SUSPEND_64
         | fid::CPU_ON_32
         | fid::CPU_ON_64
         | fid::AFFINITY_INFO_32
@@ -162,6 +186,22 @@ fn cpu_on(mpidr: u64, entry: u64, context_id: u64, vm: &impl VmView) -> Action {
         return Action::Return(ret::INVALID_ADDRESS);
     }
     Action::CpuOn { target, entry, context_id }
+}
+
+/// CPU_SUSPEND `power_state`, original format (PSCI_FEATURES reports 0:
+/// no extended StateID, DEN0022 5.4.2.2): StateID 15:0, StateType 16
+/// (1 = powerdown), PowerLevel 25:24; the other bits are reserved, zero.
+const POWER_STATE_RESERVED: u64 = !0x0301_ffff;
+const POWER_STATE_POWERDOWN: u64 = 1 << 16;
+
+fn cpu_suspend(power_state: u64, entry: u64, vm: &impl VmView) -> Action {
+    if power_state & POWER_STATE_RESERVED != 0 {
+        return Action::Return(ret::INVALID_PARAMETERS);
+    }
+    if power_state & POWER_STATE_POWERDOWN != 0 && (!vm.is_ram(entry) || entry & 3 != 0) {
+        return Action::Return(ret::INVALID_ADDRESS);
+    }
+    Action::CpuSuspend
 }
 
 fn affinity_info(mpidr: u64, lowest_level: u64, vm: &impl VmView) -> Action {
@@ -202,7 +242,9 @@ mod tests {
         let feat = |f: u64| handle(fid::FEATURES as u64, [f, 0, 0], &VM);
         assert_eq!(feat(fid::CPU_ON_64 as u64), Action::Return(ret::SUCCESS));
         assert_eq!(feat(fid::SYSTEM_RESET as u64), Action::Return(ret::SUCCESS));
-        assert_eq!(feat(fid::CPU_SUSPEND_64 as u64), Action::Return(ret::NOT_SUPPORTED));
+        assert_eq!(feat(fid::CPU_SUSPEND_64 as u64), Action::Return(ret::SUCCESS));
+        assert_eq!(feat(fid::CPU_SUSPEND_32 as u64), Action::Return(ret::SUCCESS));
+        assert_eq!(feat(0x8400_0005), Action::Return(ret::NOT_SUPPORTED));
         assert_eq!(feat(0x8000_0000), Action::Return(ret::NOT_SUPPORTED));
         // PSCI_FEATURES is an SMC32 call: the argument's upper half is ignored.
         assert_eq!(feat(1 << 40 | fid::VERSION as u64), Action::Return(ret::SUCCESS));
@@ -252,6 +294,29 @@ mod tests {
         assert!(is_psci(0x8400_0000));
         assert!(is_psci(0xc400_0003));
         assert!(!is_psci(0x8600_0000));
-        assert!(!is_psci(0x1_8400_0000));
+        assert!(!is_psci(0x1_c400_0003));
+    }
+
+    #[test]
+    fn smc32_function_ids_are_w0_only() {
+        assert_eq!(function_id(0xffff_ffff_8400_0000), 0x8400_0000);
+        assert!(is_psci(function_id(0x1_8400_0009)));
+        assert_eq!(function_id(0x1_c400_0003), 0x1_c400_0003);
+    }
+
+    #[test]
+    fn cpu_suspend_checks_power_state() {
+        let suspend =
+            |state: u64, entry: u64| handle(fid::CPU_SUSPEND_64 as u64, [state, entry, 0], &VM);
+        assert_eq!(suspend(0, 0), Action::CpuSuspend);
+        assert_eq!(suspend(0x0100_0001, 0), Action::CpuSuspend);
+        assert_eq!(suspend(1 << 16, 0x4000_0000), Action::CpuSuspend);
+        assert_eq!(suspend(1 << 16, 0x1000), Action::Return(ret::INVALID_ADDRESS));
+        assert_eq!(suspend(1 << 30, 0), Action::Return(ret::INVALID_PARAMETERS));
+        assert_eq!(suspend(1 << 20, 0), Action::Return(ret::INVALID_PARAMETERS));
+        assert_eq!(suspend(1 << 32, 0), Action::Return(ret::INVALID_PARAMETERS));
+        // SMC32: the upper half of power_state is ignored.
+        let smc32 = handle(fid::CPU_SUSPEND_32 as u64, [1 << 32, 0, 0], &VM);
+        assert_eq!(smc32, Action::CpuSuspend);
     }
 }

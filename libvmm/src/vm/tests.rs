@@ -13,6 +13,8 @@ struct Fake {
     vcpu_regs: Vec<[u64; 24]>,
     running: Vec<bool>,
     injected: Vec<(usize, u16, u8)>,
+    /// Every list register write: (vcpu, index, virq, priority).
+    lr_writes: Vec<(usize, u8, u16, u8)>,
     acked_irqs: Vec<u8>,
     acked_vppi: Vec<usize>,
     mrs: [u64; 16],
@@ -61,8 +63,11 @@ impl Hypervisor for Fake {
         self.vcpu_regs[v][reg as usize] = value;
         Ok(())
     }
-    fn inject_irq(&mut self, v: usize, virq: u16, _p: u8, _g: u8, index: u8) -> Result<(), Error> {
-        self.injected.push((v, virq, index));
+    fn inject_irq(&mut self, v: usize, virq: u16, p: u8, _g: u8, index: u8) -> Result<(), Error> {
+        self.lr_writes.push((v, index, virq, p));
+        if usize::from(virq) < vgic::NUM_IRQS {
+            self.injected.push((v, virq, index));
+        }
         Ok(())
     }
     fn ack_vppi(&mut self, v: usize, _irq: u64) -> Result<(), Error> {
@@ -149,6 +154,7 @@ impl Setup {
             num_lrs: 4,
             passthrough: &[UART],
             timer_channel: Some(5),
+            system_off: SystemOff::StopVm,
         };
         let mut vm = Vm::new(Fake::new(vcpus), ram, images, config);
         vm.boot().expect("boots");
@@ -367,6 +373,7 @@ fn cpu_on_starts_the_target_and_cpu_off_stops_it() {
 fn system_off_stops_everything_and_asks_the_firmware() {
     let mut s = Setup::new();
     let mut vm = s.vm(1);
+    vm.config.system_off = SystemOff::Firmware;
     assert_eq!(smc(&mut vm, 0, [psci::fid::SYSTEM_OFF as u64, 0, 0, 0]), None);
     assert!(!vm.hv.running[0]);
     assert!(vm.hv.powered_off);
@@ -497,6 +504,7 @@ fn devices_get_accesses_and_raise_their_interrupts() {
         num_lrs: 4,
         passthrough: &[],
         timer_channel: None,
+        system_off: SystemOff::StopVm,
     };
     let mut vm = Vm::with_devices(Fake::new(1), Register::default(), ram, images, config);
     vm.boot().unwrap();
@@ -516,4 +524,171 @@ fn devices_get_accesses_and_raise_their_interrupts() {
     vm.hv.regs[0].words[2] = 0x3c5;
     assert_eq!(access(&mut vm, 0x0a00_1000, 4, 2, true), RESUME);
     assert_eq!(vm.hv.vcpu_regs[0][VcpuReg::Esr as usize] >> 26, 0x25);
+}
+
+const WFI: Fault = Fault::VcpuFault { hsr: 0x07e0_0000 };
+
+fn gicd_write(vm: &mut Vm<'_, Fake>, vcpu: usize, offset: u64, width: u8, value: u64) {
+    vm.hv.regs[vcpu].set_gpr(1, value);
+    vm.hv.regs[vcpu].set_pc(0x4000_1000);
+    let fault = Fault::VmFault {
+        ip: 0x4000_1000,
+        addr: GICD + offset,
+        prefetch: false,
+        fsr: dabt(width, 1, true),
+    };
+    vm.handle_fault(vcpu, &fault);
+}
+
+#[test]
+fn injected_abort_uses_the_vector_of_the_interrupted_state() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.vcpu_regs[0][VcpuReg::Vbar as usize] = 0x8000;
+    // SPSR.M: EL1 with SP_EL0, EL1 with SP_EL1, EL0 AArch64, EL0 AArch32 (USR).
+    for (spsr, vector) in [(0x3c4, 0x000), (0x3c5, 0x200), (0x3c0, 0x400), (0x10, 0x600)] {
+        vm.hv.regs[0].words[2] = spsr;
+        assert_eq!(mmio(&mut vm, 0x0a00_0000, 4, 1, true), RESUME);
+        assert_eq!(vm.hv.regs[0].pc(), 0x8000 + vector, "SPSR {spsr:#x}");
+        assert_eq!(vm.hv.vcpu_regs[0][VcpuReg::SpsrEl1 as usize], spsr);
+    }
+}
+
+#[test]
+fn smc32_function_id_ignores_the_upper_half_of_x0() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    smc(&mut vm, 0, [0xdead_beef_0000_0000 | psci::fid::VERSION as u64, 0, 0, 0]);
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::VERSION_1_1);
+    // SMC64 ids are compared in full.
+    smc(&mut vm, 0, [1 << 32 | psci::fid::CPU_ON_64 as u64, 1, RAM_BASE, 0]);
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::ret::NOT_SUPPORTED);
+}
+
+#[test]
+fn cpu_suspend_standby_sleeps_until_an_interrupt_then_returns_success() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    guest_enables(&mut vm, UART.irq);
+    vm.hv.running[0] = false;
+    assert_eq!(smc(&mut vm, 0, [psci::fid::CPU_SUSPEND_64 as u64, 0, 0, 0]), None);
+    assert!(!vm.hv.running[0], "suspended until an interrupt");
+    vm.handle_notified(ChannelSet(1 << UART.channel));
+    assert!(vm.hv.running[0]);
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::ret::SUCCESS);
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_5004);
+    // Something pending: returns at once.
+    assert_eq!(smc(&mut vm, 0, [psci::fid::CPU_SUSPEND_32 as u64, 0, 0, 0]), RESUME);
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::ret::SUCCESS);
+}
+
+#[test]
+fn cpu_suspend_powerdown_returns_like_standby_and_bad_states_are_invalid() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    guest_enables(&mut vm, VTIMER_IRQ);
+    vm.handle_fault(0, &Fault::VppiEvent { irq: 27 });
+    smc(&mut vm, 0, [psci::fid::CPU_SUSPEND_64 as u64, 1 << 16, RAM_BASE, 0]);
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::ret::SUCCESS);
+    smc(&mut vm, 0, [psci::fid::CPU_SUSPEND_64 as u64, 1 << 31, RAM_BASE, 0]);
+    assert_eq!(vm.hv.regs[0].gpr(0), psci::ret::INVALID_PARAMETERS);
+}
+
+#[test]
+fn big_endian_guest_mmio_is_byte_swapped() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.vcpu_regs[0][VcpuReg::Sctlr as usize] = 1 << 25; // EE
+    vm.hv.regs[0].words[2] = 0x3c5; // EL1h
+    vm.hv.regs[0].set_gpr(1, 0x0100_0000); // GICD_CTLR = 1, big-endian
+    mmio(&mut vm, GICD, 4, 1, true);
+    vm.hv.regs[0].words[2] = 0x3c5;
+    mmio(&mut vm, GICD + 4, 4, 2, false);
+    let typer = (vgic::NUM_IRQS as u32 / 32) - 1;
+    assert_eq!(vm.hv.regs[0].gpr(2), typer.swap_bytes() as u64);
+    // EL0 data accesses follow E0E, not EE.
+    vm.hv.regs[0].words[2] = 0x3c0;
+    mmio(&mut vm, GICD, 4, 3, false);
+    assert_eq!(vm.hv.regs[0].gpr(3), 1, "EE set, E0E clear: EL0 reads little-endian");
+    vm.hv.regs[0].words[2] = 0x3c5;
+    mmio(&mut vm, GICD, 4, 3, false);
+    assert_eq!(vm.hv.regs[0].gpr(3), 0x0100_0000);
+}
+
+#[test]
+fn system_off_stops_only_the_vm_unless_forwarding_is_opted_in() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(2);
+    vm.config.system_off = SystemOff::StopVm;
+    smc(&mut vm, 0, [psci::fid::CPU_ON_64 as u64, 1, RAM_BASE, 0]);
+    assert_eq!(smc(&mut vm, 0, [psci::fid::SYSTEM_OFF as u64, 0, 0, 0]), None);
+    assert!(!vm.hv.running[0] && !vm.hv.running[1]);
+    assert!(!vm.hv.powered_off, "the machine stays on");
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.config.system_off = SystemOff::Firmware;
+    smc(&mut vm, 0, [psci::fid::SYSTEM_OFF as u64, 0, 0, 0]);
+    assert!(vm.hv.powered_off);
+}
+
+#[test]
+fn spi_moved_to_an_idle_vcpu_by_maintenance_wakes_it() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(2);
+    smc(&mut vm, 0, [psci::fid::CPU_ON_64 as u64, 1, RAM_BASE, 0]);
+    guest_enables(&mut vm, UART.irq);
+    vm.handle_notified(ChannelSet(1 << UART.channel)); // in vCPU 0's LR 0
+    vm.hv.regs[1].set_pc(0x4000_3000);
+    vm.hv.running[1] = false;
+    assert_eq!(vm.handle_fault(1, &WFI), None);
+    gicd_write(&mut vm, 0, 0x800 + UART.irq as u64, 1, 0b10); // ITARGETSR: vCPU 1
+    gicd_write(&mut vm, 0, 0x200 + 4, 4, 1 << (UART.irq % 32)); // ISPENDR: again
+    assert!(!vm.hv.running[1], "still in vCPU 0's LR");
+    vm.handle_fault(0, &Fault::VgicMaintenance { index: Some(0) });
+    assert_eq!(vm.hv.injected.last(), Some(&(1, 33, 0)));
+    assert!(vm.hv.running[1], "vCPU 1 woken");
+    assert_eq!(vm.hv.regs[1].pc(), 0x4000_3004);
+}
+
+#[test]
+fn reset_clears_every_hardware_list_register() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(2);
+    guest_enables(&mut vm, UART.irq);
+    vm.handle_notified(ChannelSet(1 << UART.channel));
+    vm.hv.lr_writes.clear();
+    smc(&mut vm, 0, [psci::fid::SYSTEM_RESET as u64, 0, 0, 0]);
+    let mut cleared: Vec<(usize, u8)> = vm.hv.lr_writes.iter().map(|w| (w.0, w.1)).collect();
+    cleared.sort_unstable();
+    assert_eq!(cleared, [(0, 0), (0, 1), (0, 2), (0, 3), (1, 0), (1, 1), (1, 2), (1, 3)]);
+    for &(_, _, virq, priority) in &vm.hv.lr_writes {
+        assert!(usize::from(virq) >= vgic::NUM_IRQS && priority == 31, "an inert entry");
+    }
+}
+
+#[test]
+fn vtimer_pending_cleared_by_the_guest_is_rearmed() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    gicd_write(&mut vm, 0, 0, 4, 1); // GICD_CTLR; the timer PPI stays disabled
+    vm.handle_fault(0, &Fault::VppiEvent { irq: 27 });
+    assert!(vm.hv.injected.is_empty() && vm.hv.acked_vppi.is_empty());
+    gicd_write(&mut vm, 0, 0x280, 4, 1 << 27); // ICPENDR0
+    assert_eq!(vm.hv.acked_vppi, [0], "VPPI re-armed");
+}
+
+#[test]
+fn passthrough_pending_cleared_by_the_guest_is_acked() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    gicd_write(&mut vm, 0, 0, 4, 1);
+    vm.handle_notified(ChannelSet(1 << UART.channel)); // disabled: stays pending
+    gicd_write(&mut vm, 0, 0x280 + 4, 4, 1 << (UART.irq % 32)); // ICPENDR1
+    assert_eq!(vm.hv.acked_irqs, [UART.channel]);
+    // Pending state dropped from a list register: acked too.
+    guest_enables(&mut vm, UART.irq);
+    vm.handle_notified(ChannelSet(1 << UART.channel));
+    assert_eq!(vm.hv.injected, [(0, 33, 0)]);
+    gicd_write(&mut vm, 0, 0x280 + 4, 4, 1 << (UART.irq % 32));
+    assert_eq!(vm.hv.acked_irqs, [UART.channel, UART.channel]);
 }

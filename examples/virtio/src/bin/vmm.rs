@@ -19,7 +19,7 @@ use libvmm::sddf::Microkit;
 use libvmm::sel4::{Fault, MessageInfo};
 use libvmm::virtio::MmioDevice;
 use libvmm::vm::hypervisor::Sel4;
-use libvmm::vm::{Passthrough, Vm, VmConfig, QEMU_VIRT_GICD};
+use libvmm::vm::{Passthrough, SystemOff, Vm, VmConfig, QEMU_VIRT_GICD};
 use log::LevelFilter;
 use virtio::block::BlockDevice;
 use virtio::console::Console;
@@ -115,6 +115,8 @@ impl Handler for Vmm {
             num_lrs: Sel4::list_registers(0),
             passthrough: sdf::PASSTHROUGH,
             timer_channel: sdf::TIMER_CHANNEL,
+            // The only guest on the board: its poweroff powers QEMU off.
+            system_off: SystemOff::Firmware,
         };
         let mut vm = Vm::with_devices(Sel4 { smc: sdf::SMC }, devices, ram, images, config);
         if let Err(e) = vm.boot() {

@@ -27,6 +27,7 @@
 #![deny(missing_docs)]
 
 mod dist;
+mod fifo;
 mod lrs;
 pub mod regs;
 mod state;

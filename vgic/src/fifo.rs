@@ -1,0 +1,164 @@
+//! The per-vCPU overflow queue: a fixed-capacity FIFO of distinct
+//! interrupt IDs, for interrupts waiting for a free list register.
+
+use crate::state::IRQ_WORDS;
+use crate::{NUM_IRQS, QUEUE_LEN};
+
+/// Fixed-capacity FIFO of distinct interrupt IDs (a ring buffer plus a
+/// membership bitmap, so `contains` is O(1)).
+#[derive(Clone)]
+pub(crate) struct Fifo {
+    buf: [u16; QUEUE_LEN],
+    head: usize,
+    len: usize,
+    /// One bit per interrupt ID in the queue.
+    members: [u32; IRQ_WORDS],
+}
+
+impl Fifo {
+    /// An empty queue.
+    pub(crate) const EMPTY: Fifo =
+        Fifo { buf: [0; QUEUE_LEN], head: 0, len: 0, members: [0; IRQ_WORDS] };
+
+    /// Number of entries.
+    pub(crate) fn len(&self) -> usize {
+        self.len
+    }
+
+    /// No entries?
+    pub(crate) fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// No room left?
+    pub(crate) fn is_full(&self) -> bool {
+        self.len >= QUEUE_LEN
+    }
+
+    fn slot(&self, i: usize) -> usize {
+        (self.head + i) % QUEUE_LEN
+    }
+
+    fn mark(&mut self, irq: u16, on: bool) {
+        let irq = usize::from(irq);
+        if let Some(w) = self.members.get_mut(irq / 32) {
+            if on {
+                *w |= 1 << (irq % 32);
+            } else {
+                *w &= !(1 << (irq % 32));
+            }
+        }
+    }
+
+    /// The `i`-th entry from the front.
+    pub(crate) fn get(&self, i: usize) -> Option<u16> {
+        if i < self.len {
+            self.buf.get(self.slot(i)).copied()
+        } else {
+            None
+        }
+    }
+
+    /// The oldest entry.
+    pub(crate) fn front(&self) -> Option<u16> {
+        self.get(0)
+    }
+
+    /// Appends `irq` (nothing to do if already queued); false if full or
+    /// `irq` is not an interrupt ID.
+    pub(crate) fn push_back(&mut self, irq: u16) -> bool {
+        if self.contains(irq) {
+            return true;
+        }
+        if self.is_full() || usize::from(irq) >= NUM_IRQS {
+            return false;
+        }
+        let s = self.slot(self.len);
+        match self.buf.get_mut(s) {
+            Some(e) => *e = irq,
+            None => return false,
+        }
+        self.len += 1;
+        self.mark(irq, true);
+        true
+    }
+
+    /// Removes and returns the oldest entry.
+    pub(crate) fn pop_front(&mut self) -> Option<u16> {
+        let irq = self.front()?;
+        self.head = self.slot(1);
+        self.len -= 1;
+        self.mark(irq, false);
+        Some(irq)
+    }
+
+    /// Is `irq` queued?
+    pub(crate) fn contains(&self, irq: u16) -> bool {
+        let irq = usize::from(irq);
+        self.members.get(irq / 32).is_some_and(|w| (w >> (irq % 32)) & 1 != 0)
+    }
+
+    /// Removes `irq` if queued, keeping the order of the others.
+    pub(crate) fn remove(&mut self, irq: u16) {
+        if !self.contains(irq) {
+            return;
+        }
+        let mut kept = 0;
+        for i in 0..self.len {
+            let Some(e) = self.get(i) else { continue };
+            if e != irq {
+                let s = self.slot(kept);
+                if let Some(d) = self.buf.get_mut(s) {
+                    *d = e;
+                }
+                kept += 1;
+            }
+        }
+        self.len = kept;
+        self.mark(irq, false);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fifo_push_pop_wraps_around() {
+        let mut q = Fifo::EMPTY;
+        for round in 0..3u16 {
+            for i in 0..QUEUE_LEN as u16 {
+                assert!(q.push_back(i + round));
+            }
+            assert!(q.is_full() && !q.push_back(999));
+            for i in 0..QUEUE_LEN as u16 {
+                assert_eq!(q.pop_front(), Some(i + round));
+            }
+            assert_eq!(q.pop_front(), None);
+            q.push_back(7);
+            q.pop_front();
+        }
+    }
+
+    #[test]
+    fn fifo_remove_keeps_order() {
+        let mut q = Fifo::EMPTY;
+        for i in [1, 2, 3, 4] {
+            q.push_back(i);
+        }
+        q.remove(2);
+        q.remove(9);
+        assert_eq!((0..q.len()).filter_map(|i| q.get(i)).collect::<Vec<_>>(), vec![1, 3, 4]);
+        assert!(!q.contains(2) && q.contains(4));
+    }
+
+    #[test]
+    fn fifo_ignores_duplicates_and_bad_ids() {
+        let mut q = Fifo::EMPTY;
+        assert!(q.push_back(5) && q.push_back(5));
+        assert_eq!(q.len(), 1);
+        assert!(!q.push_back(NUM_IRQS as u16));
+        assert_eq!(q.pop_front(), Some(5));
+        assert!(!q.contains(5));
+    }
+}

@@ -24,6 +24,8 @@ cargo build --workspace --exclude libvmm-build --release --target $target
 
 sdk="${MICROKIT_SDK:-/opt/microkit-sdk}"
 if [ ! -x "$sdk/bin/microkit" ]; then
+    step "getting-started: the guide's crate, out of tree"
+    scripts/template-test.sh
     step "system tests skipped: no Microkit SDK at $sdk (set MICROKIT_SDK to run them)"
     exit 0
 fi
@@ -44,11 +46,11 @@ fi
 hide_dirs=(/usr/lib/ipxe/qemu)   # ipxe-qemu: boot ROMs of QEMU's PCI NICs
 isolate=
 if [ "$(id -u)" -eq 0 ] && unshare -m true 2>/dev/null; then isolate=1; fi
-run_isolated() {  # run_isolated CMD ARG1 ARG2
+run_isolated() {  # run_isolated COMMAND [ARG...]
     if [ -n "$isolate" ]; then
-        unshare -m sh -c 'cmd=$1 a=$2 b=$3; shift 3
-            for d in "$@"; do if [ -d "$d" ]; then mount -t tmpfs none "$d" || exit 1; fi; done
-            exec "$cmd" "$a" "$b"' sh "$1" "$2" "$3" "${hide_dirs[@]}"
+        HIDE="${hide_dirs[*]}" unshare -m sh -c '
+            for d in $HIDE; do if [ -d "$d" ]; then mount -t tmpfs none "$d" || exit 1; fi; done
+            exec "$@"' sh "$@"
     else
         "$@"
     fi
@@ -65,8 +67,12 @@ for dir in examples/*/; do
     make -s EXAMPLE="$example" MICROKIT_SDK="$sdk" image
     built=$SECONDS
     run_isolated python3 scripts/systest.py "$example"
-    summary+=("$(printf '%-10s build %4ds  boot and checks %4ds' "$example" $((built - start)) $((SECONDS - built)))")
+    summary+=("$(printf '%-16s build %4ds  boot and checks %4ds' "$example" $((built - start)) $((SECONDS - built)))")
 done
+step "getting-started: the guide's crate, out of tree, booted"
+start=$SECONDS
+run_isolated scripts/template-test.sh "$sdk"
+summary+=("$(printf '%-16s build, boot and checks %4ds' getting-started $((SECONDS - start)))")
 step "system tests passed"
 printf '%s\n' "${summary[@]}"
 echo "make test: ${SECONDS}s in all"

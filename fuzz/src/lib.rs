@@ -1,0 +1,9 @@
+//! Fuzz harnesses, one module per target (`fuzz_targets/<name>.rs` calls `<module>::run`).
+//!
+//! Each `run` takes the raw fuzzer input, so a crash artifact pasted into a `#[test]` here
+//! (or into the owning crate's tests) replays exactly. `seeds` builds the seed corpus.
+
+pub mod fdt;
+pub mod image;
+pub mod seeds;
+pub mod vgic;

@@ -1,0 +1,142 @@
+//! Seed inputs for each target, written to `corpus/<target>/` by
+//! `cargo test --release -- --ignored write_seed_corpus` (run from `fuzz/`); the fuzz smoke
+//! script does this before fuzzing. Each `run`'s own test replays them.
+
+use libvmm::linux::image::IMAGE_MAGIC;
+
+/// An Image header: text_offset, image_size, flags, then `len` bytes in all.
+fn image(text_offset: u64, image_size: u64, flags: u64, len: usize) -> Vec<u8> {
+    let mut b = vec![0u8; len.max(64)];
+    b[8..16].copy_from_slice(&text_offset.to_le_bytes());
+    b[16..24].copy_from_slice(&image_size.to_le_bytes());
+    b[24..32].copy_from_slice(&flags.to_le_bytes());
+    b[56..60].copy_from_slice(&IMAGE_MAGIC.to_le_bytes());
+    b
+}
+
+/// `image_header`: RAM base and size, then an Image.
+pub fn image_header() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    for (base, size, text, isize, flags) in [
+        (0x4000_0000u64, 256u64 << 20, 0u64, 40u64 << 20, 0xau64),
+        (0x4010_0000, 64 << 20, 0x8_0000, 20 << 20, 0x2),
+        (0x4000_0000, 4 << 20, 0, 0, 0),
+        (u64::MAX - (1 << 20), 4 << 20, 0, 1 << 20, 0x8),
+    ] {
+        let mut s = base.to_le_bytes().to_vec();
+        s.extend_from_slice(&size.to_le_bytes());
+        s.extend(image(text, isize, flags, 128));
+        seeds.push(s);
+    }
+    seeds
+}
+
+/// A device tree like a board's: root cells, a memory node, /chosen, a reservation.
+pub fn dtb(with_chosen: bool, address_cells: u32, memory_nodes: usize) -> Vec<u8> {
+    let mut w = vm_fdt::FdtWriter::new_with_mem_reserv(&[vm_fdt::FdtReserveEntry::new(
+        0x4800_0000,
+        0x1000,
+    )
+    .unwrap()])
+    .unwrap();
+    let root = w.begin_node("").unwrap();
+    w.property_string("compatible", "linux,dummy-virt").unwrap();
+    w.property_u32("#address-cells", address_cells).unwrap();
+    w.property_u32("#size-cells", 2).unwrap();
+    if with_chosen {
+        let c = w.begin_node("chosen").unwrap();
+        w.property_string("bootargs", "console=ttyAMA0 earlycon").unwrap();
+        w.property_u64("linux,initrd-start", 0x4800_0000).unwrap();
+        w.property_u64("linux,initrd-end", 0x4810_0000).unwrap();
+        w.property_string("stdout-path", "/pl011@9000000").unwrap();
+        w.end_node(c).unwrap();
+    }
+    for i in 0..memory_nodes {
+        let m = w.begin_node(&format!("memory@{:x}", 0x4000_0000 + i * 0x1000_0000)).unwrap();
+        w.property_string("device_type", "memory").unwrap();
+        w.property_array_u64("reg", &[0x4000_0000, 0x1000_0000]).unwrap();
+        w.end_node(m).unwrap();
+    }
+    let u = w.begin_node("pl011@9000000").unwrap();
+    w.property_string("compatible", "arm,pl011").unwrap();
+    w.property_array_u32("interrupts", &[0, 1, 4]).unwrap();
+    w.property_null("dma-coherent").unwrap();
+    let n = w.begin_node("nested").unwrap();
+    w.property_u32("x", 1).unwrap();
+    w.end_node(n).unwrap();
+    w.end_node(u).unwrap();
+    w.end_node(root).unwrap();
+    w.finish().unwrap()
+}
+
+/// `fdt_patch`: patch parameters (arbitrary-encoded, so a few byte patterns) then a DTB.
+pub fn fdt_patch() -> Vec<Vec<u8>> {
+    let mut seeds = Vec::new();
+    // Each prefix picks different Option branches and a bootargs string.
+    let prefixes: [&[u8]; 3] = [
+        &[1, 5, b'q', b'u', b'i', b'e', b't', 1, 0, 0, 0, 0x48, 0, 0, 0, 0, 0, 0, 0, 0x49, 0, 0, 0, 0, 1, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1, 4, 1, 2, 3, 4, 0, 0x10],
+        &[0, 0, 0, 0, 0x10, 0],
+        &[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x20, 0],
+    ];
+    for (i, tree) in [dtb(true, 2, 1), dtb(false, 1, 0), dtb(true, 2, 3), dtb(false, 2, 2)]
+        .into_iter()
+        .enumerate()
+    {
+        for p in prefixes {
+            let mut s = p.to_vec();
+            s.extend_from_slice(&tree);
+            seeds.push(s);
+            let _ = i;
+        }
+    }
+    seeds
+}
+
+/// `n` pseudo-random inputs of `len` bytes (for the operation-list targets, whose inputs
+/// are `arbitrary` encodings that are not worth writing by hand).
+pub fn noise(seed: u64, n: usize, len: usize) -> Vec<Vec<u8>> {
+    let mut x = seed;
+    (0..n)
+        .map(|_| {
+            (0..len)
+                .map(|_| {
+                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+                    (x >> 33) as u8
+                })
+                .collect()
+        })
+        .collect()
+}
+
+/// `vgic_mmio`.
+pub fn vgic_mmio() -> Vec<Vec<u8>> {
+    noise(1, 8, 512)
+}
+
+/// Every target's seeds, by target name.
+pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
+    vec![
+        ("image_header", image_header()),
+        ("fdt_patch", fdt_patch()),
+        ("vgic_mmio", vgic_mmio()),
+    ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    /// Writes `corpus/<target>/seed-<n>` for every target (run from `fuzz/`).
+    #[test]
+    #[ignore]
+    fn write_seed_corpus() {
+        let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("corpus");
+        for (target, seeds) in super::all() {
+            let dir = root.join(target);
+            std::fs::create_dir_all(&dir).unwrap();
+            for (i, s) in seeds.iter().enumerate() {
+                std::fs::write(dir.join(format!("seed-{i}")), s).unwrap();
+            }
+        }
+    }
+}

@@ -245,6 +245,89 @@ def setup_virtio():
 
 SETUP = {"virtio": setup_virtio}
 
+
+# The hostile-guest test (docs/testing.md): guest/hostile/ instead of Linux,
+# 50 resets, then a final boot with every check. SETUP builds the guest and
+# the VMM image into their own directories (build/hostile-*, and its own cargo
+# target directory, so other builds of the examples are not disturbed); its
+# EXAMPLE= comes after main()'s EXAMPLE=hostile-* on make's command line and wins.
+HOSTILE_RESETS = 50
+HOSTILE_GUEST = os.path.join(TOP, "build", "hostile-guest")
+
+
+def hostile_setup(example, extra=()):
+    build_dir = os.path.join(TOP, "build", f"hostile-{example}")
+    args = [f"EXAMPLE={example}", f"LINUX={HOSTILE_GUEST}/Image-{example}",
+            f"INITRD={HOSTILE_GUEST}/empty.initrd", f"BUILD_DIR={build_dir}",
+            f"CARGO_TARGET_DIR={os.path.join(TOP, 'build', 'hostile-cargo')}", *extra]
+    for cmd in (["make", "-s", "-C", os.path.join(TOP, "guest", "hostile"), f"O={HOSTILE_GUEST}"],
+                ["make", "-s", "-C", TOP, *args, "image"]):
+        if subprocess.run(cmd).returncode != 0:
+            sys.exit(f"systest hostile-{example}: FAIL: {' '.join(cmd)} failed")
+    return args
+
+
+def setup_hostile_simple():
+    return hostile_setup("simple")
+
+
+def setup_hostile_virtio():
+    disk = os.path.join(TOP, "build", "hostile-virtio", "disk.img")  # fresh: the boot counter starts at 0
+    os.makedirs(os.path.dirname(disk), exist_ok=True)
+    with open(disk, "wb") as f:
+        f.truncate(64 << 20)
+    return hostile_setup("virtio", [f"DISK={disk}"])
+
+
+SETUP.update({"hostile-simple": setup_hostile_simple, "hostile-virtio": setup_hostile_virtio})
+
+
+def hostile_run(q, virtio):
+    """Boots 1 to 51: each must start clean and print its RESULT line; boot 1
+    runs every hostile check, boots 2-50 a short round, boot 51 everything
+    plus the interrupt checks, then powers off. Simple mode: the harness
+    types the boot's mode ('a', 'r', 'f') on the PL011; virtio mode: the guest
+    counts its boots on the disk, which must agree with the VMM's count."""
+    fails = {}
+    final = HOSTILE_RESETS + 1
+    for n in range(1, final + 1):
+        start = q.pos
+        q.expect(rf"VMM\|INFO\|boot: booting Linux \(boot {n}\)", 120 if n == 1 else 30, f"boot {n}")
+        mode = "a" if n == 1 else "f" if n == final else "r"
+        q.expect(r"HOSTILE boot IAR:", 30, f"boot {n}: the guest's first lines")
+        if virtio:
+            m = q.expect(r"HOSTILE boot (\d+) \(disk counter\): mode (\w)", 30, f"boot {n}: the disk counter")
+            if int(m.group(1)) != n or m.group(2) != mode:
+                raise Failure(f"boot {n}: the guest counted boot {m.group(1)} (mode {m.group(2)}) on the disk")
+        else:
+            q.expect(r"HOSTILE command\?", 30, f"boot {n}: the guest asking for its mode")
+            q.send(mode)
+        if n == final and not virtio:
+            q.expect(r"HOSTILE press a key", 60, "the PL011 RX interrupt prompt")
+            q.send("k")
+        m = q.expect(r"HOSTILE RESULT (PASS|FAIL)", 90, f"boot {n}: the guest's RESULT line")
+        if n < final:
+            q.expect(r"guest reset \(PSCI SYSTEM_RESET\)", 30, f"boot {n}: the VMM seeing SYSTEM_RESET")
+        for line in re.findall(rb"HOSTILE FAIL [^\n]*", bytes(q.buf[start:q.pos])):
+            fails.setdefault(line.decode("utf-8", "replace"), []).append(n)
+        print(f"\n[systest] boot {n} (mode {mode}): {m.group(1)}", flush=True)
+    q.expect(r"guest powered off \(PSCI SYSTEM_OFF\)", 30, "the VMM seeing SYSTEM_OFF")
+    q.wait_exit(30)
+    crashes = re.findall(rb"^\S*\|PANIC[^\n]*|^MON\|ERROR[^\n]*", bytes(q.buf), re.M)
+    if crashes or fails:
+        lines = [c.decode("utf-8", "replace") for c in crashes[:5]]
+        lines += [f"{line} (boots {b[0]}..{b[-1]}, {len(b)} times)" if len(b) > 1 else f"{line} (boot {b[0]})"
+                  for line, b in fails.items()]
+        raise Failure("the hostile guest's checks failed:\n  " + "\n  ".join(lines))
+
+
+def scenario_hostile_simple(q):
+    hostile_run(q, virtio=False)
+
+
+def scenario_hostile_virtio(q):
+    hostile_run(q, virtio=True)
+
 SCENARIOS = {name[len("scenario_"):].replace("_", "-"): f
              for name, f in globals().items() if name.startswith("scenario_")}
 

@@ -69,6 +69,13 @@ for dir in examples/*/; do
     run_isolated python3 scripts/systest.py "$example"
     summary+=("$(printf '%-16s build %4ds  boot and checks %4ds' "$example" $((built - start)) $((SECONDS - built)))")
 done
+# The hostile-guest test (docs/testing.md): guest/hostile/ instead of Linux,
+# 50 resets in each of simple and virtio; it builds into build/hostile-*.
+step "system test: hostile guest (simple, virtio)"
+start=$SECONDS
+run_isolated python3 scripts/systest.py hostile-simple
+run_isolated python3 scripts/systest.py hostile-virtio
+summary+=("$(printf '%-16s build, boot and checks %4ds' hostile-guest $((SECONDS - start)))")
 step "getting-started: the guide's crate, out of tree, booted"
 start=$SECONDS
 run_isolated scripts/template-test.sh "$sdk"

@@ -3,7 +3,11 @@
 //! Each `run` takes the raw fuzzer input, so a crash artifact pasted into a `#[test]` here
 //! (or into the owning crate's tests) replays exactly. `seeds` builds the seed corpus.
 
+pub mod devices;
+pub mod exit;
 pub mod fdt;
 pub mod image;
 pub mod seeds;
 pub mod vgic;
+pub mod virtio_ops;
+pub mod virtqueue;

@@ -33,9 +33,12 @@ pub mod regs;
 mod state;
 #[cfg(test)]
 mod testutil;
+pub mod v3;
 
 use lrs::{Released, VcpuLrs};
 use state::{Banked, Spis};
+pub use v3::sgi::Affinity;
+pub use v3::GicV3;
 
 /// Maximum vCPUs per VM.
 pub const MAX_VCPUS: usize = 8;

@@ -206,3 +206,256 @@ impl GicV3 {
         Some((rd, reg, off))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testutil::FakeLrs;
+    use crate::v3::sgi::Affinity;
+    use crate::v3::testutil::{enable3, on3, rd_frame, sgi_frame};
+
+    // ---- RD_base: GICR_TYPER, GICR_IIDR, identification, GICR_CTLR ----
+
+    #[test]
+    fn typer_names_affinity_processor_and_last() {
+        let affs = [Affinity::new(0, 0, 1, 0), Affinity::new(2, 0, 1, 1)];
+        let mut g = GicV3::with_affinities(2, 4, &affs);
+        let t0 = g.redist_read(0, rd_frame(0, GICR_TYPER), 8);
+        let t1 = g.redist_read(0, rd_frame(1, GICR_TYPER), 8);
+        assert_eq!(t0, 0x0000_0100_0000_0000);
+        assert_eq!(t1, 0x0200_0101_0000_0110, "Processor_Number 1, Last");
+        assert_eq!(t0 & (GICR_TYPER_PLPIS | GICR_TYPER_LAST), 0);
+    }
+
+    #[test]
+    fn typer_32_bit_halves() {
+        let mut g = GicV3::new(3, 4);
+        assert_eq!(g.redist_read(1, rd_frame(2, GICR_TYPER), 4), 0x210);
+        assert_eq!(g.redist_read(1, rd_frame(2, GICR_TYPER + 4), 4), 2);
+        assert_eq!(g.redist_read(1, rd_frame(2, GICR_TYPER + 4), 8), 0, "unaligned");
+    }
+
+    #[test]
+    fn linux_finds_each_redistributor_by_affinity() {
+        let mut g = GicV3::new(4, 4);
+        let mut found = vec![];
+        let mut rd = 0;
+        loop {
+            let typer = g.redist_read(0, rd_frame(rd, GICR_TYPER), 8);
+            found.push(typer >> 32);
+            if typer & GICR_TYPER_LAST != 0 {
+                break;
+            }
+            rd += 1;
+        }
+        assert_eq!(found, vec![0, 1, 2, 3]);
+    }
+
+    #[test]
+    fn iidr_and_pidr2_report_gicv3() {
+        let mut g = GicV3::new(2, 4);
+        assert_eq!(g.redist_read(0, rd_frame(1, GICR_IIDR), 4), u64::from(IIDR_V3_VALUE));
+        assert_eq!((g.redist_read(0, rd_frame(1, GICR_PIDR2), 4) >> 4) & 0xF, 3);
+    }
+
+    #[test]
+    fn ctlr_enable_lpis_is_raz_wi() {
+        let mut g = GicV3::new(1, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, GICR_CTLR, 4, 1, &mut f);
+        assert_eq!(g.redist_read(0, GICR_CTLR, 4), 0, "EnableLPIs and RWP read 0");
+    }
+
+    // ---- GICR_WAKER ----
+
+    #[test]
+    fn waker_resets_asleep() {
+        let mut g = GicV3::new(2, 4);
+        assert_eq!(g.redist_read(0, rd_frame(1, GICR_WAKER), 4), 0b110);
+    }
+
+    #[test]
+    fn waker_children_asleep_follows_processor_sleep() {
+        let mut g = GicV3::new(2, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, rd_frame(1, GICR_WAKER), 4, 0, &mut f);
+        assert_eq!(g.redist_read(0, rd_frame(1, GICR_WAKER), 4), 0);
+        assert_eq!(g.redist_read(0, rd_frame(0, GICR_WAKER), 4), 0b110, "per redistributor");
+        g.redist_write(0, rd_frame(1, GICR_WAKER), 4, 0xFFFF_FFF9, &mut f);
+        assert_eq!(g.redist_read(0, rd_frame(1, GICR_WAKER), 4), 0, "only bit 1 writable");
+        g.redist_write(0, rd_frame(1, GICR_WAKER), 4, 0b010, &mut f);
+        assert_eq!(g.redist_read(0, rd_frame(1, GICR_WAKER), 4), 0b110);
+    }
+
+    // ---- SGI_base: bit registers ----
+
+    #[test]
+    fn igroupr0_belongs_to_the_redistributor_not_the_accessor() {
+        let mut g = GicV3::new(2, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, sgi_frame(1, GICR_IGROUPR0), 4, 0xFFFF_FFFF, &mut f);
+        assert_eq!(g.redist_read(1, sgi_frame(1, GICR_IGROUPR0), 4), 0xFFFF_FFFF);
+        assert_eq!(g.redist_read(1, sgi_frame(0, GICR_IGROUPR0), 4), 0);
+    }
+
+    #[test]
+    fn isenabler0_and_icenabler0() {
+        let mut g = GicV3::new(2, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, sgi_frame(1, GICR_ISENABLER0), 4, 0x0800_0001, &mut f);
+        assert!(!g.is_enabled(1, 27), "the distributor is still disabled");
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ICENABLER0), 4), 0x0800_0001);
+        g.redist_write(0, sgi_frame(1, GICR_ICENABLER0), 4, 1, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ISENABLER0), 4), 0x0800_0000);
+        assert_eq!(g.redist_read(0, sgi_frame(0, GICR_ISENABLER0), 4), 0);
+    }
+
+    #[test]
+    fn ispendr0_sets_ppi_pending_and_delivers() {
+        let mut g = on3(2, 4);
+        let mut f = FakeLrs::new();
+        enable3(&mut g, 1, 27, &mut f);
+        let woken = g.redist_write(0, sgi_frame(1, GICR_ISPENDR0), 4, 1 << 27, &mut f);
+        assert_eq!(woken, VcpuMask::single(1));
+        assert_eq!(f.injected, vec![(1, 0, 27, 0, 0)]);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ISACTIVER0), 4), 1 << 27);
+    }
+
+    #[test]
+    fn ispendr0_sets_sgi_pending_unlike_gicv2() {
+        let mut g = on3(2, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, sgi_frame(1, GICR_ISPENDR0), 4, 1 << 3, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ISPENDR0), 4), 1 << 3);
+        assert_eq!(enable3(&mut g, 1, 3, &mut f), VcpuMask::single(1));
+        assert_eq!(f.virqs(1), vec![3]);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ISPENDR0), 4), 0);
+    }
+
+    #[test]
+    fn icpendr0_clears_sgi_without_release() {
+        let mut g = on3(1, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, sgi_frame(0, GICR_ISPENDR0), 4, 0b11, &mut f);
+        g.redist_write(0, sgi_frame(0, GICR_ICPENDR0), 4, 0b01, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(0, GICR_ISPENDR0), 4), 0b10);
+        assert_eq!(g.take_released(), None);
+    }
+
+    #[test]
+    fn icpendr0_empties_an_unacknowledged_sgi_lr() {
+        let mut g = on3(1, 4);
+        let mut f = FakeLrs::new();
+        enable3(&mut g, 0, 2, &mut f);
+        g.redist_write(0, sgi_frame(0, GICR_ISPENDR0), 4, 0b100, &mut f);
+        assert_eq!(g.lr_irq(0, 0), Some(2));
+        g.redist_write(0, sgi_frame(0, GICR_ICPENDR0), 4, 0b100, &mut f);
+        assert_eq!(g.lr_irq(0, 0), None);
+        assert!(!g.has_pending(0));
+    }
+
+    #[test]
+    fn icpendr0_of_a_pending_ppi_releases_it() {
+        let mut g = on3(2, 4);
+        let mut f = FakeLrs::new();
+        g.set_pending(1, 27, &mut f);
+        g.redist_write(0, sgi_frame(1, GICR_ICPENDR0), 4, 1 << 27, &mut f);
+        assert_eq!(g.take_released(), Some((1, 27)));
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ISPENDR0), 4), 0);
+    }
+
+    #[test]
+    fn isactiver0_and_icactiver0() {
+        let mut g = GicV3::new(2, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, sgi_frame(1, GICR_ISACTIVER0), 4, 1 << 20, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ICACTIVER0), 4), 1 << 20);
+        assert_eq!(g.redist_read(0, sgi_frame(0, GICR_ISACTIVER0), 4), 0);
+        g.redist_write(0, sgi_frame(1, GICR_ICACTIVER0), 4, 1 << 20, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ISACTIVER0), 4), 0);
+    }
+
+    // ---- SGI_base: priorities and configuration ----
+
+    #[test]
+    fn ipriorityr_byte_and_word_access() {
+        let mut g = GicV3::new(2, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, sgi_frame(1, GICR_IPRIORITYR + 27), 1, 0xA7, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_IPRIORITYR + 24), 4), 0xA000_0000);
+        g.redist_write(0, sgi_frame(1, GICR_IPRIORITYR), 4, 0x1020_3040, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_IPRIORITYR + 1), 1), 0x30);
+        assert_eq!(g.redist_read(0, sgi_frame(0, GICR_IPRIORITYR), 4), 0);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_IPRIORITYR), 2), 0, "halfword");
+    }
+
+    #[test]
+    fn ipriorityr_reaches_the_lr() {
+        let mut g = on3(1, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, sgi_frame(0, GICR_IPRIORITYR + 27), 1, 0xA0, &mut f);
+        enable3(&mut g, 0, 27, &mut f);
+        g.set_pending(0, 27, &mut f);
+        assert_eq!(f.injected, vec![(0, 0, 27, 0xA0 >> 3, 0)]);
+        g.redist_write(0, sgi_frame(0, GICR_IPRIORITYR + 27), 1, 0x80, &mut f);
+        assert_eq!(f.injected.last(), Some(&(0, 0, 27, 0x10, 0)), "LR rewritten");
+    }
+
+    #[test]
+    fn icfgr0_is_edge_and_read_only_icfgr1_is_stored() {
+        let mut g = GicV3::new(2, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, sgi_frame(1, GICR_ICFGR0), 4, 0, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ICFGR0), 4), 0xAAAA_AAAA);
+        g.redist_write(0, sgi_frame(1, GICR_ICFGR1), 4, 0xFFFF_FFFF, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ICFGR1), 4), 0xAAAA_AAAA);
+        assert_eq!(g.redist_read(0, sgi_frame(0, GICR_ICFGR1), 4), 0);
+    }
+
+    #[test]
+    fn igrpmodr0_and_nsacr_are_raz_wi() {
+        let mut g = GicV3::new(1, 4);
+        let mut f = FakeLrs::new();
+        for reg in [GICR_IGRPMODR0, GICR_NSACR] {
+            g.redist_write(0, sgi_frame(0, reg), 4, !0, &mut f);
+            assert_eq!(g.redist_read(0, sgi_frame(0, reg), 4), 0);
+        }
+    }
+
+    // ---- bad accesses ----
+
+    #[test]
+    fn beyond_the_last_redistributor_is_raz_wi() {
+        let mut g = GicV3::new(2, 4);
+        let mut f = FakeLrs::new();
+        assert_eq!(g.redist_region_size(), 0x4_0000);
+        for offset in [rd_frame(2, GICR_TYPER), u64::MAX - 7, 0x4_0000 - 2] {
+            assert!(g.redist_write(0, offset, 4, !0, &mut f).is_empty());
+            assert_eq!(g.redist_read(0, offset, 4), 0);
+        }
+    }
+
+    #[test]
+    fn reserved_and_lpi_registers_are_raz_wi() {
+        let mut g = GicV3::new(1, 4);
+        let mut f = FakeLrs::new();
+        let lpi = [0x40, 0x70, 0x78, 0xA0, 0xC0];
+        for offset in lpi.into_iter().chain([0x1_0000, 0x1_0084, 0x1_0420, 0x1_FFFC]) {
+            g.redist_write(0, offset, 4, !0, &mut f);
+            g.redist_write(0, offset, 8, !0, &mut f);
+            assert_eq!(g.redist_read(0, offset, 4), 0, "offset {offset:#x}");
+        }
+    }
+
+    #[test]
+    fn wrong_widths_and_absent_vcpu_are_raz_wi() {
+        let mut g = on3(2, 4);
+        let mut f = FakeLrs::new();
+        g.redist_write(0, sgi_frame(0, GICR_ISENABLER0), 8, !0, &mut f);
+        g.redist_write(0, sgi_frame(0, GICR_ISENABLER0), 1, !0, &mut f);
+        g.redist_write(2, sgi_frame(0, GICR_ISENABLER0), 4, !0, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(0, GICR_ISENABLER0), 4), 0);
+        assert_eq!(g.redist_read(0, rd_frame(0, GICR_WAKER), 8), 0);
+        assert_eq!(g.redist_read(5, rd_frame(0, GICR_TYPER), 8), 0);
+    }
+}

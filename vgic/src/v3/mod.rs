@@ -276,3 +276,358 @@ impl GicV3 {
         woken
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::regs::*;
+    use super::testutil::{enable3, group1, on3, rd_frame, sgi_frame};
+    use super::*;
+    use crate::regs::NUM_SGIS;
+    use crate::testutil::FakeLrs;
+    use crate::{MAX_LRS, QUEUE_LEN};
+    use lr::LrEntry;
+
+    /// ICC_SGI1R_EL1 value naming `list` in cluster 0.0.`aff1`, range `rs`.
+    fn sgi1r(intid: u64, aff1: u64, rs: u64, list: u64) -> u64 {
+        (rs << 44) | (intid << 24) | (aff1 << 16) | list
+    }
+
+    /// `on3` with `sgi` Group 1 and enabled on every vCPU.
+    fn sgi_ready(vcpus: usize, sgi: u32) -> (GicV3, FakeLrs) {
+        let mut g = on3(vcpus, 4);
+        let mut f = FakeLrs::new();
+        for v in 0..vcpus {
+            group1(&mut g, v, sgi, &mut f);
+            enable3(&mut g, v, sgi, &mut f);
+        }
+        (g, f)
+    }
+
+    #[test]
+    fn new_clamps_and_keeps_default_affinities() {
+        let g = GicV3::new(100, 100);
+        assert_eq!((g.num_vcpus(), g.num_lrs()), (MAX_VCPUS, MAX_LRS));
+        assert_eq!(g.affinity(3), Some(Affinity::of_index(3)));
+        assert_eq!(g.affinity(MAX_VCPUS), None);
+        assert_eq!(g.vcpu_of(Affinity::of_index(5)), Some(5));
+    }
+
+    #[test]
+    fn reset_returns_to_power_on_state_and_keeps_affinities() {
+        let mut g = GicV3::with_affinities(2, 4, &[Affinity(0x100), Affinity(0x101)]);
+        let mut f = FakeLrs::new();
+        g.dist_write(0, GICD_CTLR, 4, 3, &mut f);
+        g.dist_write(0, GICD_IROUTER + 8 * 40, 8, 0x101, &mut f);
+        g.redist_write(0, rd_frame(1, GICR_WAKER), 4, 0, &mut f);
+        enable3(&mut g, 0, 40, &mut f);
+        g.set_pending(0, 40, &mut f);
+        assert!(g.has_pending(1));
+        g.reset();
+        assert!(!g.has_pending(1));
+        assert_eq!(g.dist_read(0, GICD_CTLR, 4), 0x50);
+        assert_eq!(g.dist_read(0, GICD_IROUTER + 8 * 40, 8), 0);
+        assert_eq!(g.redist_read(0, rd_frame(1, GICR_WAKER), 4), 0b110);
+        assert_eq!(g.affinity(1), Some(Affinity(0x101)));
+    }
+
+    // ---- SGIs (ICC_SGI1R_EL1) ----
+
+    #[test]
+    fn sgi1r_target_list() {
+        let (mut g, mut f) = sgi_ready(4, 5);
+        let woken = g.send_sgi1r(0, sgi1r(5, 0, 0, 0b0110), &mut f);
+        assert_eq!(woken, VcpuMask(0b0110));
+        assert_eq!(f.injected, vec![(1, 0, 5, 0, 1), (2, 0, 5, 0, 1)]);
+    }
+
+    #[test]
+    fn sgi1r_irm_goes_to_all_but_self() {
+        let (mut g, mut f) = sgi_ready(3, 1);
+        let woken = g.send_sgi1r(1, sgi::SGI1R_IRM | sgi1r(1, 0, 0, 0), &mut f);
+        assert_eq!(woken, VcpuMask(0b101));
+        assert_eq!((f.virqs(0), f.virqs(1), f.virqs(2)), (vec![1], vec![], vec![1]));
+    }
+
+    #[test]
+    fn sgi1r_may_target_the_sender() {
+        let (mut g, mut f) = sgi_ready(2, 9);
+        assert_eq!(g.send_sgi1r(1, sgi1r(9, 0, 0, 0b10), &mut f), VcpuMask::single(1));
+    }
+
+    #[test]
+    fn sgi1r_matches_aff1_and_range_selector() {
+        let affs =
+            [Affinity::new(0, 0, 1, 0), Affinity::new(0, 0, 1, 17), Affinity::new(0, 0, 2, 1)];
+        let g = GicV3::with_affinities(3, 4, &affs);
+        assert_eq!(g.sgi_targets(0, sgi1r(0, 1, 1, 0b10)), VcpuMask::single(1));
+        assert_eq!(g.sgi_targets(0, sgi1r(0, 1, 0, 0xFFFF)), VcpuMask::single(0));
+        assert_eq!(g.sgi_targets(0, sgi1r(0, 2, 0, 0b10)), VcpuMask::single(2));
+        assert_eq!(g.sgi_targets(0, sgi1r(0, 3, 0, 0xFFFF)), VcpuMask::EMPTY);
+        assert_eq!(g.sgi_targets(0, (1 << 48) | sgi1r(0, 1, 0, 1)), VcpuMask::EMPTY, "Aff3");
+        assert_eq!(g.sgi_targets(0, (1 << 32) | sgi1r(0, 1, 0, 1)), VcpuMask::EMPTY, "Aff2");
+    }
+
+    #[test]
+    fn sgi_targets_of_absent_sender_is_empty() {
+        let g = GicV3::new(2, 4);
+        assert_eq!(g.sgi_targets(2, sgi::SGI1R_IRM), VcpuMask::EMPTY);
+        assert_eq!(g.sgi_targets(0, sgi::SGI1R_IRM), VcpuMask::single(1));
+    }
+
+    #[test]
+    fn sgi1r_skips_targets_where_the_sgi_is_group_0() {
+        let mut g = on3(2, 4);
+        let mut f = FakeLrs::new();
+        for v in 0..2 {
+            enable3(&mut g, v, 4, &mut f);
+        }
+        group1(&mut g, 1, 4, &mut f);
+        assert_eq!(g.send_sgi1r(0, sgi1r(4, 0, 0, 0b11), &mut f), VcpuMask::single(1));
+        assert_eq!(g.send_sgi0r(1, sgi1r(4, 0, 0, 0b11), &mut f), VcpuMask::single(0));
+        assert_eq!(f.injected, vec![(1, 0, 4, 0, 1), (0, 0, 4, 0, 0)]);
+    }
+
+    #[test]
+    fn sgis_from_two_senders_merge_into_one_pending_state() {
+        let (mut g, mut f) = sgi_ready(3, 0);
+        g.send_sgi1r(0, sgi1r(0, 0, 0, 0b100), &mut f);
+        g.send_sgi1r(1, sgi1r(0, 0, 0, 0b100), &mut f);
+        g.send_sgi1r(0, sgi1r(0, 0, 0, 0b100), &mut f);
+        assert_eq!(f.virqs(2), vec![0]);
+        assert_eq!(g.redist_read(0, sgi_frame(2, GICR_ISPENDR0), 4), 1, "pending once more");
+        assert_eq!(g.maintenance(2, Some(0), &mut f), Some(0));
+        assert_eq!(f.virqs(2), vec![0, 0]);
+        assert_eq!(g.maintenance(2, Some(0), &mut f), Some(0));
+        assert!(!g.has_pending(2));
+    }
+
+    #[test]
+    fn disabled_sgi_stays_pending_until_enabled() {
+        let mut g = on3(2, 4);
+        let mut f = FakeLrs::new();
+        group1(&mut g, 1, 7, &mut f);
+        assert!(g.send_sgi1r(0, sgi1r(7, 0, 0, 0b10), &mut f).is_empty());
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ISPENDR0), 4), 1 << 7);
+        assert_eq!(enable3(&mut g, 1, 7, &mut f), VcpuMask::single(1));
+    }
+
+    #[test]
+    fn set_pending_of_an_sgi_uses_the_single_pending_bit() {
+        let mut g = on3(2, 4);
+        let mut f = FakeLrs::new();
+        g.set_pending(1, 2, &mut f);
+        g.set_pending(1, 2, &mut f);
+        assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ISPENDR0), 4), 0b100);
+        assert!(g.set_pending(2, 2, &mut f).is_empty(), "absent vCPU");
+    }
+
+    #[test]
+    fn injected_sgi_has_no_source_in_the_gicv3_lr() {
+        let (mut g, mut f) = sgi_ready(2, 6);
+        g.redist_write(0, sgi_frame(1, GICR_IPRIORITYR + 6), 1, 0xA0, &mut f);
+        g.send_sgi1r(0, sgi1r(6, 0, 0, 0b10), &mut f);
+        let &(_, _, virq, prio, group) = f.injected.last().unwrap();
+        let lr = LrEntry::injected(virq, prio, group).to_gicv3();
+        assert_eq!(lr, (1 << 62) | (1 << 60) | (0xA0 << 48) | (1 << 41) | 6);
+    }
+
+    // ---- a Linux boot, as drivers/irqchip/irq-gic-v3.c does it ----
+
+    #[test]
+    fn linux_style_bring_up_then_ipi() {
+        let mut g = GicV3::new(2, 4);
+        let mut f = FakeLrs::new();
+        assert_eq!(g.dist_read(0, GICD_PIDR2, 4) & 0xF0, 0x30);
+        g.dist_write(0, GICD_CTLR, 4, 0, &mut f);
+        assert_eq!(g.dist_read(0, GICD_CTLR, 4) & u64::from(CTLR_RWP), 0);
+        for n in 1..NUM_IRQS as u64 / 32 {
+            g.dist_write(0, GICD_IGROUPR + 4 * n, 4, 0xFFFF_FFFF, &mut f);
+            g.dist_write(0, GICD_ICENABLER + 4 * n, 4, 0xFFFF_FFFF, &mut f);
+        }
+        g.dist_write(0, GICD_CTLR, 4, 0x13, &mut f);
+        for rd in 0..2 {
+            g.redist_write(rd, rd_frame(rd, GICR_WAKER), 4, 0, &mut f);
+            assert_eq!(g.redist_read(rd, rd_frame(rd, GICR_WAKER), 4) & 0b100, 0);
+            g.redist_write(rd, sgi_frame(rd, GICR_IGROUPR0), 4, 0xFFFF_FFFF, &mut f);
+            g.redist_write(rd, sgi_frame(rd, GICR_ISENABLER0), 4, 0xFFFF, &mut f);
+            for i in 0..8 {
+                g.redist_write(rd, sgi_frame(rd, GICR_IPRIORITYR + 4 * i), 4, 0xA0A0_A0A0, &mut f);
+            }
+        }
+        // An IPI (Linux uses SGIs 0-7) from vCPU 0 to vCPU 1.
+        assert_eq!(g.send_sgi1r(0, sgi1r(1, 0, 0, 0b10), &mut f), VcpuMask::single(1));
+        assert_eq!(f.injected, vec![(1, 0, 1, 0xA0 >> 3, 1)]);
+        // A device SPI routed to vCPU 1.
+        g.dist_write(0, GICD_IROUTER + 8 * 48, 8, 1, &mut f);
+        g.dist_write(0, GICD_ISENABLER + 4, 4, 1 << 16, &mut f);
+        assert_eq!(g.set_pending(0, 48, &mut f), VcpuMask::single(1));
+    }
+
+    // ---- random accesses ----
+
+    /// Deterministic xorshift64 generator (as in the GICv2 tests).
+    struct XorShift(u64);
+
+    impl XorShift {
+        fn next(&mut self) -> u64 {
+            self.0 ^= self.0 << 13;
+            self.0 ^= self.0 >> 7;
+            self.0 ^= self.0 << 17;
+            self.0
+        }
+    }
+
+    /// Distributor register bases the fuzzer aims at.
+    const DIST_BASES: [u64; 12] = [
+        GICD_CTLR,
+        GICD_IGROUPR,
+        GICD_ISENABLER,
+        GICD_ICENABLER,
+        GICD_ISPENDR,
+        GICD_ICPENDR,
+        GICD_ISACTIVER,
+        GICD_ICACTIVER,
+        GICD_IPRIORITYR + 32,
+        GICD_ICFGR,
+        GICD_IROUTER_SPI,
+        GICD_PIDR4,
+    ];
+
+    /// Redistributor register offsets (within one redistributor).
+    const REDIST_BASES: [u64; 11] = [
+        GICR_CTLR,
+        GICR_TYPER,
+        GICR_WAKER,
+        GICR_SGI_BASE + GICR_IGROUPR0,
+        GICR_SGI_BASE + GICR_ISENABLER0,
+        GICR_SGI_BASE + GICR_ICENABLER0,
+        GICR_SGI_BASE + GICR_ISPENDR0,
+        GICR_SGI_BASE + GICR_ICPENDR0,
+        GICR_SGI_BASE + GICR_ICACTIVER0,
+        GICR_SGI_BASE + GICR_IPRIORITYR,
+        GICR_SGI_BASE + GICR_ICFGR1,
+    ];
+
+    /// Internal consistency: no duplicate queue entries, nothing both
+    /// queued and in an LR, no SPI in two LRs.
+    fn check_invariants(g: &GicV3) {
+        let c = &g.core;
+        for v in 0..g.num_vcpus() {
+            let q = &c.lrs[v].queue;
+            assert!(q.len() <= QUEUE_LEN);
+            for i in 0..q.len() {
+                let irq = q.get(i).unwrap();
+                assert!(usize::from(irq) < NUM_IRQS);
+                assert!((i + 1..q.len()).all(|j| q.get(j) != Some(irq)), "duplicate {irq}");
+                assert!(!c.in_any_lr(v, usize::from(irq)), "irq {irq} queued and in an LR");
+            }
+        }
+        let mut spis: Vec<u32> = (0..g.num_vcpus())
+            .flat_map(|v| (0..g.num_lrs()).filter_map(move |i| g.lr_irq(v, i)))
+            .filter(|&irq| irq >= SPI_BASE as u32)
+            .collect();
+        let n = spis.len();
+        spis.sort_unstable();
+        spis.dedup();
+        assert_eq!(n, spis.len(), "an SPI sits in two LRs");
+    }
+
+    /// A register offset: near a known base (maybe unaligned) or anywhere.
+    fn pick_offset(r: u64, bases: &[u64], anywhere: u64) -> u64 {
+        if r & (1 << 24) != 0 {
+            return (r >> 32) % anywhere;
+        }
+        let base = bases[(r >> 25) as usize % bases.len()];
+        let offset = base + (r >> 32) % if r & (1 << 31) != 0 { 0x40 } else { 0x8 };
+        if r & (1 << 30) != 0 {
+            offset
+        } else {
+            offset & !3
+        }
+    }
+
+    /// Runs `steps` random guest/VMM operations (including out-of-range ones).
+    fn fuzz(g: &mut GicV3, f: &mut FakeLrs, rng: &mut XorShift, steps: usize) {
+        for _ in 0..steps {
+            let (r, value) = (rng.next(), rng.next());
+            let vcpu = (r >> 8) as usize % (g.num_vcpus() + 1); // one absent vCPU
+            let width = [1u8, 4, 4, 8, 4, 2, 8, 3, 0][(r >> 16) as usize % 9];
+            let rd = (value >> 40) % (g.num_vcpus() as u64 + 1) * GICR_STRIDE;
+            match r % 10 {
+                0 => {
+                    g.dist_read(vcpu, pick_offset(r, &DIST_BASES, 0x1_2000), width);
+                    g.redist_read(vcpu, rd + pick_offset(r, &REDIST_BASES, 0x2_0000), width);
+                }
+                1 | 2 => {
+                    g.dist_write(vcpu, pick_offset(r, &DIST_BASES, 0x1_2000), width, value, f);
+                }
+                3 | 4 => {
+                    let offset = rd + pick_offset(r, &REDIST_BASES, 0x2_0000);
+                    g.redist_write(vcpu, offset, width, value, f);
+                }
+                5 => {
+                    // Half of them aimed at cluster 0.0.0, RS 0, so that they hit.
+                    let value = if r & (1 << 20) != 0 { value & 0x100_0F00_FFFF } else { value };
+                    g.send_sgi1r(vcpu, value, f);
+                }
+                6 => {
+                    g.set_pending(vcpu, (value % 300) as u32, f);
+                }
+                7 => {
+                    let index = if value & 7 == 0 { None } else { Some((value >> 3) as usize % 6) };
+                    g.maintenance(vcpu, index, f);
+                }
+                _ => {
+                    f.busy_all = value & 7 == 0;
+                    f.fail = value & 0x70 == 0;
+                    g.has_pending(vcpu);
+                    g.retry(f);
+                    g.take_deferred_wakeups();
+                    g.take_released();
+                    if value & 0xFFFF_0000 == 0 {
+                        g.reset();
+                    }
+                }
+            }
+            check_invariants(g);
+        }
+    }
+
+    #[test]
+    fn random_accesses_never_panic() {
+        let mut g = on3(3, 4);
+        let mut f = FakeLrs::new();
+        let mut rng = XorShift(0x2545_F491_4F6C_DD1D);
+        fuzz(&mut g, &mut f, &mut rng, 100_000);
+        assert!(f.total > 1000, "the fuzzer should reach delivery ({} injects)", f.total);
+        let sgis = f.injected.iter().filter(|i| usize::from(i.2) < NUM_SGIS).count();
+        assert!(sgis > 0, "the fuzzer should deliver SGIs");
+    }
+
+    #[test]
+    fn random_accesses_never_lose_interrupts() {
+        let mut rng = XorShift(0x9E37_79B9_7F4A_7C15);
+        for _ in 0..20 {
+            let mut g = on3(3, 4);
+            let mut f = FakeLrs::new();
+            fuzz(&mut g, &mut f, &mut rng, 2_000);
+            // Let the guest EOI everything, with the hardware behaving.
+            f.fail = false;
+            f.busy_all = false;
+            for _ in 0..NUM_IRQS * 4 {
+                for v in 0..3 {
+                    for i in 0..4 {
+                        g.maintenance(v, Some(i), &mut f);
+                    }
+                }
+            }
+            for v in 0..3 {
+                assert!(!g.has_pending(v), "vcpu {v} still busy");
+                for irq in 0..NUM_IRQS {
+                    let stuck = g.core.route(v, irq) == Some(v) && g.core.deliverable(v, irq);
+                    assert!(!stuck, "irq {irq} of vcpu {v} deliverable but never delivered");
+                }
+            }
+        }
+    }
+}

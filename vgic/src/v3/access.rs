@@ -5,7 +5,7 @@
 
 use super::GicV3;
 use crate::regs::NUM_SGIS;
-use crate::state::BitReg;
+use crate::state::{BitReg, LOWEST_PRIORITY};
 use crate::{ListRegisters, VcpuMask};
 
 /// The source slot GICv3 SGIs are kept pending in. The shared state keeps
@@ -112,8 +112,7 @@ impl GicV3 {
             woken |= self.write_sgi_pending(vcpu, op, value & SGI_BITS, lrs);
             value &= !SGI_BITS;
         }
-        let core = &mut self.core;
-        let Some(word) = core.bit_word_mut(vcpu, bits, n) else { return woken };
+        let Some(word) = self.core.bit_word_mut(vcpu, bits, n) else { return woken };
         let old = *word;
         let changed = match op {
             Op::Store => {
@@ -134,20 +133,20 @@ impl GicV3 {
             // Newly enabled, newly pending or regrouped: may be deliverable.
             (BitReg::Enable, Op::Set) | (BitReg::Pending, Op::Set) | (BitReg::Group, _) => {
                 for irq in set_bits(n, changed) {
-                    woken |= core.deliver(vcpu, irq, lrs);
+                    woken |= self.core.deliver(vcpu, irq, lrs);
                 }
             }
             // The pending state goes, also from an LR the guest has not
             // acknowledged; its source is re-armed, as no EOI will come.
             (BitReg::Pending, Op::Clear) => {
                 for irq in set_bits(n, changed) {
-                    core.unqueue(vcpu, irq);
-                    let withdrawn = core.withdraw(vcpu, irq, lrs);
+                    self.core.unqueue(vcpu, irq);
+                    let withdrawn = self.core.withdraw(vcpu, irq, lrs);
                     if old & (1 << (irq % 32)) != 0 || withdrawn.is_some() {
-                        core.release(vcpu, irq);
+                        self.core.release(vcpu, irq);
                     }
                     if let Some(v) = withdrawn {
-                        woken |= core.refill(v, lrs);
+                        woken |= self.core.refill(v, lrs);
                     }
                 }
             }
@@ -155,12 +154,33 @@ impl GicV3 {
             // still pending (IHI 0069H 12.9.6, 12.9.5).
             (BitReg::Enable, Op::Clear) | (BitReg::Active, Op::Clear) => {
                 for irq in set_bits(n, changed) {
-                    woken |= core.withdraw_to_pending(vcpu, irq, lrs);
+                    woken |= self.withdraw_to_pending(vcpu, irq, lrs);
                 }
             }
             _ => {}
         }
         woken
+    }
+
+    /// Takes `irq` out of its LR but leaves it pending (no longer forwarded,
+    /// or at a priority never signalled). Unlike GICv2, an SGI can go back
+    /// too: its pending state is one bit, not a source the LR holds.
+    fn withdraw_to_pending(
+        &mut self,
+        vcpu: usize,
+        irq: usize,
+        lrs: &mut impl ListRegisters,
+    ) -> VcpuMask {
+        if irq >= NUM_SGIS {
+            return self.core.withdraw_to_pending(vcpu, irq, lrs);
+        }
+        match self.core.withdraw(vcpu, irq, lrs) {
+            Some(v) => {
+                self.core.make_pending(vcpu, irq, V3_SGI_SOURCE);
+                self.core.refill(v, lrs) | self.core.deliver(vcpu, irq, lrs)
+            }
+            None => VcpuMask::EMPTY,
+        }
     }
 
     /// GICR_IS/ICPENDR0 SGI bits: one pending bit per SGI (no source).
@@ -216,9 +236,15 @@ impl GicV3 {
         for (irq, prio) in scatter(first, width, value).filter(|&(irq, _)| irq >= lowest) {
             let old = self.core.priority(vcpu, irq);
             self.core.set_priority(vcpu, irq, prio);
-            if self.core.priority(vcpu, irq) != old {
-                woken |= self.core.reprioritize(vcpu, irq, lrs);
+            let new = self.core.priority(vcpu, irq);
+            if new == old {
+                continue;
             }
+            woken |= if irq < NUM_SGIS && new == LOWEST_PRIORITY {
+                self.withdraw_to_pending(vcpu, irq, lrs)
+            } else {
+                self.core.reprioritize(vcpu, irq, lrs)
+            };
         }
         woken
     }

@@ -375,6 +375,33 @@ mod tests {
         assert_eq!(g.redist_read(0, sgi_frame(1, GICR_ISACTIVER0), 4), 0);
     }
 
+    #[test]
+    fn icenabler0_takes_an_unacknowledged_sgi_back_to_pending() {
+        let mut g = on3(1, 4);
+        let mut f = FakeLrs::new();
+        enable3(&mut g, 0, 5, &mut f);
+        g.redist_write(0, sgi_frame(0, GICR_ISPENDR0), 4, 1 << 5, &mut f);
+        g.redist_write(0, sgi_frame(0, GICR_ICENABLER0), 4, 1 << 5, &mut f);
+        assert_eq!(g.lr_irq(0, 0), None);
+        assert_eq!(g.redist_read(0, sgi_frame(0, GICR_ISPENDR0), 4), 1 << 5);
+        assert!(!g.has_pending(0));
+        assert_eq!(enable3(&mut g, 0, 5, &mut f), VcpuMask::single(0));
+        assert_eq!(f.virqs(0), vec![5, 5]);
+    }
+
+    #[test]
+    fn lowest_priority_takes_an_sgi_back_to_pending() {
+        let mut g = on3(1, 4);
+        let mut f = FakeLrs::new();
+        enable3(&mut g, 0, 5, &mut f);
+        g.redist_write(0, sgi_frame(0, GICR_ISPENDR0), 4, 1 << 5, &mut f);
+        g.redist_write(0, sgi_frame(0, GICR_IPRIORITYR + 5), 1, 0xFF, &mut f);
+        assert_eq!(g.lr_irq(0, 0), None);
+        assert!(!g.has_pending(0), "never signalled: WFI may sleep");
+        g.redist_write(0, sgi_frame(0, GICR_IPRIORITYR + 5), 1, 0x80, &mut f);
+        assert_eq!(f.injected.last(), Some(&(0, 0, 5, 0x10, 0)));
+    }
+
     // ---- SGI_base: priorities and configuration ----
 
     #[test]

@@ -2,7 +2,8 @@
 //! on the target ([`Sel4`]), a recording fake in host tests.
 
 use crate::microkit::{slots, Channel, Child};
-use crate::sel4::{generic_timer, syscall, ArmSmc, Error, UserContext, VcpuReg};
+use crate::sel4::generic_timer::{self, PhysicalTimer};
+use crate::sel4::{syscall, ArmSmc, Error, UserContext, VcpuReg};
 
 /// vCPU, interrupt and timer operations. vCPU ids are those of the system
 /// description's `<vcpu id=...>`.
@@ -43,8 +44,13 @@ pub trait Hypervisor {
     fn now(&self) -> u64;
     /// Counter ticks per second.
     fn frequency(&self) -> u64;
-    /// Wakes the VMM (its timer channel) at `deadline`, or never.
+    /// Wakes the VMM (its timer channel) at `deadline`, or never: programs
+    /// the EL1 physical timer (CNTP), which the guest can program too.
     fn set_wakeup(&mut self, deadline: Option<u64>);
+    /// Reads the EL1 physical timer as it is now (CTL with ISTATUS, CVAL).
+    fn physical_timer(&mut self) -> PhysicalTimer;
+    /// Programs the EL1 physical timer (CVAL, then CTL's ENABLE and IMASK).
+    fn set_physical_timer(&mut self, timer: PhysicalTimer);
     /// Asks the firmware to power the machine off; returns if it cannot.
     fn firmware_power_off(&mut self);
 }
@@ -137,6 +143,14 @@ impl Hypervisor for Sel4 {
 
     fn set_wakeup(&mut self, deadline: Option<u64>) {
         generic_timer::set_deadline(deadline)
+    }
+
+    fn physical_timer(&mut self) -> PhysicalTimer {
+        generic_timer::physical_timer()
+    }
+
+    fn set_physical_timer(&mut self, timer: PhysicalTimer) {
+        generic_timer::set_physical_timer(timer)
     }
 
     fn firmware_power_off(&mut self) {

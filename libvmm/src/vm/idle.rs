@@ -1,5 +1,6 @@
 //! Idle vCPUs: WFI blocks a vCPU until an interrupt is pending for it or
 //! its virtual timer is due; the VMM's wake-up timer and `wake` resume it.
+//! The wake-up timer is the guest's physical timer too: see ptimer.rs.
 
 use super::{Devices, Hypervisor, VcpuState, Vm, RESUME};
 use crate::sel4::{Error, MessageInfo, UserContext, VcpuReg};
@@ -26,14 +27,20 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     }
 
     /// Idles `vcpu` (WFI, PSCI CPU_SUSPEND) until an interrupt is pending
-    /// for it or its virtual timer is due; it then continues at `resume_pc`.
+    /// for it or its virtual timer (or, vCPU 0, the guest's physical timer)
+    /// is due; it then continues at `resume_pc`.
     pub(super) fn idle(
         &mut self,
         vcpu: usize,
         resume_pc: u64,
     ) -> Result<Option<MessageInfo>, Error> {
         let deadline = self.vtimer_deadline(vcpu)?;
-        let due = deadline.is_some_and(|d| d <= self.hv.now());
+        let ptimer = self.ptimer_deadline(vcpu);
+        let wake_at = match (deadline, ptimer) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let due = wake_at.is_some_and(|d| d <= self.hv.now());
         let no_timer = deadline.is_some() && self.config.timer_channel.is_none();
         if due || no_timer || self.gic.has_pending(vcpu) {
             let mut regs = UserContext::default();
@@ -43,10 +50,12 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         }
         // Stop it rather than leave its fault unanswered: a pending reply
         // would be cancelled (with a kernel warning) by the VMM's next wait.
-        log::trace!(target: "cpu", "vCPU {vcpu}: idle, wake-up deadline {deadline:?}");
+        log::trace!(target: "cpu", "vCPU {vcpu}: idle, wake-up deadline {wake_at:?}");
         self.hv.suspend(vcpu)?;
         self.vcpus[vcpu] = VcpuState::Waiting { resume_pc, deadline };
-        self.rearm();
+        if !self.take_ptimer_if_idle() {
+            self.rearm();
+        }
         Ok(None)
     }
 
@@ -69,43 +78,26 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         Ok(Some(cval.wrapping_add(offset)))
     }
 
-    /// Programs the wake-up timer for the earliest waiting vCPU.
+    /// Programs the wake-up for the earliest waiting vCPU (see ptimer.rs:
+    /// the hardware timer while the VMM holds it, else polled).
     pub(super) fn rearm(&mut self) {
-        let next = self.vcpus[..self.config.num_vcpus]
-            .iter()
-            .filter_map(|s| match s {
-                VcpuState::Waiting { deadline, .. } => *deadline,
+        let next = (0..self.config.num_vcpus)
+            .filter_map(|i| match self.vcpus[i] {
+                VcpuState::Waiting { deadline, .. } => self.wake_deadline(i, deadline),
                 _ => None,
             })
             .min();
-        self.hv.set_wakeup(next);
-    }
-
-    pub(super) fn timer_fired(&mut self) {
-        self.hv.set_wakeup(None);
-        if let Some(ch) = self.config.timer_channel {
-            if let Err(e) = self.hv.ack_irq(ch) {
-                log::error!(target: "irq", "timer IRQ ack failed: {e}");
-            }
-        }
-        let now = self.hv.now();
-        let mut due = VcpuMask::default();
-        for (i, s) in self.vcpus[..self.config.num_vcpus].iter().enumerate() {
-            if let VcpuState::Waiting { deadline: Some(d), .. } = s {
-                if *d <= now {
-                    due.insert(i);
-                }
-            }
-        }
-        self.wake(due);
-        self.rearm();
+        self.program_wakeup(next);
     }
 
     /// Resumes every vCPU in `mask` that is waiting in WFI.
     pub(super) fn wake(&mut self, mask: VcpuMask) {
         let mut any = false;
-        for vcpu in mask.iter().filter(|&v| v < self.config.num_vcpus) {
+        let num_vcpus = self.config.num_vcpus;
+        for vcpu in mask.iter().filter(|&v| v < num_vcpus) {
             if let VcpuState::Waiting { resume_pc, .. } = self.vcpus[vcpu] {
+                // The guest's CNTP back before any of its vCPUs runs.
+                self.give_ptimer();
                 let mut regs = UserContext::default();
                 regs.set_pc(resume_pc);
                 match self.hv.write_regs(vcpu, true, 1, &regs) {
@@ -116,7 +108,10 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             }
         }
         if any {
-            self.rearm();
+            // If none could be resumed, the VMM keeps the timer.
+            if !self.take_ptimer_if_idle() {
+                self.rearm();
+            }
         }
     }
 }

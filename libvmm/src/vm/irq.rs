@@ -1,6 +1,7 @@
 //! Interrupts into the guest: passthrough IRQs, emulated devices' SPIs,
 //! the virtual timer's PPI, and list-register maintenance.
 
+use super::ptimer::{PTIMER_IRQ, PTIMER_VCPU};
 use super::{Devices, Hypervisor, Vm, RESUME, VTIMER_IRQ};
 use crate::microkit::ChannelSet;
 use crate::sel4::{Error, MessageInfo};
@@ -29,6 +30,7 @@ impl<H: Hypervisor> ListRegisters for Lrs<'_, H> {
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// Handles notifications: passthrough interrupts and the wake-up timer.
     pub fn handle_notified(&mut self, channels: ChannelSet) {
+        self.poll_wakeups();
         for ch in channels.iter() {
             if Some(ch.id()) == self.config.timer_channel {
                 self.timer_fired();
@@ -61,10 +63,16 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     }
 
     /// Re-arms the source of `irq` once the guest is done with it: AckVPPI
-    /// for the virtual timer, the seL4 IRQ ack for a passthrough IRQ.
+    /// for the virtual timer, the seL4 IRQ ack for a passthrough IRQ and
+    /// for the guest's physical timer (if its IRQ went to the guest).
     fn rearm_source(&mut self, vcpu: usize, irq: u32) -> Result<(), Error> {
         if irq == VTIMER_IRQ {
             self.hv.ack_vppi(vcpu, VTIMER_IRQ as u64)
+        } else if irq == PTIMER_IRQ {
+            if vcpu == PTIMER_VCPU {
+                self.ack_guest_ptimer();
+            }
+            Ok(())
         } else if let Some(p) = self.config.passthrough.iter().find(|p| p.irq == irq) {
             self.hv.ack_irq(p.channel)
         } else {

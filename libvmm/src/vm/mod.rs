@@ -15,6 +15,7 @@ mod irq;
 mod mmio;
 mod power;
 pub mod psci;
+mod ptimer;
 
 use crate::guest_memory::{Gpa, GuestRam};
 use crate::linux::boot::BootImages;
@@ -22,8 +23,10 @@ use crate::sel4::{Error, Fault, MessageInfo};
 use exception::Exception;
 use exit::Exit;
 use hypervisor::Hypervisor;
+use ptimer::GuestPtimer;
 use vgic::GicV2;
 
+pub use ptimer::PTIMER_IRQ;
 pub use vgic::MAX_VCPUS;
 
 /// QEMU virt's GIC distributor.
@@ -79,7 +82,9 @@ pub struct VmConfig<'a> {
     /// Physical interrupts forwarded to the guest.
     pub passthrough: &'a [Passthrough],
     /// IRQ channel of the physical timer (PPI 30) that wakes vCPUs idle in
-    /// WFI. Without it, a WFI with the guest's timer armed resumes at once.
+    /// WFI, and carries the guest's own physical timer interrupt while a
+    /// vCPU runs. Without it, a WFI with the guest's timer armed resumes at
+    /// once and the VMM never touches the physical timer.
     pub timer_channel: Option<u8>,
     /// What the guest's PSCI SYSTEM_OFF does.
     pub system_off: SystemOff,
@@ -136,6 +141,8 @@ pub struct Vm<'a, H: Hypervisor, D: Devices = ()> {
     /// CNTVOFF per vCPU, read once: it only changes when the kernel is
     /// built to move it (`VTIMER_UPDATE_VOFFSET`), then it is read each time.
     cntvoff: [Option<u64>; MAX_VCPUS],
+    /// The EL1 physical timer, shared with the guest (ptimer.rs).
+    ptimer: GuestPtimer,
     power_on_regs: Option<[u64; VCPU_REGS]>,
     boots: u32,
     bad_guest: RateLimit,
@@ -169,6 +176,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             config,
             vcpus: [VcpuState::Off; MAX_VCPUS],
             cntvoff: [None; MAX_VCPUS],
+            ptimer: GuestPtimer::RESET,
             power_on_regs: None,
             boots: 0,
             bad_guest: RateLimit::default(),
@@ -198,6 +206,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             log::error!(target: "cpu", "fault from unknown vCPU {vcpu}: {fault:x?}");
             return None;
         }
+        self.poll_wakeups();
         let exit = Exit::decode(fault);
         let result = match exit {
             Exit::Mmio(access) => self.mmio(vcpu, fault_ip(fault), access),
@@ -239,6 +248,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             log::error!(target: "cpu", "vCPU {vcpu}: {e} while handling {exit:x?}; stopping it");
             let _ = self.hv.suspend(vcpu);
             self.vcpus[vcpu] = VcpuState::Off;
+            self.take_ptimer_if_idle();
             None
         })
     }

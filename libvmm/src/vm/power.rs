@@ -75,7 +75,11 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         regs.words[crate::sel4::user_context::SPSR] = SPSR_EL1H_MASKED;
         regs.set_gpr(0, x0);
         let count = words_to_cover(3);
-        self.hv.write_regs(vcpu, true, count, &regs)?;
+        self.give_ptimer();
+        if let Err(e) = self.hv.write_regs(vcpu, true, count, &regs) {
+            self.take_ptimer_if_idle();
+            return Err(e);
+        }
         self.vcpus[vcpu] = VcpuState::Running;
         Ok(())
     }
@@ -154,6 +158,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
                 log::info!(target: "psci", "CPU_OFF vCPU {vcpu}");
                 self.hv.suspend(vcpu)?;
                 self.vcpus[vcpu] = VcpuState::Off;
+                self.take_ptimer_if_idle();
                 Ok(Call::Stopped)
             }
             Action::SystemOff => {
@@ -174,7 +179,11 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             }
             self.vcpus[vcpu] = VcpuState::Off;
         }
-        self.hv.set_wakeup(None);
+        // The VMM takes the timer back (saving and disarming the guest's);
+        // nothing waits, so no wake-up is programmed.
+        if !self.take_ptimer_if_idle() {
+            self.rearm();
+        }
     }
 
     /// PSCI SYSTEM_OFF: stop the guest; with [`SystemOff::Firmware`] also
@@ -199,6 +208,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         self.stop_all();
         self.clear_list_registers();
         self.gic.reset();
+        self.reset_ptimer();
         self.devices.reset();
         for p in self.config.passthrough {
             let _ = self.hv.ack_irq(p.channel);

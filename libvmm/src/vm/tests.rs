@@ -3,6 +3,7 @@
 use super::*;
 use crate::linux::image::IMAGE_MAGIC;
 use crate::microkit::ChannelSet;
+use crate::sel4::generic_timer::PhysicalTimer;
 use crate::sel4::{UserContext, VcpuReg};
 use exit::ec;
 use std::vec::Vec;
@@ -19,7 +20,11 @@ struct Fake {
     acked_vppi: Vec<usize>,
     mrs: [u64; 16],
     now: u64,
-    wakeup: Option<u64>,
+    /// The core's EL1 physical timer, shared by the guest (tests write it
+    /// directly, as a guest's MSR would) and the VMM. ISTATUS is computed.
+    cntp: PhysicalTimer,
+    /// How many times the VMM wrote the physical timer.
+    vmm_cntp_writes: usize,
     powered_off: bool,
 }
 
@@ -31,6 +36,11 @@ impl Fake {
             running: vec![false; vcpus],
             ..Fake::default()
         }
+    }
+
+    /// The VMM's wake-up, as the physical timer stands.
+    fn wakeup(&self) -> Option<u64> {
+        self.cntp.deadline()
     }
 }
 
@@ -88,7 +98,22 @@ impl Hypervisor for Fake {
         62_500_000
     }
     fn set_wakeup(&mut self, deadline: Option<u64>) {
-        self.wakeup = deadline;
+        self.vmm_cntp_writes += 1;
+        match deadline {
+            Some(t) => self.cntp = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: t },
+            None => self.cntp.ctl = 0,
+        }
+    }
+    fn physical_timer(&mut self) -> PhysicalTimer {
+        let mut t = self.cntp;
+        if t.ctl & PhysicalTimer::ENABLE != 0 && t.cval <= self.now {
+            t.ctl |= PhysicalTimer::ISTATUS;
+        }
+        t
+    }
+    fn set_physical_timer(&mut self, timer: PhysicalTimer) {
+        self.vmm_cntp_writes += 1;
+        self.cntp = PhysicalTimer { ctl: timer.ctl & 3, cval: timer.cval };
     }
     fn firmware_power_off(&mut self) {
         self.powered_off = true;
@@ -270,14 +295,14 @@ fn wfi_with_nothing_pending_blocks_and_arms_the_wakeup() {
     vm.hv.vcpu_regs[0][VcpuReg::Cntvoff as usize] = 7;
     vm.hv.running[0] = false; // blocked on the fault
     assert_eq!(vm.handle_fault(0, &Fault::VcpuFault { hsr: 0x07e0_0000 }), None);
-    assert_eq!(vm.hv.wakeup, Some(5007));
+    assert_eq!(vm.hv.wakeup(), Some(5007));
     // The timer fires: the vCPU resumes after the WFI.
     vm.hv.now = 5007;
     vm.handle_notified(ChannelSet(1 << 5));
     assert!(vm.hv.running[0]);
     assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
     assert_eq!(vm.hv.acked_irqs, [5]);
-    assert_eq!(vm.hv.wakeup, None);
+    assert_eq!(vm.hv.wakeup(), None);
 }
 
 #[test]
@@ -691,4 +716,207 @@ fn passthrough_pending_cleared_by_the_guest_is_acked() {
     assert_eq!(vm.hv.injected, [(0, 33, 0)]);
     gicd_write(&mut vm, 0, 0x280 + 4, 4, 1 << (UART.irq % 32));
     assert_eq!(vm.hv.acked_irqs, [UART.channel, UART.channel]);
+}
+
+/// The guest's physical timer interrupt (PPI 30) and the VMM's timer channel.
+const PTIMER: u32 = 30;
+const TIMER_CH: u8 = 5;
+
+fn timer_irq(vm: &mut Vm<'_, Fake>) {
+    vm.handle_notified(ChannelSet(1 << TIMER_CH));
+}
+
+fn arm_vtimer(vm: &mut Vm<'_, Fake>, vcpu: usize, cval: u64) {
+    vm.hv.vcpu_regs[vcpu][VcpuReg::CntvCtl as usize] = 1;
+    vm.hv.vcpu_regs[vcpu][VcpuReg::CntvCval as usize] = cval;
+}
+
+fn wfi(vm: &mut Vm<'_, Fake>, vcpu: usize, pc: u64) -> Option<MessageInfo> {
+    vm.hv.regs[vcpu].set_pc(pc);
+    vm.hv.running[vcpu] = false; // blocked on the fault
+    vm.handle_fault(vcpu, &WFI)
+}
+
+#[test]
+fn guest_physical_timer_interrupt_is_injected_and_left_alone() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    guest_enables(&mut vm, PTIMER);
+    let writes = vm.hv.vmm_cntp_writes;
+    let armed = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: 1000 };
+    vm.hv.cntp = armed; // the running guest arms CNTP
+    vm.hv.now = 1000;
+    timer_irq(&mut vm); // its interrupt reaches the VMM
+    assert_eq!(vm.hv.injected, [(0, 30, 0)], "virtual PPI 30 injected");
+    assert_eq!(vm.hv.cntp, armed, "the guest's timer is not disabled");
+    assert_eq!(vm.hv.vmm_cntp_writes, writes, "the VMM did not touch CNTP");
+    assert!(vm.hv.acked_irqs.is_empty(), "acked only once the guest is done");
+    vm.hv.cntp.ctl = 0; // the guest's handler stops the timer, then EOIs
+    vm.handle_fault(0, &Fault::VgicMaintenance { index: Some(0) });
+    assert_eq!(vm.hv.acked_irqs, [TIMER_CH]);
+}
+
+#[test]
+fn guest_physical_timer_pending_cleared_by_the_guest_is_acked() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    guest_enables(&mut vm, PTIMER);
+    vm.hv.cntp = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: 0 };
+    timer_irq(&mut vm);
+    assert_eq!(vm.hv.injected, [(0, 30, 0)]);
+    gicd_write(&mut vm, 0, 0x280, 4, 1 << PTIMER); // ICPENDR0
+    assert_eq!(vm.hv.acked_irqs, [TIMER_CH]);
+    // An EOI of a PPI 30 the guest made pending itself acks nothing.
+    gicd_write(&mut vm, 0, 0x200, 4, 1 << PTIMER); // ISPENDR0
+    vm.handle_fault(0, &Fault::VgicMaintenance { index: Some(0) });
+    assert_eq!(vm.hv.acked_irqs, [TIMER_CH]);
+}
+
+#[test]
+fn wfi_with_only_the_guest_physical_timer_armed_wakes_at_its_deadline() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    guest_enables(&mut vm, PTIMER);
+    let armed = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: 3000 };
+    vm.hv.cntp = armed;
+    vm.hv.now = 100;
+    assert_eq!(wfi(&mut vm, 0, 0x4000_2000), None);
+    assert_eq!(vm.hv.wakeup(), Some(3000), "the VMM's wake-up is the guest's deadline");
+    vm.hv.now = 3000;
+    timer_irq(&mut vm);
+    assert!(vm.hv.running[0]);
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
+    assert_eq!(vm.hv.cntp, armed, "the guest's CNTP restored before it runs");
+    assert_eq!(vm.hv.acked_irqs, [TIMER_CH]);
+    // The restored timer asserts its (level) interrupt again: delivered.
+    timer_irq(&mut vm);
+    assert_eq!(vm.hv.injected, [(0, 30, 0)]);
+    assert_eq!(vm.hv.cntp, armed);
+    vm.handle_fault(0, &Fault::VgicMaintenance { index: Some(0) });
+    assert_eq!(vm.hv.acked_irqs, [TIMER_CH, TIMER_CH]);
+}
+
+#[test]
+fn guest_cannot_delay_or_suppress_the_vmm_wakeup() {
+    let far = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: u64::MAX };
+    let off = PhysicalTimer { ctl: 0, cval: 0 };
+    let storm = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: 0 };
+    let masked = PhysicalTimer { ctl: PhysicalTimer::ENABLE | PhysicalTimer::IMASK, cval: 10 };
+    for guest in [far, off, storm, masked] {
+        let mut s = Setup::new();
+        let mut vm = s.vm(1);
+        arm_vtimer(&mut vm, 0, 5000);
+        vm.hv.cntp = guest;
+        vm.hv.now = 100;
+        if guest == storm {
+            // Its interrupt (PPI 30, which it left disabled) reaches the VMM.
+            timer_irq(&mut vm);
+            assert!(vm.hv.acked_irqs.is_empty());
+        }
+        assert_eq!(wfi(&mut vm, 0, 0x4000_2000), None, "{guest:?}");
+        assert!(!vm.hv.running[0]);
+        assert_eq!(vm.hv.wakeup(), Some(5000), "{guest:?}: woken at the vtimer deadline");
+        if guest == storm {
+            assert_eq!(vm.hv.acked_irqs, [TIMER_CH], "unmasked for the VMM's wake-up");
+        }
+        vm.hv.now = 5000;
+        timer_irq(&mut vm);
+        assert!(vm.hv.running[0], "{guest:?}");
+        assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
+        assert_eq!(vm.hv.cntp, guest, "the guest's CNTP given back");
+    }
+}
+
+#[test]
+fn waiting_vcpu_is_woken_on_an_exit_while_another_vcpu_owns_the_timer() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(2);
+    smc(&mut vm, 0, [psci::fid::CPU_ON_64 as u64, 1, RAM_BASE, 0]);
+    arm_vtimer(&mut vm, 1, 5000);
+    vm.hv.now = 100;
+    let writes = vm.hv.vmm_cntp_writes;
+    assert_eq!(wfi(&mut vm, 1, 0x4000_3000), None);
+    assert_eq!(vm.hv.vmm_cntp_writes, writes, "vCPU 0 runs: CNTP is the guest's");
+    vm.hv.cntp = PhysicalTimer::default(); // vCPU 0 disables CNTP
+    vm.hv.now = 5000;
+    mmio(&mut vm, GICD + 4, 4, 1, false); // any exit of vCPU 0
+    assert!(vm.hv.running[1], "vCPU 1 woken at its deadline");
+    assert_eq!(vm.hv.regs[1].pc(), 0x4000_3004);
+}
+
+#[test]
+fn vmm_takes_the_timer_when_the_last_running_vcpu_idles() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(2);
+    smc(&mut vm, 0, [psci::fid::CPU_ON_64 as u64, 1, RAM_BASE, 0]);
+    arm_vtimer(&mut vm, 1, 5000);
+    vm.hv.now = 100;
+    assert_eq!(wfi(&mut vm, 1, 0x4000_3000), None);
+    let guest = PhysicalTimer { ctl: PhysicalTimer::ENABLE | PhysicalTimer::IMASK, cval: 77 };
+    vm.hv.cntp = guest;
+    assert_eq!(wfi(&mut vm, 0, 0x4000_2000), None);
+    assert_eq!(vm.hv.wakeup(), Some(5000));
+    vm.hv.now = 5000;
+    timer_irq(&mut vm);
+    assert!(vm.hv.running[1] && !vm.hv.running[0]);
+    assert_eq!(vm.hv.cntp, guest);
+}
+
+#[test]
+fn stale_wakeup_after_another_wake_is_not_injected() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    guest_enables(&mut vm, PTIMER);
+    guest_enables(&mut vm, UART.irq);
+    arm_vtimer(&mut vm, 0, 5000);
+    vm.hv.now = 100;
+    assert_eq!(wfi(&mut vm, 0, 0x4000_2000), None);
+    // The UART and the wake-up arrive together; the UART wakes the vCPU first.
+    vm.hv.now = 5000;
+    vm.handle_notified(ChannelSet(1 << UART.channel | 1 << TIMER_CH));
+    assert!(vm.hv.running[0]);
+    assert_eq!(vm.hv.injected, [(0, 33, 0)], "no PPI 30: the guest's timer is off");
+    assert_eq!(vm.hv.acked_irqs, [TIMER_CH]);
+    assert_eq!(vm.hv.cntp, PhysicalTimer::default());
+}
+
+#[test]
+fn reset_gives_the_guest_a_disabled_physical_timer() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.hv.cntp = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: 7 };
+    smc(&mut vm, 0, [psci::fid::SYSTEM_RESET as u64, 0, 0, 0]);
+    assert!(vm.hv.running[0]);
+    assert_eq!(vm.hv.cntp, PhysicalTimer::default());
+}
+
+#[test]
+fn guest_physical_timer_wakes_vcpu0_while_another_vcpu_runs() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(2);
+    smc(&mut vm, 0, [psci::fid::CPU_ON_64 as u64, 1, RAM_BASE, 0]);
+    guest_enables(&mut vm, PTIMER);
+    vm.hv.cntp = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: 3000 };
+    vm.hv.now = 100;
+    assert_eq!(wfi(&mut vm, 0, 0x4000_2000), None);
+    vm.hv.now = 3000; // vCPU 1 runs: the interrupt is the guest's
+    timer_irq(&mut vm);
+    assert_eq!(vm.hv.injected, [(0, 30, 0)]);
+    assert!(vm.hv.running[0], "vCPU 0 woken by its PPI 30");
+    assert!(vm.hv.acked_irqs.is_empty());
+}
+
+#[test]
+fn without_a_timer_channel_the_vmm_never_touches_the_physical_timer() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.config.timer_channel = None;
+    let writes = vm.hv.vmm_cntp_writes;
+    let guest = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: 9 };
+    vm.hv.cntp = guest;
+    guest_enables(&mut vm, UART.irq);
+    assert_eq!(wfi(&mut vm, 0, 0x4000_2000), None);
+    vm.handle_notified(ChannelSet(1 << UART.channel));
+    assert!(vm.hv.running[0]);
+    assert_eq!((vm.hv.cntp, vm.hv.vmm_cntp_writes), (guest, writes));
 }

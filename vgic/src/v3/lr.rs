@@ -1,5 +1,4 @@
-//! List-register encodings: GICv2 GICH_LRn (32-bit) and GICv3 ICH_LR<n>_EL2
-//! (64-bit).
+//! List-register encodings: GICv2 GICH_LRn and GICv3 ICH_LR\<n\>_EL2.
 //!
 //! The delivery path hands [`ListRegisters::inject`](crate::ListRegisters)
 //! the fields of an entry (virtual ID, 5-bit priority, group); on seL4 the
@@ -13,7 +12,7 @@
 //! (HW = 1) or EOI \[19\] and CPUID \[12:10\] (HW = 0), Priority \[27:23\],
 //! State \[29:28\], Grp1 \[30\], HW \[31\].
 //!
-//! GICv3 ICH_LR<n>_EL2 (IHI 0069H 12.4.6): vINTID \[31:0\], pINTID \[44:32\]
+//! GICv3 ICH_LR\<n\>_EL2 (IHI 0069H 12.4.6): vINTID \[31:0\], pINTID \[44:32\]
 //! (HW = 1) or EOI \[41\] (HW = 0), Priority \[55:48\], Group \[60\], HW \[61\],
 //! State \[63:62\].
 
@@ -115,7 +114,7 @@ impl LrEntry {
         }
     }
 
-    /// The 64-bit GICv3 ICH_LR<n>_EL2 value (no SGI source field).
+    /// The 64-bit GICv3 ICH_LR\<n\>_EL2 value (no SGI source field).
     pub const fn to_gicv3(self) -> u64 {
         let backing = match self.backing {
             LrBacking::Virtual { eoi: true, .. } => V3_EOI,
@@ -130,7 +129,7 @@ impl LrEntry {
             | self.vintid as u64
     }
 
-    /// Decodes an ICH_LR<n>_EL2 value.
+    /// Decodes an ICH_LR\<n\>_EL2 value.
     pub const fn from_gicv3(lr: u64) -> LrEntry {
         let backing = if lr & V3_HW != 0 {
             LrBacking::Hardware { pintid: ((lr >> V3_PINTID_SHIFT) & 0x1FFF) as u16 }

@@ -13,7 +13,7 @@
 //! hands the value to [`GicV3::send_sgi1r`].
 //!
 //! The interrupt state and the list-register path are those of
-//! [`GicV2`](crate::GicV2), which [`GicV3`] wraps: SGIs and PPIs are the
+//! [`GicV2`], which [`GicV3`] wraps: SGIs and PPIs are the
 //! banked state of the redistributor's vCPU, SPIs the shared state. An SPI
 //! goes to the vCPU whose affinity its GICD_IROUTERn names (none: it stays
 //! pending), or, in 1-of-N mode, to the lowest-numbered vCPU whose

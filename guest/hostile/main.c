@@ -69,7 +69,9 @@ void *memcpy(void *d, const void *s, unsigned long n) { u8 *p = d; const u8 *q =
 #define GICC_BPR 0x08
 #define GICC_IAR 0x0C
 #define GICC_EOIR 0x10
+#define GICC_RPR 0x14
 #define GICC_HPPIR 0x18
+#define GICC_APR0 0xD0
 
 #define UART_DR 0x00
 #define UART_FR 0x18
@@ -992,6 +994,7 @@ static void leave_interrupts_pending(void)
 	SYSREG_W(cntv_tval_el0, 0);
 	SYSREG_W(cntv_ctl_el0, 1); /* fires at once; IRQs are masked */
 	w32(GICD + GICD_SGIR, (2u << 24) | SGI_TEST);
+	w8(GICD + GICD_IPRIORITYR + (HOSTILE_VIRTIO ? IRQ_VBLK : IRQ_UART), 0x80);
 #if !HOSTILE_VIRTIO
 	gic_enable_irq(IRQ_UART);
 	w32(UART + UART_IMSC, INT_TX);
@@ -1008,16 +1011,25 @@ static void leave_interrupts_pending(void)
 	blk_q.desc[2] = (struct vdesc){ (u64)&blk_status, 1, DESC_WRITE, 0 };
 	delay_us(3000);
 #endif
+	/* The device interrupt has the highest priority (set above): acknowledge
+	 * it and never EOI it, so it is active at the reset; the others stay
+	 * pending. A passed-through IRQ is then unacknowledged at seL4. */
 	u32 hp = r32(GICC + GICC_HPPIR);
-	printf_("HOSTILE leaving interrupts pending: HPPIR %x\n", hp);
+	u32 act = r32(GICC + GICC_IAR);
+	printf_("HOSTILE leaving interrupts pending: HPPIR %x, left active: IAR %x\n", hp, act);
 #if HOSTILE_VIRTIO
 	vq_submit(&blk_q, 0);
 #endif
 }
 
 /* At boot, before enabling anything: nothing from an earlier boot. */
-static void boot_checks(u32 *iar0, u32 *iar1, u32 *iar2, u32 *ctlr0, u32 *pend)
+static void boot_checks(u32 *iar0, u32 *iar1, u32 *iar2, u32 *ctlr0, u32 *pend, u32 *rpr, u32 *apr)
 {
+	/* Running priority idle (0xff) and no active priority: an interrupt
+	 * acknowledged but never EOId before the reset must be forgotten, or
+	 * nothing of its priority or lower can ever be taken again. */
+	*rpr = r32(GICC + GICC_RPR);
+	*apr = r32(GICC + GICC_APR0);
 	*ctlr0 = r32(GICC + GICC_CTLR) | r32(GICC + GICC_PMR) << 8;
 	*iar0 = r32(GICC + GICC_IAR);
 	if ((*iar0 & 0x3ff) < 1020) w32(GICC + GICC_EOIR, *iar0);
@@ -1043,9 +1055,9 @@ static void boot_checks(u32 *iar0, u32 *iar1, u32 *iar2, u32 *ctlr0, u32 *pend)
 
 void hostile_main(u64 dtb)
 {
-	u32 iar0, iar1, iar2, ctlr0, pend;
+	u32 iar0, iar1, iar2, ctlr0, pend, rpr, apr;
 	u32 cntv0 = (u32)SYSREG_R(cntv_ctl_el0);
-	boot_checks(&iar0, &iar1, &iar2, &ctlr0, &pend);
+	boot_checks(&iar0, &iar1, &iar2, &ctlr0, &pend, &rpr, &apr);
 	for (u32 n = 0; n < 64; n++) saved_cfg[n] = r32(GICD + GICD_ICFGR + 4 * n);
 	rng_state ^= (u32)now();
 	u32 boot = 0;
@@ -1068,6 +1080,8 @@ void hostile_main(u64 dtb)
 	check((iar0 & 0x3ff) == 1023 && (iar1 & 0x3ff) == 1023 && (iar2 & 0x3ff) == 1023 && pend == 0,
 	      "boot: no interrupt left over from an earlier boot");
 	check((cntv0 & 1) == 0, "boot: virtual timer off");
+	printf_("HOSTILE boot GICC_RPR %x GICC_APR0 %x\n", rpr, apr);
+	check(rpr == 0xff && apr == 0, "boot: no active priority left over (GICC_RPR 0xff, GICC_APR0 0)");
 	check(ctlr0 == 0, "boot: GIC CPU interface in its reset state (GICC_CTLR 0, GICC_PMR 0)");
 #if HOSTILE_VIRTIO
 	printf_("HOSTILE virtio at boot: device status %x, queue ready %x\n", vstat, vready);

@@ -15,6 +15,7 @@ use libvmm::guest_memory::GuestRam;
 use libvmm::linux::boot::BootImages;
 use libvmm::linux::image::IMAGE_MAGIC;
 use libvmm::microkit::ChannelSet;
+use libvmm::sel4::generic_timer::PhysicalTimer;
 use libvmm::sel4::{Error, Fault, UserContext, VcpuReg};
 use libvmm::virtio::MmioDevice;
 use libvmm::vm::exit::Exit;
@@ -40,6 +41,7 @@ struct Fake {
     suspended: [bool; VCPUS],
     lrs: [[Option<u16>; LRS]; VCPUS],
     now: u64,
+    ptimer: (u64, u64),
 }
 
 impl Fake {
@@ -104,6 +106,12 @@ impl Hypervisor for Fake {
         62_500_000
     }
     fn set_wakeup(&mut self, _deadline: Option<u64>) {}
+    fn physical_timer(&mut self) -> PhysicalTimer {
+        PhysicalTimer { ctl: self.ptimer.0, cval: self.ptimer.1 }
+    }
+    fn set_physical_timer(&mut self, timer: PhysicalTimer) {
+        self.ptimer = (timer.ctl, timer.cval);
+    }
     fn firmware_power_off(&mut self) {}
 }
 
@@ -166,6 +174,7 @@ pub fn run(data: &[u8]) {
         suspended: [false; VCPUS],
         lrs: [[None; LRS]; VCPUS],
         now: 1000,
+        ptimer: (0, 0),
     };
     let mut vm = Vm::with_devices(hv, devices, ram, images, config);
     vm.boot().expect("the fuzz VM boots");

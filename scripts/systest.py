@@ -42,6 +42,7 @@ class Qemu:
         self.scale = scale
         self.buf = bytearray()
         self.pos = 0  # how far expect() has consumed self.buf
+        self.eof = False  # QEMU closed its output
         self.log = open(log_path, "wb")
         cmd = ["make", "-s", "-C", make_dir, *make_args, "qemu"]
         self.proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
@@ -57,6 +58,7 @@ class Qemu:
             return True
         data = os.read(self.proc.stdout.fileno(), 1 << 16)
         if not data:
+            self.eof = True
             return False
         data = data.replace(b"\r", b"")
         self.log.write(data)
@@ -87,23 +89,33 @@ class Qemu:
             if not self._read(deadline):
                 raise self._failure(repr(what or pattern), timeout)
 
-    def capture(self, begin, end, timeout, what):
+    def capture(self, begin, end, timeout, what, stall=60):
         """Waits for the literal markers `begin` then `end`; returns the bytes
-        between them. Linear in the amount captured."""
+        between them. Linear in the amount captured. Fails when no byte
+        arrives for `stall` seconds, or after `timeout` seconds in all: a slow
+        host only makes it take longer."""
         deadline = time.monotonic() + timeout * self.scale
         self.expect(re.escape(begin), timeout, f"{what} (its start marker)")
         first = self.pos
         marker = end.encode()
         start = first
+        seen, progress = len(self.buf), time.monotonic()
         while True:
             at = self.buf.find(marker, start)
             if at >= 0:
                 self.pos = at + len(marker)
                 return bytes(self.buf[first:at])
             start = max(first, len(self.buf) - len(marker) + 1)
-            if not self._read(deadline):
-                got = len(self.buf) - first
-                raise self._failure(f"{what!r} ({got} bytes so far)", timeout)
+            now = time.monotonic()
+            if len(self.buf) > seen:
+                seen, progress = len(self.buf), now
+            elif now - progress > stall * self.scale:
+                raise Failure(f"{what!r}: no output for {stall * self.scale:.0f}s "
+                              f"after {len(self.buf) - first} bytes")
+            if not self._read(min(deadline, progress + stall * self.scale + 1)):
+                if time.monotonic() < deadline and not self.eof:
+                    continue  # the stall check above decides
+                raise self._failure(f"{what!r} ({len(self.buf) - first} bytes so far)", timeout)
 
     def send(self, text):
         self.proc.stdin.write(text.encode())
@@ -217,7 +229,9 @@ def scenario_virtio(q):
     # markers the typed command itself does not contain.
     q.send("stty -opost; echo BEGIN-""CONSOLE; "
            f"head -c {CONSOLE_BYTES} /tmp/pat; echo END-""CONSOLE; stty opost\n")
-    got = q.capture("BEGIN-CONSOLE\n", "END-CONSOLE", 300, "1 MiB on the console")
+    # About 5-20 KiB/s in QEMU TCG (a round trip per 16-byte hvc write):
+    # bounded by a stall timeout, not by the host's speed.
+    got = q.capture("BEGIN-CONSOLE\n", "END-CONSOLE", 1800, "1 MiB on the console", stall=60)
     want = pattern(CONSOLE_BYTES)
     if got != want:
         at = next((i for i, (a, b) in enumerate(zip(got, want)) if a != b), min(len(got), len(want)))

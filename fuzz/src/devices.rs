@@ -16,7 +16,9 @@
 use std::collections::HashSet;
 
 use arbitrary::Arbitrary;
-use virtio::block::{BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId, BufferRange};
+use virtio::block::{
+    BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId, BufferRange,
+};
 use virtio::console::{Console, SerialBackend};
 use virtio::GuestMemory;
 
@@ -124,7 +126,11 @@ impl BlockBackend for Disk {
     }
     fn free(&mut self, buf: BufferId) {
         self.live(buf);
-        assert!(!self.owned_by_backend(buf), "device frees buffer {} of an operation in flight", buf.0);
+        assert!(
+            !self.owned_by_backend(buf),
+            "device frees buffer {} of an operation in flight",
+            buf.0
+        );
         self.bufs[buf.0 as usize] = None;
     }
     fn read_buffer(&self, buf: BufferId, offset: usize, dst: &mut [u8]) -> Result<(), BufferRange> {
@@ -135,11 +141,20 @@ impl BlockBackend for Disk {
         dst.fill(0x5a);
         Ok(())
     }
-    fn write_buffer(&mut self, buf: BufferId, offset: usize, src: &[u8]) -> Result<(), BufferRange> {
+    fn write_buffer(
+        &mut self,
+        buf: BufferId,
+        offset: usize,
+        src: &[u8],
+    ) -> Result<(), BufferRange> {
         let blocks = self.live(buf);
         assert!(!self.owned_by_backend(buf), "device writes buffer {} in flight", buf.0);
         let end = offset.checked_add(src.len()).ok_or(BufferRange)?;
-        assert!(end <= blocks as usize * 4096, "write of {offset}+{} in {blocks} blocks", src.len());
+        assert!(
+            end <= blocks as usize * 4096,
+            "write of {offset}+{} in {blocks} blocks",
+            src.len()
+        );
         Ok(())
     }
     fn submit(
@@ -162,7 +177,11 @@ impl BlockBackend for Disk {
                 assert!(!self.owned_by_backend(b), "buffer {} submitted twice", b.0);
                 assert!(count > 0 && count <= blocks, "{count} blocks in a buffer of {blocks}");
                 let end = block.checked_add(u64::from(count)).expect("block range wraps");
-                assert!(end <= self.max_capacity, "blocks {block}+{count} beyond {}", self.max_capacity);
+                assert!(
+                    end <= self.max_capacity,
+                    "blocks {block}+{count} beyond {}",
+                    self.max_capacity
+                );
             }
         }
         self.in_flight.push((tag, buf, true));
@@ -191,7 +210,11 @@ pub enum DiskOp {
 fn disk_op(d: &mut Disk, op: DiskOp) {
     match op {
         DiskOp::Info(i) => {
-            d.info = i.map(|(c, ro)| BlockInfo { capacity: u64::from(c), read_only: ro, optimal_blocks: 0 });
+            d.info = i.map(|(c, ro)| BlockInfo {
+                capacity: u64::from(c),
+                read_only: ro,
+                optimal_blocks: 0,
+            });
             d.max_capacity = d.max_capacity.max(d.info.map_or(0, |i| i.capacity));
         }
         DiskOp::Pressure { alloc_fails, busy } => {
@@ -214,7 +237,11 @@ fn disk_op(d: &mut Disk, op: DiskOp) {
 
 /// Runs one `virtio_blk` input.
 pub fn run_blk(data: &[u8]) {
-    let disk = Disk { info: Some(BlockInfo { capacity: 16, read_only: false, optimal_blocks: 0 }), max_capacity: 16, ..Disk::default() };
+    let disk = Disk {
+        info: Some(BlockInfo { capacity: 16, read_only: false, optimal_blocks: 0 }),
+        max_capacity: 16,
+        ..Disk::default()
+    };
     virtio_ops::run(
         data,
         BlockDevice::<Disk, 4>::new(disk).with_chunk_blocks(2),

@@ -57,7 +57,13 @@ impl Hypervisor for Fake {
         regs.words[..count].copy_from_slice(&self.regs[v].words[..count]);
         Ok(())
     }
-    fn write_regs(&mut self, v: usize, resume: bool, count: usize, regs: &UserContext) -> Result<(), Error> {
+    fn write_regs(
+        &mut self,
+        v: usize,
+        resume: bool,
+        count: usize,
+        regs: &UserContext,
+    ) -> Result<(), Error> {
         let v = self.vcpu(v);
         self.regs[v].words[..count].copy_from_slice(&regs.words[..count]);
         if resume {
@@ -78,7 +84,14 @@ impl Hypervisor for Fake {
         self.vcpu_regs[self.vcpu(v)][reg as usize] = value;
         Ok(())
     }
-    fn inject_irq(&mut self, v: usize, virq: u16, prio: u8, group: u8, index: u8) -> Result<(), Error> {
+    fn inject_irq(
+        &mut self,
+        v: usize,
+        virq: u16,
+        prio: u8,
+        group: u8,
+        index: u8,
+    ) -> Result<(), Error> {
         let v = self.vcpu(v);
         assert!(usize::from(index) < LRS, "InjectIRQ into LR {index}");
         assert!(virq < 1020 && prio < 32 && group < 2, "bad LR {virq} {prio} {group}");
@@ -159,9 +172,21 @@ pub fn run(data: &[u8]) {
     let kernel = kernel();
     let dtb = crate::seeds::dtb(true, 2, 1);
     let ram = GuestRam::from_slice(RAM_BASE, &mut mem);
-    let images = BootImages { kernel: &kernel, initrd: b"initrd", dtb: &dtb, bootargs: Some("console=hvc0") };
+    let images = BootImages {
+        kernel: &kernel,
+        initrd: b"initrd",
+        dtb: &dtb,
+        bootargs: Some("console=hvc0"),
+    };
     let passthrough = [Passthrough { channel: 1, irq: 33 }];
-    let config = VmConfig { num_vcpus: VCPUS, gicd_base: QEMU_VIRT_GICD, num_lrs: LRS, passthrough: &passthrough, timer_channel: Some(5), system_off: Default::default() };
+    let config = VmConfig {
+        num_vcpus: VCPUS,
+        gicd_base: QEMU_VIRT_GICD,
+        num_lrs: LRS,
+        passthrough: &passthrough,
+        timer_channel: Some(5),
+        system_off: Default::default(),
+    };
     let disk = Disk::default();
     let devices = (
         MmioDevice::new(CONSOLE, 48, Console::new(Serial::default())),
@@ -211,20 +236,33 @@ fn step(vm: &mut FuzzVm<'_>, op: Op) {
             let base = [QEMU_VIRT_GICD, CONSOLE, BLOCK, RAM_BASE - 0x1000][usize::from(target % 4)];
             let addr = base + u64::from(offset % 0x1000);
             let ip = vm.hypervisor().regs[usize::from(vcpu) % VCPUS].pc();
-            let f = Fault::VmFault { ip, addr, prefetch: false, fsr: dabt(sas, reg, write, sse, sf) };
+            let f =
+                Fault::VmFault { ip, addr, prefetch: false, fsr: dabt(sas, reg, write, sse, sf) };
             fault(vm, v(vcpu), &f);
         }
         Op::Trap { vcpu, class, iss } => {
             let class = [0x01, 0x17, 0x18, 0x00, u64::from(class & 0x3f)][usize::from(class % 5)];
-            let f = Fault::VcpuFault { hsr: (class << 26) | (1 << 25) | u64::from(iss & 0x1ff_ffff) };
+            let f =
+                Fault::VcpuFault { hsr: (class << 26) | (1 << 25) | u64::from(iss & 0x1ff_ffff) };
             fault(vm, v(vcpu), &f);
         }
         Op::Hvc { vcpu, function, args } => {
-            let function = if function & 1 == 0 { 0x8400_0000 | u64::from(function >> 1 & 0x1f) } else { 0xc400_0000 | u64::from(function >> 1 & 0x1f) };
+            let function = if function & 1 == 0 {
+                0x8400_0000 | u64::from(function >> 1 & 0x1f)
+            } else {
+                0xc400_0000 | u64::from(function >> 1 & 0x1f)
+            };
             let mut all = [0u64; 8];
             all[0] = function;
             all[1..4].copy_from_slice(&args);
-            let f = Fault::UnknownSyscall { args: all, fault_ip: 0x4000_1000, sp: 0, elr: 0x4000_1004, spsr: 0x3c5, syscall: 0 };
+            let f = Fault::UnknownSyscall {
+                args: all,
+                fault_ip: 0x4000_1000,
+                sp: 0,
+                elr: 0x4000_1004,
+                spsr: 0x3c5,
+                syscall: 0,
+            };
             fault(vm, v(vcpu), &f);
         }
         Op::SetReg { vcpu, index, value } => {

@@ -14,7 +14,9 @@
 use core::ptr::NonNull;
 
 use arbitrary::{Arbitrary, Unstructured};
-use sddf_bindings::blk::{BlkQueueHandle, BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo, StorageInfoHandle};
+use sddf_bindings::blk::{
+    BlkQueueHandle, BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo, StorageInfoHandle,
+};
 use sddf_bindings::serial::SerialQueueHandle;
 use sddf_bindings::SharedRegion;
 use sddf_components::blk::virt::{BlkVirt, Client as BlkClient, Driver, Partition};
@@ -78,7 +80,8 @@ struct Arena {
 
 impl Arena {
     fn region(&mut self, n: usize, pages: usize) -> SharedRegion {
-        let base = NonNull::new(self.words[n * PAGE / 8..].as_mut_ptr().cast::<u8>()).expect("non-null");
+        let base =
+            NonNull::new(self.words[n * PAGE / 8..].as_mut_ptr().cast::<u8>()).expect("non-null");
         // SAFETY: `pages` pages from region `n` lie inside `words` (checked by the slice
         // above and `REGIONS`), which outlives every handle: `run` drops all handles before
         // the arena. All access goes through SharedRegion's volatile/atomic methods.
@@ -133,13 +136,15 @@ fn run_in(a: &mut Arena, data: &[u8]) {
     let (c1, c1_peer) = serial_pair(a, TX_C0 + 2);
     let mut tx_clients = [c0_peer, c1_peer];
     let (tx_drv, mut tx_drv_peer) = serial_pair(a, TX_DRV);
-    let clients = [Some(TxClient { queue: c0, channel: 1 }), Some(TxClient { queue: c1, channel: 2 })];
+    let clients =
+        [Some(TxClient { queue: c0, channel: 1 }), Some(TxClient { queue: c1, channel: 2 })];
     let mut tx = VirtTx::<2>::new(tx_drv, 10, clients);
     let (rx_drv, mut rx_drv_peer) = serial_pair(a, RX_DRV);
     let (r0, r0_peer) = serial_pair(a, RX_C0);
     let (r1, r1_peer) = serial_pair(a, RX_C0 + 2);
     let mut rx_clients = [r0_peer, r1_peer];
-    let clients = [Some(RxClient { queue: r0, channel: 1 }), Some(RxClient { queue: r1, channel: 2 })];
+    let clients =
+        [Some(RxClient { queue: r0, channel: 1 }), Some(RxClient { queue: r1, channel: 2 })];
     let mut rx = VirtRx::<2>::new(rx_drv, 11, clients);
     let (drv_q, mut drv_peer) = blk_pair(a, BV_DRV, BV_DRV + 1);
     let (drv_info, drv_info_peer) = info_pair(a, BV_DRV + 2);
@@ -149,7 +154,14 @@ fn run_in(a: &mut Arena, data: &[u8]) {
         let (info, info_peer) = info_pair(a, BV_C0 + 3 * i + 2);
         bv_clients.push((q_peer, info_peer));
         let (data_io, data_size, start, blocks) = client_layout(i);
-        BlkClient { queue: q, info, data_io, data_size, channel: 1 + i as u8, partition: Partition { start, blocks: Some(blocks) } }
+        BlkClient {
+            queue: q,
+            info,
+            data_io,
+            data_size,
+            channel: 1 + i as u8,
+            partition: Partition { start, blocks: Some(blocks) },
+        }
     };
     let clients = [Some(make_client(a, 0)), Some(make_client(a, 1))];
     let driver = Driver { queue: drv_q, info: drv_info, channel: 3 };
@@ -188,7 +200,13 @@ fn run_in(a: &mut Arena, data: &[u8]) {
             }
             Op::BlkPeer { req, code, io, block, count, id } => {
                 if req {
-                    let _ = blk_peer.enqueue_req(BlkReq { code, io_or_offset: io, block_number: block, count, id });
+                    let _ = blk_peer.enqueue_req(BlkReq {
+                        code,
+                        io_or_offset: io,
+                        block_number: block,
+                        count,
+                        id,
+                    });
                 } else {
                     let _ = blk_peer.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, count, id));
                 }
@@ -224,7 +242,13 @@ fn run_in(a: &mut Arena, data: &[u8]) {
             }
             Op::BvClient { client, code, offset, block, count, id } => {
                 let code = u32::from(code % 6);
-                let req = BlkReq { code, io_or_offset: offset % 0x8_0000, block_number: block % 128, count: count % 80, id };
+                let req = BlkReq {
+                    code,
+                    io_or_offset: offset % 0x8_0000,
+                    block_number: block % 128,
+                    count: count % 80,
+                    id,
+                };
                 let _ = bv_clients[usize::from(client)].0.enqueue_req(req);
                 check_notify(bv.handle());
             }
@@ -243,7 +267,8 @@ fn run_in(a: &mut Arena, data: &[u8]) {
                     check_forwarded(&req);
                     if answered < answer {
                         let id = if id_noise & 1 == 0 { req.id } else { id_noise };
-                        let st = if status % 3 == 0 { BlkRespStatus::ErrIo } else { BlkRespStatus::Ok };
+                        let st =
+                            if status % 3 == 0 { BlkRespStatus::ErrIo } else { BlkRespStatus::Ok };
                         let _ = drv_peer.enqueue_resp(BlkResp::new(st, req.count, id));
                         answered += 1;
                     }

@@ -74,7 +74,11 @@ pub fn fdt_patch() -> Vec<Vec<u8>> {
     let mut seeds = Vec::new();
     // Each prefix picks different Option branches and a bootargs string.
     let prefixes: [&[u8]; 3] = [
-        &[1, 5, b'q', b'u', b'i', b'e', b't', 1, 0, 0, 0, 0x48, 0, 0, 0, 0, 0, 0, 0, 0x49, 0, 0, 0, 0, 1, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1, 4, 1, 2, 3, 4, 0, 0x10],
+        &[
+            1, 5, b'q', b'u', b'i', b'e', b't', 1, 0, 0, 0, 0x48, 0, 0, 0, 0, 0, 0, 0, 0x49, 0, 0,
+            0, 0, 1, 0, 0, 0, 0x40, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 1, 4, 1, 2, 3, 4, 0,
+            0x10,
+        ],
         &[0, 0, 0, 0, 0x10, 0],
         &[1, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0x10, 0, 0, 0, 0, 0, 0x20, 0],
     ];
@@ -119,6 +123,11 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("image_header", image_header()),
         ("fdt_patch", fdt_patch()),
         ("vgic_mmio", vgic_mmio()),
+        ("virtqueue", noise(3, 8, 600)),
+        ("virtio_console", noise(5, 8, 800)),
+        ("virtio_blk", noise(6, 8, 800)),
+        ("exit_decode", noise(9, 8, 1000)),
+        ("sddf_queues", noise(11, 8, 1000)),
     ]
 }
 

@@ -99,7 +99,8 @@ pub fn run<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
     let mut mem = SliceMemory::new(BASE, &mut ram);
     let mut t = MmioTransport::new(device);
     let mut layout = [QueueLayout::default(); 8];
-    let ident = [t.read(MAGIC_VALUE, 4), t.read(VERSION, 4), t.read(DEVICE_ID, 4), t.read(VENDOR_ID, 4)];
+    let ident =
+        [t.read(MAGIC_VALUE, 4), t.read(VERSION, 4), t.read(DEVICE_ID, 4), t.read(VENDOR_ID, 4)];
     assert_eq!(ident[0], u64::from(MAGIC));
     let mut steps = 0;
     while let Ok(op) = Op::<B>::arbitrary(&mut u) {
@@ -111,7 +112,12 @@ pub fn run<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
             Op::Guest(g) => guest(&mut t, &mut mem, &mut layout, g),
             Op::Backend(b) => backend(t.device_mut(), b),
         }
-        let now = [t.read(MAGIC_VALUE, 4), t.read(VERSION, 4), t.read(DEVICE_ID, 4), t.read(VENDOR_ID, 4)];
+        let now = [
+            t.read(MAGIC_VALUE, 4),
+            t.read(VERSION, 4),
+            t.read(DEVICE_ID, 4),
+            t.read(VENDOR_ID, 4),
+        ];
         assert_eq!(now, ident, "identification registers changed");
         assert_eq!(t.read(STATUS, 4), u64::from(t.status()));
         let isr = t.interrupt_status().bits();
@@ -120,7 +126,10 @@ pub fn run<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
         for q in (0..8).filter_map(|i| t.queue(i)) {
             if q.ready() {
                 let size = u64::from(q.size() as u16);
-                assert!(mem.check_range(q.desc_table(), 16 * size).is_ok(), "ready queue outside RAM");
+                assert!(
+                    mem.check_range(q.desc_table(), 16 * size).is_ok(),
+                    "ready queue outside RAM"
+                );
                 assert!(mem.check_range(q.avail_ring(), 6 + 2 * size).is_ok());
                 assert!(mem.check_range(q.used_ring(), 6 + 8 * size).is_ok());
             }
@@ -151,7 +160,9 @@ fn guest<D: VirtioDevice>(
         GuestOp::WriteReg { reg, value } => {
             let reg = REGS[usize::from(reg) % REGS.len()];
             let value = match reg {
-                QUEUE_DESC_LOW | QUEUE_DRIVER_LOW | QUEUE_DEVICE_LOW => BASE + u64::from(value) % RAM as u64,
+                QUEUE_DESC_LOW | QUEUE_DRIVER_LOW | QUEUE_DEVICE_LOW => {
+                    BASE + u64::from(value) % RAM as u64
+                }
                 _ => u64::from(value),
             };
             w(t, mem, reg, value);

@@ -45,7 +45,11 @@ impl VirtioDevice for Echo {
         self.held.clear();
         self.complete.clear();
     }
-    fn queue_notify<M: GuestMemory + ?Sized>(&mut self, queue: u16, ctx: &mut DeviceContext<'_, M>) {
+    fn queue_notify<M: GuestMemory + ?Sized>(
+        &mut self,
+        queue: u16,
+        ctx: &mut DeviceContext<'_, M>,
+    ) {
         let Some((q, mem)) = ctx.queue(queue) else { return };
         assert!(q.ready(), "notify of a queue that is not ready");
         for _ in 0..4 {
@@ -86,7 +90,11 @@ fn check_chain<M: GuestMemory + ?Sized>(c: &DescriptorChain, q: &Queue, mem: &M)
         assert!(s.len > 0, "empty segment");
         assert!(mem.check_range(s.addr, u64::from(s.len)).is_ok(), "segment outside RAM: {s:?}");
         assert_eq!(s.writable, i >= c.readable().len(), "readable after writable");
-        if s.writable { w += u64::from(s.len) } else { r += u64::from(s.len) }
+        if s.writable {
+            w += u64::from(s.len)
+        } else {
+            r += u64::from(s.len)
+        }
     }
     assert_eq!((r, w), (c.readable_len(), c.writable_len()));
     assert!(r + w <= u64::from(u32::MAX));

@@ -307,7 +307,7 @@ def hostile_run(q, virtio):
     for n in range(1, final + 1):
         start = q.pos
         q.expect(rf"VMM\|INFO\|boot: booting Linux \(boot {n}\)", 120 if n == 1 else 30, f"boot {n}")
-        mode = "a" if n == 1 else "f" if n == final else "r"
+        mode = "f" if n == final else "a" if n == 1 else "r"
         q.expect(r"HOSTILE boot IAR:", 30, f"boot {n}: the guest's first lines")
         if virtio:
             m = q.expect(r"HOSTILE boot (\d+) \(disk counter\): mode (\w)", 30, f"boot {n}: the disk counter")

@@ -18,6 +18,8 @@ log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 for t in $targets; do
     echo "== fuzz: $t (${seconds} s)"
+    cargo +nightly fuzz build "$t" 2>&1 | grep -E '^(error|warning)' -A8 || true
+    cargo +nightly fuzz build "$t" >/dev/null 2>&1 || { echo "FAIL: fuzz target $t does not build"; exit 1; }
     rc=0
     cargo +nightly fuzz run "$t" -- -max_total_time="$seconds" -print_final_stats=1 >"$log" 2>&1 || rc=$?
     grep -E '^(stat::number_of_executed_units|stat::average_exec_per_sec)' "$log" || true

@@ -215,12 +215,53 @@ pub fn run(data: &[u8]) {
 
 type FuzzVm<'a> = Vm<'a, Fake, (MmioDevice<Console<Serial>>, MmioDevice<BlockDevice<Disk, 4>>)>;
 
-fn fault(vm: &mut FuzzVm<'_>, vcpu: usize, f: &Fault) {
+/// Handles `f`; returns whether the vCPU was answered.
+fn fault(vm: &mut FuzzVm<'_>, vcpu: usize, f: &Fault) -> bool {
     let _ = Exit::decode(f);
     vm.hypervisor().suspended = [false; VCPUS];
     let reply = vm.handle_fault(vcpu, f);
     if reply.is_some() && vcpu < VCPUS {
         assert!(!vm.hypervisor().suspended[vcpu], "vCPU {vcpu} stopped and answered: {f:x?}");
+    }
+    reply.is_some() && vcpu < VCPUS
+}
+
+/// An answered MMIO access either stepped over the instruction (a load also wrote its
+/// register, masked to the access and register width) or took the guest to its exception
+/// vector.
+#[allow(clippy::too_many_arguments)]
+fn check_mmio_result(
+    vm: &mut FuzzVm<'_>,
+    vcpu: usize,
+    before: UserContext,
+    sas: u8,
+    reg: u8,
+    write: bool,
+    sse: bool,
+    sf: bool,
+) {
+    let hv = vm.hypervisor();
+    let after = hv.regs[vcpu];
+    let vbar = hv.vcpu_regs[vcpu][VcpuReg::Vbar as usize];
+    if after.pc() == before.pc().wrapping_add(4) {
+        for r in 0..31u8 {
+            if r != reg || write {
+                assert_eq!(after.gpr(r), before.gpr(r), "MMIO access changed x{r}");
+            }
+        }
+        if !write && reg != 31 {
+            let value = after.gpr(reg);
+            let bits = 8u32 << (sas & 3);
+            if !sf {
+                assert_eq!(value >> 32, 0, "W-register load left upper bits: {value:#x}");
+            }
+            if !sse && bits < 64 {
+                assert_eq!(value >> bits, 0, "{bits}-bit load not zero-extended: {value:#x}");
+            }
+        }
+    } else {
+        let vector = after.pc().wrapping_sub(vbar);
+        assert!(matches!(vector, 0 | 0x200 | 0x400), "MMIO answered with PC {:#x}", after.pc());
     }
 }
 
@@ -235,10 +276,23 @@ fn step(vm: &mut FuzzVm<'_>, op: Op) {
         Op::Mmio { vcpu, target, offset, sas, reg, write, sse, sf } => {
             let base = [QEMU_VIRT_GICD, CONSOLE, BLOCK, RAM_BASE - 0x1000][usize::from(target % 4)];
             let addr = base + u64::from(offset % 0x1000);
-            let ip = vm.hypervisor().regs[usize::from(vcpu) % VCPUS].pc();
+            let vcpu = v(vcpu);
+            let ip = vm.hypervisor().regs[vcpu % VCPUS].pc();
             let f =
                 Fault::VmFault { ip, addr, prefetch: false, fsr: dabt(sas, reg, write, sse, sf) };
-            fault(vm, v(vcpu), &f);
+            let before = vm.hypervisor().regs.get(vcpu).copied();
+            if fault(vm, vcpu, &f) {
+                check_mmio_result(
+                    vm,
+                    vcpu,
+                    before.unwrap_or_default(),
+                    sas,
+                    reg & 31,
+                    write,
+                    sse,
+                    sf,
+                );
+            }
         }
         Op::Trap { vcpu, class, iss } => {
             let class = [0x01, 0x17, 0x18, 0x00, u64::from(class & 0x3f)][usize::from(class % 5)];

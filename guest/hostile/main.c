@@ -487,7 +487,10 @@ static void psci_junk(int full)
 	u64 v = smc(PSCI_VERSION, 0, 0, 0);
 	printf_("HOSTILE PSCI_VERSION %lx\n", v);
 	/* Unknown function ids: NOT_SUPPORTED. */
-	static const u64 unknown[] = { 0x84000099, 0xC4000099, 0x8400001F, 0x12345678, 0xFFFFFFFF,
+	/* 0xC6000001: the call libvmm's reset stub makes (libvmm/src/vm/reset_stub.rs);
+	 * from a running guest it is just another unknown id. */
+	static const u64 unknown[] = { 0xC6000001, 0x84000099, 0xC4000099, 0x8400001F, 0x12345678, 0xFFFFFFFF,
+				       0x86000001,
 				       0x0, 0xC3000000, 0xBF00FF01, 0x86000000, 0xC5FFFFFF, 0x8400FFFF };
 	for (u32 i = 0; i < sizeof(unknown) / sizeof(unknown[0]); i++) {
 		if (!full && i > 2) break;

@@ -197,7 +197,7 @@ def scenario_getting_started(q):
 
 
 # The virtio example: a fresh disk image for each run, checked after QEMU exits.
-VIRTIO_DISK = os.path.join(TOP, "build", "virtio", "systest-disk.img")
+VIRTIO_DISK = os.path.join(TOP, "build", "virtio", "systest-disk.img")  # main() moves it to --build-dir
 DISK_PATTERN_BYTES = 4 << 20
 CONSOLE_BYTES = 1 << 20
 
@@ -249,7 +249,7 @@ def scenario_virtio(q):
     print(f"[systest] host disk image holds the {DISK_PATTERN_BYTES >> 20} MiB pattern", flush=True)
 
 
-def setup_virtio():
+def setup_virtio(_extra):
     """A fresh, zeroed 64 MiB disk image; returns the make arguments."""
     os.makedirs(os.path.dirname(VIRTIO_DISK), exist_ok=True)
     with open(VIRTIO_DISK, "wb") as f:
@@ -269,11 +269,11 @@ HOSTILE_RESETS = 50
 HOSTILE_GUEST = os.path.join(TOP, "build", "hostile-guest")
 
 
-def hostile_setup(example, extra=()):
+def hostile_setup(example, extra=(), board_args=()):
     build_dir = os.path.join(TOP, "build", f"hostile-{example}")
     args = [f"EXAMPLE={example}", f"LINUX={HOSTILE_GUEST}/Image-{example}",
             f"INITRD={HOSTILE_GUEST}/empty.initrd", f"BUILD_DIR={build_dir}",
-            f"CARGO_TARGET_DIR={os.path.join(TOP, 'build', 'hostile-cargo')}", *extra]
+            f"CARGO_TARGET_DIR={os.path.join(TOP, 'build', 'hostile-cargo')}", *extra, *board_args]
     for cmd in (["make", "-s", "-C", os.path.join(TOP, "guest", "hostile"), f"O={HOSTILE_GUEST}"],
                 ["make", "-s", "-C", TOP, *args, "image"]):
         if subprocess.run(cmd).returncode != 0:
@@ -281,16 +281,16 @@ def hostile_setup(example, extra=()):
     return args
 
 
-def setup_hostile_simple():
-    return hostile_setup("simple")
+def setup_hostile_simple(board_args):
+    return hostile_setup("simple", board_args=board_args)
 
 
-def setup_hostile_virtio():
+def setup_hostile_virtio(board_args):
     disk = os.path.join(TOP, "build", "hostile-virtio", "disk.img")  # fresh: the boot counter starts at 0
     os.makedirs(os.path.dirname(disk), exist_ok=True)
     with open(disk, "wb") as f:
         f.truncate(64 << 20)
-    return hostile_setup("virtio", [f"DISK={disk}"])
+    return hostile_setup("virtio", [f"DISK={disk}"], board_args)
 
 
 SETUP.update({"hostile-simple": setup_hostile_simple, "hostile-virtio": setup_hostile_virtio})
@@ -352,9 +352,18 @@ def main():
     ap.add_argument("--timeout-scale", type=float, default=float(os.environ.get("SYSTEST_TIMEOUT_SCALE", 1)),
                     help="multiply every timeout (slow machines)")
     ap.add_argument("--dir", help="getting-started: the directory of the crate to boot")
-    ap.add_argument("--make-args", nargs="*", default=[], help="getting-started: make variables")
+    ap.add_argument("--make-args", nargs="*", default=[], help="more make variables (VAR=VALUE)")
+    ap.add_argument("--board", help="BOARD= (default: the Makefile's, qemu_virt_aarch64)")
+    ap.add_argument("--build-dir", help="BUILD_DIR= for the images and the log (default build/<example>)")
     args = ap.parse_args()
-    log_path = os.path.join(TOP, "build", args.example, "systest.log")
+    global VIRTIO_DISK
+    extra = [f"BOARD={args.board}"] if args.board else []
+    build_dir = os.path.join(TOP, "build", args.example)
+    if args.build_dir:
+        build_dir = os.path.abspath(args.build_dir)
+        extra.append(f"BUILD_DIR={build_dir}")
+        VIRTIO_DISK = os.path.join(build_dir, "systest-disk.img")
+    log_path = os.path.join(build_dir, "systest.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     if args.example == "getting-started":
         if not args.dir:
@@ -362,7 +371,8 @@ def main():
         make_dir, make_args = args.dir, args.make_args
     else:
         make_dir = TOP
-        make_args = [f"EXAMPLE={args.example}", *(SETUP[args.example]() if args.example in SETUP else [])]
+        make_args = [f"EXAMPLE={args.example}", *(SETUP[args.example](extra) if args.example in SETUP else []),
+                     *extra, *args.make_args]
     q = Qemu(make_dir, make_args, log_path, args.timeout_scale)
     start = time.monotonic()
     try:

@@ -27,7 +27,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         let read = if a.write && gpr_index(a.reg).is_some() { count } else { 0 };
         let big_endian = self.big_endian(vcpu, &mut regs, read)?;
         let value = swap_if(big_endian, a.store_value(regs.gpr(a.reg)), a.width);
-        let gicd = a.gpa.0.checked_sub(self.config.gicd_base).filter(|&o| o < vgic::GICD_SIZE);
+        let gicd = a.gpa.0.checked_sub(self.config.gic.gicd()).filter(|&o| o < vgic::GICD_SIZE);
         let (loaded, woken, irq) = match (gicd, a.write) {
             (Some(offset), true) => {
                 let woken =

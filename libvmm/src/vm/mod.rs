@@ -16,9 +16,10 @@ mod mmio;
 mod power;
 pub mod psci;
 mod ptimer;
+pub mod reset_stub;
 
 use crate::guest_memory::{Gpa, GuestRam};
-use crate::linux::boot::BootImages;
+use crate::linux::boot::{BootImages, Layout};
 use crate::sel4::{Error, Fault, MessageInfo};
 use exception::Exception;
 use exit::Exit;
@@ -31,6 +32,43 @@ pub use vgic::MAX_VCPUS;
 
 /// QEMU virt's GIC distributor.
 pub const QEMU_VIRT_GICD: u64 = 0x0800_0000;
+
+/// Which GIC the guest has and where (board data): the guest device tree's
+/// GIC node says the same.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum GicLayout {
+    /// GICv2: the distributor (emulated) and the CPU interface, which is the
+    /// hardware GIC virtual CPU interface (GICV) that the system description
+    /// maps at `gicc`.
+    V2 {
+        /// Guest-physical base of the distributor (4 KiB).
+        gicd: u64,
+        /// Guest-physical base of the CPU interface (8 KiB).
+        gicc: u64,
+    },
+    /// GICv3: the distributor and one redistributor per vCPU (both
+    /// emulated); the CPU interface is system registers.
+    V3 {
+        /// Guest-physical base of the distributor (64 KiB).
+        gicd: u64,
+        /// Guest-physical base of the redistributors (128 KiB each).
+        gicr: u64,
+    },
+}
+
+impl GicLayout {
+    /// QEMU virt with `gic-version=2`.
+    pub const QEMU_VIRT_V2: GicLayout = GicLayout::V2 { gicd: QEMU_VIRT_GICD, gicc: 0x0801_0000 };
+    /// QEMU virt with `gic-version=3`.
+    pub const QEMU_VIRT_V3: GicLayout = GicLayout::V3 { gicd: QEMU_VIRT_GICD, gicr: 0x080a_0000 };
+
+    /// Guest-physical base of the distributor.
+    pub const fn gicd(&self) -> u64 {
+        match *self {
+            GicLayout::V2 { gicd, .. } | GicLayout::V3 { gicd, .. } => gicd,
+        }
+    }
+}
 /// The virtual timer's PPI.
 pub const VTIMER_IRQ: u32 = 27;
 /// PSTATE for a vCPU entering the kernel: EL1h with D, A, I, F masked.
@@ -75,8 +113,8 @@ impl Devices for () {
 pub struct VmConfig<'a> {
     /// vCPUs `0..num_vcpus` (system description `<vcpu id>`s).
     pub num_vcpus: usize,
-    /// Guest-physical base of the emulated GIC distributor.
-    pub gicd_base: u64,
+    /// The guest's GIC: version and addresses.
+    pub gic: GicLayout,
     /// Hardware list registers per vCPU (4 on QEMU's GICv2).
     pub num_lrs: usize,
     /// Physical interrupts forwarded to the guest.
@@ -144,6 +182,11 @@ pub struct Vm<'a, H: Hypervisor, D: Devices = ()> {
     /// The EL1 physical timer, shared with the guest (ptimer.rs).
     ptimer: GuestPtimer,
     power_on_regs: Option<[u64; VCPU_REGS]>,
+    /// vCPUs running the reset stub (bit per vCPU); the kernel starts when
+    /// the last one is done (reset_stub.rs).
+    in_reset_stub: u64,
+    /// Where the images of this boot went.
+    layout: Option<Layout>,
     boots: u32,
     bad_guest: RateLimit,
 }
@@ -178,6 +221,8 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             cntvoff: [None; MAX_VCPUS],
             ptimer: GuestPtimer::RESET,
             power_on_regs: None,
+            in_reset_stub: 0,
+            layout: None,
             boots: 0,
             bad_guest: RateLimit::default(),
         }

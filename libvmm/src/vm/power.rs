@@ -2,17 +2,19 @@
 //! HVC), CPU_ON/CPU_OFF, SYSTEM_OFF and SYSTEM_RESET.
 
 use super::psci::{self, Action, PowerState};
+use super::reset_stub;
 use super::{
     Devices, Hypervisor, SystemOff, VcpuState, Vm, RESUME, SPSR_EL1H_MASKED, VCPU_REGS, VTIMER_IRQ,
 };
-use crate::guest_memory::{Gpa, GuestRam};
+use crate::guest_memory::{Gpa, GuestRam, OutOfRange};
 use crate::linux::boot::{self, BootError};
 use crate::sel4::user_context::words_to_cover;
 use crate::sel4::{Error, MessageInfo, UserContext, VcpuReg};
 
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
-    /// Loads the images and starts vCPU 0 at the kernel's entry with x0 =
-    /// the device tree. Other vCPUs wait for PSCI CPU_ON.
+    /// Loads the images, then runs the [reset stub](super::reset_stub) on
+    /// every vCPU; when the last one is done, vCPU 0 starts at the kernel's
+    /// entry with x0 = the device tree. Other vCPUs wait for PSCI CPU_ON.
     pub fn boot(&mut self) -> Result<(), BootError> {
         let seed = self.rng_seed();
         let layout = boot::load(&mut self.ram, &self.images, Some(&seed))?;
@@ -27,10 +29,37 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             self.ram.size() >> 20,
             self.ram.base()
         );
-        self.start_vcpu(0, layout.entry.0, layout.dtb.0).map_err(|e| {
-            log::error!(target: "boot", "cannot start vCPU 0: {e}");
-            BootError::OutOfRange(crate::guest_memory::OutOfRange { gpa: layout.entry, len: 0 })
-        })
+        self.layout = Some(layout);
+        let mut stub = [0u8; reset_stub::MAX_LEN];
+        let len = reset_stub::write_code(&self.config.gic, &mut stub);
+        self.ram.write(layout.entry, &stub[..len])?;
+        let x0 = reset_stub::argument(&self.config.gic);
+        for vcpu in 0..self.config.num_vcpus {
+            if let Err(e) = self.start_vcpu(vcpu, layout.entry.0, x0) {
+                log::error!(target: "boot", "cannot start vCPU {vcpu}: {e}");
+                return Err(BootError::OutOfRange(OutOfRange { gpa: layout.entry, len: 0 }));
+            }
+            self.in_reset_stub |= 1 << vcpu;
+        }
+        Ok(())
+    }
+
+    /// The reset stub's [`RESET_STUB_DONE`](reset_stub::RESET_STUB_DONE)
+    /// call from `vcpu`, which is running it: the vCPU stops; after the
+    /// last one, the kernel's first bytes go back and vCPU 0 starts there.
+    fn reset_stub_done(&mut self, vcpu: usize) -> Result<Call, Error> {
+        self.in_reset_stub &= !(1 << vcpu);
+        self.hv.suspend(vcpu)?;
+        self.vcpus[vcpu] = VcpuState::Off;
+        let Some(layout) = self.layout.filter(|_| self.in_reset_stub == 0) else {
+            return Ok(Call::Stopped);
+        };
+        let mut head = [0u8; reset_stub::MAX_LEN];
+        let n = self.images.kernel.len().min(head.len());
+        head[..n].copy_from_slice(&self.images.kernel[..n]);
+        self.ram.write(layout.entry, &head).map_err(|_| Error::RangeError)?;
+        self.start_vcpu(0, layout.entry.0, layout.dtb.0)?;
+        Ok(Call::Stopped)
     }
 
     /// Bytes for `/chosen/rng-seed`, new on every boot. They come from the
@@ -136,7 +165,11 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
 
     /// An SMCCC call (SMC or HVC conduit).
     pub(super) fn firmware_call(&mut self, vcpu: usize, args: [u64; 8]) -> Result<Call, Error> {
-        if !psci::is_psci(psci::function_id(args[0])) {
+        let fid = psci::function_id(args[0]);
+        if fid == u64::from(reset_stub::RESET_STUB_DONE) && self.in_reset_stub & (1 << vcpu) != 0 {
+            return self.reset_stub_done(vcpu);
+        }
+        if !psci::is_psci(fid) {
             log::debug!(target: "psci", "vCPU {vcpu}: SMCCC call {:#x} not supported", args[0]);
             return Ok(Call::Return(psci::ret::NOT_SUPPORTED));
         }
@@ -173,6 +206,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     }
 
     pub(super) fn stop_all(&mut self) {
+        self.in_reset_stub = 0;
         for vcpu in 0..self.config.num_vcpus {
             if let Err(e) = self.hv.suspend(vcpu) {
                 log::error!(target: "cpu", "cannot stop vCPU {vcpu}: {e}");

@@ -175,7 +175,7 @@ impl Setup {
         };
         let config = VmConfig {
             num_vcpus: vcpus,
-            gicd_base: GICD,
+            gic: GicLayout::QEMU_VIRT_V2,
             num_lrs: 4,
             passthrough: &[UART],
             timer_channel: Some(5),
@@ -183,8 +183,124 @@ impl Setup {
         };
         let mut vm = Vm::new(Fake::new(vcpus), ram, images, config);
         vm.boot().expect("boots");
+        finish_reset_stub(&mut vm);
         vm
     }
+}
+
+/// An HVC from `vcpu` with x0 = `x0`, as seL4 delivers it.
+fn hvc(vm: &mut Vm<'_, Fake>, vcpu: usize, x0: u64) -> Option<MessageInfo> {
+    let args = [x0, 0, 0, 0, 0, 0, 0, 0];
+    let pc = vm.hv.regs[vcpu].pc() + 0x44;
+    vm.handle_fault(
+        vcpu,
+        &Fault::UnknownSyscall { args, fault_ip: pc, sp: 0, elr: pc + 4, spsr: 0x3c5, syscall: 0 },
+    )
+}
+
+/// Every vCPU runs the reset stub to its end, as after a boot.
+fn finish_reset_stub<D: Devices>(vm: &mut Vm<'_, Fake, D>) {
+    for vcpu in 0..vm.config.num_vcpus {
+        let pc = vm.hv.regs[vcpu].pc() + 0x44;
+        let args = [reset_stub::RESET_STUB_DONE as u64, 0, 0, 0, 0, 0, 0, 0];
+        let f = Fault::UnknownSyscall { args, fault_ip: pc, sp: 0, elr: 0, spsr: 0, syscall: 0 };
+        assert_eq!(vm.handle_fault(vcpu, &f), None, "the stub's call is not answered");
+    }
+}
+
+fn words_at(vm: &Vm<'_, Fake>, gpa: u64, n: usize) -> Vec<u32> {
+    let mut bytes = vec![0u8; n * 4];
+    vm.ram.read(Gpa(gpa), &mut bytes).unwrap();
+    bytes.chunks(4).map(|c| u32::from_le_bytes(c.try_into().unwrap())).collect()
+}
+
+#[test]
+fn boot_starts_every_vcpu_at_the_reset_stub_with_the_gicc_in_x0() {
+    let mut s = Setup::new();
+    let ram = GuestRam::from_slice(RAM_BASE, &mut s.mem);
+    let images = BootImages { kernel: &s.kernel, initrd: &[], dtb: &s.dtb, bootargs: None };
+    let config = VmConfig {
+        num_vcpus: 2,
+        gic: GicLayout::QEMU_VIRT_V2,
+        num_lrs: 4,
+        passthrough: &[],
+        timer_channel: None,
+        system_off: SystemOff::StopVm,
+    };
+    let mut vm = Vm::new(Fake::new(2), ram, images, config);
+    vm.boot().unwrap();
+    let code = reset_stub::code(&GicLayout::QEMU_VIRT_V2);
+    assert_eq!(words_at(&vm, RAM_BASE, code.len()), code);
+    // str wzr, [x0]; str wzr, [x0, #4] ... str wzr, [x0, #0xd0]: CTLR, PMR, APR0.
+    assert_eq!(&code[..2], [0xb900_001f, 0xb900_041f]);
+    assert!(code.contains(&0xb900_d01f));
+    for vcpu in 0..2 {
+        assert!(vm.hv.running[vcpu]);
+        assert_eq!(vm.hv.regs[vcpu].pc(), RAM_BASE);
+        assert_eq!(vm.hv.regs[vcpu].gpr(0), 0x0801_0000, "x0 = GICC");
+        assert_eq!(vm.hv.regs[vcpu].words[2], SPSR_EL1H_MASKED);
+    }
+}
+
+#[test]
+fn reset_stub_done_on_every_vcpu_starts_the_kernel_with_the_dtb_in_x0() {
+    let mut s = Setup::new();
+    let kernel_head = s.kernel[..reset_stub::MAX_LEN].to_vec();
+    let ram = GuestRam::from_slice(RAM_BASE, &mut s.mem);
+    let images = BootImages { kernel: &s.kernel, initrd: &[], dtb: &s.dtb, bootargs: None };
+    let config = VmConfig {
+        num_vcpus: 2,
+        gic: GicLayout::QEMU_VIRT_V3,
+        num_lrs: 4,
+        passthrough: &[],
+        timer_channel: None,
+        system_off: SystemOff::StopVm,
+    };
+    let mut vm = Vm::new(Fake::new(2), ram, images, config);
+    vm.boot().unwrap();
+    let code = reset_stub::code(&GicLayout::QEMU_VIRT_V3);
+    assert_eq!(words_at(&vm, RAM_BASE, code.len()), code);
+    assert_eq!(code[3], 0xd518_461f, "msr ICC_PMR_EL1, xzr");
+    assert_eq!(code[9], 0xd518_c91f, "msr ICC_AP1R0_EL1, xzr");
+    // vCPU 0 finishes first: it waits for vCPU 1.
+    assert_eq!(hvc(&mut vm, 0, reset_stub::RESET_STUB_DONE as u64), None);
+    assert!(!vm.hv.running[0] && vm.hv.running[1]);
+    assert_eq!(hvc(&mut vm, 1, reset_stub::RESET_STUB_DONE as u64), None);
+    assert!(vm.hv.running[0] && !vm.hv.running[1]);
+    let regs = vm.hv.regs[0];
+    assert_eq!(regs.pc(), RAM_BASE);
+    assert_eq!(regs.gpr(0), RAM_BASE + RAM_SIZE as u64 - (2 << 20), "x0 = DTB");
+    assert_eq!(regs.words[2], SPSR_EL1H_MASKED);
+    let mut head = vec![0u8; reset_stub::MAX_LEN];
+    vm.ram.read(Gpa(RAM_BASE), &mut head).unwrap();
+    assert_eq!(head, kernel_head, "the kernel's first bytes are back");
+}
+
+#[test]
+fn reset_stub_done_outside_the_stub_is_not_supported() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(2);
+    let boots = vm.boots();
+    assert_eq!(hvc(&mut vm, 0, reset_stub::RESET_STUB_DONE as u64), Some(MessageInfo::new(0, 9)));
+    assert_eq!(vm.hv.mrs[0], psci::ret::NOT_SUPPORTED);
+    assert!(vm.hv.running[0] && !vm.hv.running[1]);
+    assert_eq!(smc(&mut vm, 1, [reset_stub::RESET_STUB_DONE as u64, 0, 0, 0]), RESUME);
+    assert_eq!(vm.hv.regs[1].gpr(0), psci::ret::NOT_SUPPORTED);
+    assert_eq!(vm.boots(), boots);
+    assert_eq!(vm.hv.regs[0].pc(), RAM_BASE);
+}
+
+#[test]
+fn system_reset_runs_the_reset_stub_before_the_kernel() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    assert_eq!(smc(&mut vm, 0, [psci::fid::SYSTEM_RESET as u64, 0, 0, 0]), None);
+    assert_eq!(vm.hv.regs[0].pc(), RAM_BASE);
+    assert_eq!(vm.hv.regs[0].gpr(0), 0x0801_0000, "at the stub, x0 = GICC");
+    let code = reset_stub::code(&GicLayout::QEMU_VIRT_V2);
+    assert_eq!(words_at(&vm, RAM_BASE, code.len()), code);
+    finish_reset_stub(&mut vm);
+    assert_eq!(vm.hv.regs[0].gpr(0), RAM_BASE + RAM_SIZE as u64 - (2 << 20));
 }
 
 /// A data-abort syndrome with a valid ISS.
@@ -525,7 +641,7 @@ fn devices_get_accesses_and_raise_their_interrupts() {
     let images = BootImages { kernel: &s.kernel, initrd: &[], dtb: &s.dtb, bootargs: None };
     let config = VmConfig {
         num_vcpus: 1,
-        gicd_base: GICD,
+        gic: GicLayout::QEMU_VIRT_V2,
         num_lrs: 4,
         passthrough: &[],
         timer_channel: None,
@@ -533,6 +649,7 @@ fn devices_get_accesses_and_raise_their_interrupts() {
     };
     let mut vm = Vm::with_devices(Fake::new(1), Register::default(), ram, images, config);
     vm.boot().unwrap();
+    finish_reset_stub(&mut vm);
     // The guest enables the distributor and SPI 48, routed to CPU 0.
     for (offset, width, value) in [(0, 4, 1), (0x104, 4, 1 << 16), (0x800 + 48, 1, 1)] {
         vm.hv.regs[0].set_gpr(1, value);

@@ -20,7 +20,7 @@ use libvmm::sel4::{Error, Fault, UserContext, VcpuReg};
 use libvmm::virtio::MmioDevice;
 use libvmm::vm::exit::Exit;
 use libvmm::vm::hypervisor::Hypervisor;
-use libvmm::vm::{Passthrough, Vm, VmConfig, QEMU_VIRT_GICD};
+use libvmm::vm::{GicLayout, Passthrough, Vm, VmConfig};
 use virtio::block::BlockDevice;
 use virtio::console::Console;
 
@@ -179,9 +179,13 @@ pub fn run(data: &[u8]) {
         bootargs: Some("console=hvc0"),
     };
     let passthrough = [Passthrough { channel: 1, irq: 33 }];
+    // The first byte picks the GIC: v2 (distributor emulated, CPU interface in hardware)
+    // or v3 (distributor and redistributors emulated).
+    let v3 = u.arbitrary::<bool>().unwrap_or(false);
+    let gic = if v3 { GicLayout::QEMU_VIRT_V3 } else { GicLayout::QEMU_VIRT_V2 };
     let config = VmConfig {
         num_vcpus: VCPUS,
-        gicd_base: QEMU_VIRT_GICD,
+        gic,
         num_lrs: LRS,
         passthrough: &passthrough,
         timer_channel: Some(5),
@@ -209,7 +213,7 @@ pub fn run(data: &[u8]) {
         if steps > 128 {
             break;
         }
-        step(&mut vm, op);
+        step(&mut vm, gic, op);
     }
 }
 
@@ -261,11 +265,15 @@ fn check_mmio_result(
         }
     } else {
         let vector = after.pc().wrapping_sub(vbar);
-        assert!(matches!(vector, 0 | 0x200 | 0x400), "MMIO answered with PC {:#x}", after.pc());
+        assert!(
+            matches!(vector, 0 | 0x200 | 0x400 | 0x600),
+            "MMIO answered with PC {:#x}",
+            after.pc()
+        );
     }
 }
 
-fn step(vm: &mut FuzzVm<'_>, op: Op) {
+fn step(vm: &mut FuzzVm<'_>, gic: GicLayout, op: Op) {
     // Mostly valid vCPUs, sometimes one that does not exist.
     let v = |raw: u8| usize::from(raw) % (VCPUS + 1);
     match op {
@@ -274,8 +282,18 @@ fn step(vm: &mut FuzzVm<'_>, op: Op) {
             fault(vm, v(vcpu), &f);
         }
         Op::Mmio { vcpu, target, offset, sas, reg, write, sse, sf } => {
-            let base = [QEMU_VIRT_GICD, CONSOLE, BLOCK, RAM_BASE - 0x1000][usize::from(target % 4)];
-            let addr = base + u64::from(offset % 0x1000);
+            let other_gic = match gic {
+                GicLayout::V2 { gicc, .. } => gicc,
+                GicLayout::V3 { gicr, .. } => gicr,
+            };
+            let (base, span) = [
+                (gic.gicd(), 0x1_0000),
+                (CONSOLE, 0x200),
+                (BLOCK, 0x200),
+                (RAM_BASE - 0x1000, 0x1000),
+                (other_gic, 0x4_0000),
+            ][usize::from(target % 5)];
+            let addr = base + u64::from(offset) * 4 % span + u64::from(offset & 3);
             let vcpu = v(vcpu);
             let ip = vm.hypervisor().regs[vcpu % VCPUS].pc();
             let f =
@@ -301,10 +319,12 @@ fn step(vm: &mut FuzzVm<'_>, op: Op) {
             fault(vm, v(vcpu), &f);
         }
         Op::Hvc { vcpu, function, args } => {
-            let function = if function & 1 == 0 {
-                0x8400_0000 | u64::from(function >> 1 & 0x1f)
-            } else {
-                0xc400_0000 | u64::from(function >> 1 & 0x1f)
+            // PSCI (SMC32/SMC64 ids), the reset stub's RESET_STUB_DONE, or anything.
+            let function = match function & 3 {
+                0 => 0x8400_0000 | u64::from(function >> 2 & 0x1f),
+                1 => 0xc400_0000 | u64::from(function >> 2 & 0x1f),
+                2 => 0xc600_0001,
+                _ => u64::from(function),
             };
             let mut all = [0u64; 8];
             all[0] = function;

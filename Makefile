@@ -7,7 +7,9 @@
 # Variables: MICROKIT_SDK (default /opt/microkit-sdk), MICROKIT_CONFIG (debug),
 # BOARD (qemu_virt_aarch64), EXAMPLE (hello), BUILD_DIR (build/$(EXAMPLE): the
 # images; another one keeps two builds of one example apart). An example may add steps and
-# QEMU arguments in examples/<name>/example.mk.
+# QEMU arguments in examples/<name>/example.mk. Everything board-specific is in
+# board/$(BOARD)/ (docs/porting.md): board.mk (the guest's GIC, the QEMU line),
+# the guest device trees, and the board's own <example>.system if it needs one.
 
 BOARD ?= qemu_virt_aarch64
 EXAMPLE ?= hello
@@ -19,7 +21,11 @@ TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 BUILD_DIR ?= $(TOP)/build/$(EXAMPLE)
 CARGO_TARGET_DIR := $(TOP)/build/cargo/$(BOARD)-$(MICROKIT_CONFIG)
 RUST_TARGET := aarch64-unknown-none
-SYSTEM_FILE := $(TOP)/system-files/$(EXAMPLE).system
+BOARD_DIR := $(TOP)/board/$(BOARD)
+BOARD_FILE := $(BOARD_DIR)/board.mk
+-include $(BOARD_FILE)
+# The board's own system description if it has one, else the common one.
+SYSTEM_FILE := $(firstword $(wildcard $(BOARD_DIR)/$(EXAMPLE).system) $(TOP)/system-files/$(EXAMPLE).system)
 IMAGE := $(BUILD_DIR)/loader.img
 REPORT := $(BUILD_DIR)/report.txt
 
@@ -28,7 +34,7 @@ REPORT := $(BUILD_DIR)/report.txt
 PD_BINS ?= $(shell sed -n '/^\[\[bin\]\]/,/^$$/s/^name = "\(.*\)"/\1/p' $(TOP)/examples/$(EXAMPLE)/Cargo.toml)
 # -nic none: no default PCI NIC, whose boot ROM (efi-virtio.rom) is in a
 # package (ipxe-qemu) that scripts/setup.sh does not install.
-QEMU_MACHINE := -machine virt,virtualization=on -cpu cortex-a53 -m 2G -nographic -nic none \
+QEMU_MACHINE := -machine $(QEMU_MACHINE_OPTS) -cpu $(QEMU_CPU) -m 2G -nographic -nic none \
 	-serial mon:stdio -device loader,file=$(IMAGE),addr=0x70000000,cpu-num=0
 QEMU_EXTRA ?=
 IMAGE_DEPS ?=
@@ -48,6 +54,8 @@ all: image
 image: $(IMAGE)
 
 check-example:
+	@test -f $(BOARD_FILE) || { \
+	  echo "error: no board '$(BOARD)' (no $(BOARD_FILE); have: $$(ls $(TOP)/board | tr '\n' ' '))"; exit 1; }
 	@test -f $(TOP)/examples/$(EXAMPLE)/Cargo.toml || { \
 	  echo "error: no example '$(EXAMPLE)' (have: $$(ls $(TOP)/examples | tr '\n' ' '))"; exit 1; }
 	@test -f $(SYSTEM_FILE) || { echo "error: missing $(SYSTEM_FILE)"; exit 1; }
@@ -57,6 +65,9 @@ check-sdk:
 	  echo "error: no Microkit SDK at '$(MICROKIT_SDK)': download Microkit SDK 2.3.0 (see README.md, 'The Microkit SDK') and pass MICROKIT_SDK=/path/to/microkit-sdk-2.3.0"; exit 1; }
 	@test -d $(MICROKIT_SDK)/board/$(BOARD)/$(MICROKIT_CONFIG) || { \
 	  echo "error: the SDK at $(MICROKIT_SDK) has no board '$(BOARD)' config '$(MICROKIT_CONFIG)' (have: $$(ls $(MICROKIT_SDK)/board/$(BOARD) 2>/dev/null | tr '\n' ' '))"; exit 1; }
+	@v3=$$(grep -c '"ARM_GIC_V3_SUPPORT": true' $(MICROKIT_SDK)/board/$(BOARD)/$(MICROKIT_CONFIG)/include/kernel/gen_config.json); \
+	  case "$(GIC_VERSION)$$v3" in 20|31) ;; *) \
+	  echo "error: $(BOARD_FILE) says GIC_VERSION $(GIC_VERSION) but the SDK's $(BOARD) kernel is built for GICv$$((v3 + 2))"; exit 1;; esac
 	@command -v cargo >/dev/null || { echo "error: cargo not found: install Rust (rustup), then run scripts/setup.sh"; exit 1; }
 	@rustup target list --installed 2>/dev/null | grep -qx $(RUST_TARGET) || { \
 	  echo "error: Rust target $(RUST_TARGET) missing: run scripts/setup.sh"; exit 1; }
@@ -65,6 +76,7 @@ check-sdk:
 $(BUILD_DIR)/.pds: FORCE check-example check-sdk $(PDS_DEPS)
 	@mkdir -p $(BUILD_DIR)
 	$(CARGO_ENV) MICROKIT_SDK=$(MICROKIT_SDK) MICROKIT_BOARD=$(BOARD) MICROKIT_CONFIG=$(MICROKIT_CONFIG) \
+	  LIBVMM_BOARD_FILE=$(BOARD_FILE) LIBVMM_SYSTEM_FILE=$(SYSTEM_FILE) \
 	  cargo build --release --target $(RUST_TARGET) --target-dir $(CARGO_TARGET_DIR) \
 	  --manifest-path $(TOP)/Cargo.toml -p $(CARGO_PACKAGE)
 	@for bin in $(PD_BINS); do \
@@ -79,6 +91,7 @@ $(IMAGE): $(BUILD_DIR)/.pds $(SYSTEM_FILE) $(IMAGE_DEPS)
 	  --board $(BOARD) --config $(MICROKIT_CONFIG) -o $(IMAGE) -r $(REPORT)
 
 qemu: $(IMAGE) $(QEMU_DEPS)
+	@test -n "$(QEMU_MACHINE_OPTS)" || { echo "error: board $(BOARD) does not run in QEMU (no QEMU_MACHINE_OPTS in $(BOARD_FILE))"; exit 1; }
 	@command -v $(QEMU) >/dev/null || { echo "error: $(QEMU) not found: run scripts/setup.sh"; exit 1; }
 	$(QEMU) $(QEMU_MACHINE) $(QEMU_EXTRA)
 

@@ -4,7 +4,9 @@
 #      the aarch64 build of every crate and example;
 #   2. with a Microkit SDK (MICROKIT_SDK, else /opt/microkit-sdk): every
 #      example built and booted in QEMU, its output checked by
-#      scripts/systest.py; a release-config build checked for release labels.
+#      scripts/systest.py; a release-config build checked for release labels;
+#      the other boards of board/ (GICv3 QEMU: booted; hardware: built), each
+#      where the SDK has it, said skipped where not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 target=aarch64-unknown-none
@@ -76,6 +78,36 @@ start=$SECONDS
 run_isolated python3 scripts/systest.py hostile-simple
 run_isolated python3 scripts/systest.py hostile-virtio
 summary+=("$(printf '%-16s build, boot and checks %4ds' hostile-guest $((SECONDS - start)))")
+# The other boards (board/*/, docs/porting.md), each where the SDK has it:
+# one that runs in QEMU (QEMU_MACHINE_OPTS in its board.mk, e.g. the GICv3
+# qemu_virt_aarch64_gicv3) boots every example it has a guest DTS for;
+# hardware boards build them (a loader image), as there is no hardware here.
+for dir in board/*/; do
+    board=$(basename "$dir")
+    [ "$board" = qemu_virt_aarch64 ] && continue
+    if [ ! -d "$sdk/board/$board/debug" ]; then
+        step "board $board skipped: the SDK at $sdk has no board $board (docs/porting.md)"
+        continue
+    fi
+    qemu=$(sed -n 's/^QEMU_MACHINE_OPTS *:*= *//p' "$dir/board.mk")
+    for dts in "$dir"*.dts; do
+        example=$(basename "$dts" .dts)
+        [ -d "examples/$example" ] || continue
+        start=$SECONDS
+        if [ -n "$qemu" ]; then
+            step "system test: $example on $board"
+            make -s BOARD="$board" EXAMPLE="$example" MICROKIT_SDK="$sdk" BUILD_DIR="$PWD/build/$example-$board" image
+            built=$SECONDS
+            run_isolated python3 scripts/systest.py "$example" --board "$board" --build-dir "build/$example-$board"
+            summary+=("$(printf '%-16s build %4ds  boot and checks %4ds' "$example/$board" $((built - start)) $((SECONDS - built)))")
+        else
+            step "build only: $example for $board"
+            make -s BOARD="$board" EXAMPLE="$example" MICROKIT_SDK="$sdk" BUILD_DIR="$PWD/build/$example-$board" image
+            test -s "build/$example-$board/loader.img"
+            summary+=("$(printf '%-16s build %4ds  (no hardware: not booted)' "$example/$board" $((SECONDS - start)))")
+        fi
+    done
+done
 step "getting-started: the guide's crate, out of tree, booted"
 start=$SECONDS
 run_isolated scripts/template-test.sh "$sdk"

@@ -7,9 +7,11 @@
 //!   numbers from the `.system` file into `$OUT_DIR/sdf.rs` and names the
 //!   guest images to embed (see [`linux_vmm`]).
 //! - [`sdf`]: the `.system` reader itself, as a pure function.
+//! - [`board`]: the board file (`board/<board>/board.mk`): the guest's GIC.
 //! - [`sdk`]: reads a Microkit SDK's kernel configuration (invocation labels,
 //!   kernel options) into Rust constants; `libvmm`'s own build script uses it.
 
+pub mod board;
 pub mod sdf;
 pub mod sdk;
 

@@ -2,29 +2,44 @@
 //! and trapped system registers.
 
 use super::exit::{ec, SysRegAccess};
+use super::irq::Lrs;
 use super::{Devices, Hypervisor, Vm, RESUME, SPSR_EL1H_MASKED};
 use crate::sel4::user_context::words_to_cover;
 use crate::sel4::{Error, MessageInfo, UserContext, VcpuReg};
+use vgic::VcpuMask;
 
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
-    /// Trapped system registers: reads as zero, writes ignored.
+    /// Trapped system registers. On GICv3, a write of ICC_SGI1R_EL1 (or
+    /// ICC_SGI0R_EL1) sends the SGI and ICC_SRE_EL1 reads SRE set; any other
+    /// register reads as zero and ignores writes.
     pub(super) fn sysreg(
         &mut self,
         vcpu: usize,
         access: SysRegAccess,
     ) -> Result<Option<MessageInfo>, Error> {
-        if self.bad_guest.allow() {
+        let mut regs = UserContext::default();
+        let count = words_to_cover(access.reg);
+        self.hv.read_regs(vcpu, count, &mut regs)?;
+        let mut woken = VcpuMask::EMPTY;
+        let mut known = true;
+        if access.read {
+            let value = self.gic.sysreg_read(access.encoding);
+            known = value.is_some();
+            regs.set_gpr(access.reg, value.unwrap_or(0));
+        } else {
+            let value = regs.gpr(access.reg);
+            match self.gic.send_sgi(vcpu, access.encoding, value, &mut Lrs(&mut self.hv)) {
+                Some(sent) => woken = sent,
+                None => known = self.gic.sysreg_ignores_write(access.encoding),
+            }
+        }
+        if !known && self.bad_guest.allow() {
             log::warn!(target: "cpu", "vCPU {vcpu}: trapped system register {:?} ({}): RAZ/WI",
                 access.encoding, if access.read { "read" } else { "write" });
         }
-        let mut regs = UserContext::default();
-        let count = if access.read { words_to_cover(access.reg) } else { 1 };
-        self.hv.read_regs(vcpu, count, &mut regs)?;
-        if access.read {
-            regs.set_gpr(access.reg, 0);
-        }
         regs.set_pc(regs.pc().wrapping_add(4));
-        self.hv.write_regs(vcpu, false, count, &regs)?;
+        self.hv.write_regs(vcpu, false, if access.read { count } else { 1 }, &regs)?;
+        self.wake(woken);
         Ok(RESUME)
     }
 

@@ -1,5 +1,6 @@
-//! The MMIO path: a guest load or store to the emulated GIC distributor or
-//! one of the VM's `Devices`; anything else gets an abort.
+//! The MMIO path: a guest load or store to the emulated GIC (distributor,
+//! GICv3 redistributors) or one of the VM's `Devices`; anything else gets
+//! an abort.
 
 use super::exception::Exception;
 use super::exit::MmioAccess;
@@ -10,7 +11,7 @@ use crate::sel4::{Error, MessageInfo, UserContext, VcpuReg};
 use vgic::VcpuMask;
 
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
-    /// A load or store to the GIC distributor or one of `Devices`; to
+    /// A load or store to the GIC or one of `Devices`; to
     /// nothing, an abort. One register read and one write-back at most,
     /// plus SCTLR_EL1 for the guest's data endianness.
     pub(super) fn mmio(
@@ -27,15 +28,14 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         let read = if a.write && gpr_index(a.reg).is_some() { count } else { 0 };
         let big_endian = self.big_endian(vcpu, &mut regs, read)?;
         let value = swap_if(big_endian, a.store_value(regs.gpr(a.reg)), a.width);
-        let gicd = a.gpa.0.checked_sub(self.config.gic.gicd()).filter(|&o| o < vgic::GICD_SIZE);
-        let (loaded, woken, irq) = match (gicd, a.write) {
-            (Some(offset), true) => {
-                let woken =
-                    self.gic.dist_write(vcpu, offset, a.width, value, &mut Lrs(&mut self.hv));
+        let gic = self.gic.region(&self.config.gic, a.gpa.0);
+        let (loaded, woken, irq) = match (gic, a.write) {
+            (Some(region), true) => {
+                let woken = self.gic.write(vcpu, region, a.width, value, &mut Lrs(&mut self.hv));
                 (0, woken, None)
             }
-            (Some(offset), false) => {
-                (self.gic.dist_read(vcpu, offset, a.width), VcpuMask::default(), None)
+            (Some(region), false) => {
+                (self.gic.read(vcpu, region, a.width), VcpuMask::default(), None)
             }
             (None, true) => match self.devices.write(&mut self.ram, a.gpa, a.width, value) {
                 Some(irq) => (0, VcpuMask::default(), irq),
@@ -58,7 +58,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         regs.set_pc(ip.wrapping_add(a.instruction_len));
         self.hv.write_regs(vcpu, false, write_count, &regs)?;
         self.wake(woken);
-        if gicd.is_some() && a.write {
+        if gic.is_some() && a.write {
             self.gic_followup();
         }
         if let Some(irq) = irq {

@@ -9,6 +9,7 @@
 
 mod exception;
 pub mod exit;
+pub mod gic;
 pub mod hypervisor;
 mod idle;
 mod irq;
@@ -23,9 +24,9 @@ use crate::linux::boot::{BootImages, Layout};
 use crate::sel4::{Error, Fault, MessageInfo};
 use exception::Exception;
 use exit::Exit;
+use gic::Gic;
 use hypervisor::Hypervisor;
 use ptimer::GuestPtimer;
-use vgic::GicV2;
 
 pub use ptimer::PTIMER_IRQ;
 pub use vgic::MAX_VCPUS;
@@ -174,7 +175,7 @@ pub struct Vm<'a, H: Hypervisor, D: Devices = ()> {
     ram: GuestRam<'a>,
     images: BootImages<'a>,
     config: VmConfig<'a>,
-    gic: GicV2,
+    gic: Gic,
     vcpus: [VcpuState; MAX_VCPUS],
     /// CNTVOFF per vCPU, read once: it only changes when the kernel is
     /// built to move it (`VTIMER_UPDATE_VOFFSET`), then it is read each time.
@@ -215,7 +216,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             devices,
             ram,
             images,
-            gic: GicV2::new(num_vcpus, config.num_lrs),
+            gic: Gic::new(&config.gic, num_vcpus, config.num_lrs),
             config,
             vcpus: [VcpuState::Off; MAX_VCPUS],
             cntvoff: [None; MAX_VCPUS],

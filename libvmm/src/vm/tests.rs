@@ -166,6 +166,10 @@ impl Setup {
     }
 
     fn vm(&mut self, vcpus: usize) -> Vm<'_, Fake> {
+        self.vm_with_gic(vcpus, GicLayout::QEMU_VIRT_V2)
+    }
+
+    fn vm_with_gic(&mut self, vcpus: usize, gic: GicLayout) -> Vm<'_, Fake> {
         let ram = GuestRam::from_slice(RAM_BASE, &mut self.mem);
         let images = BootImages {
             kernel: &self.kernel,
@@ -175,7 +179,7 @@ impl Setup {
         };
         let config = VmConfig {
             num_vcpus: vcpus,
-            gic: GicLayout::QEMU_VIRT_V2,
+            gic,
             num_lrs: 4,
             passthrough: &[UART],
             timer_channel: Some(5),
@@ -335,6 +339,9 @@ fn guest_enables(vm: &mut Vm<'_, Fake>, irq: u32) {
         mmio(vm, GICD + 0x800 + irq as u64, 1, 1, true); // GICD_ITARGETSRn byte
     }
 }
+
+mod gicv3;
+mod smp;
 
 #[test]
 fn boot_starts_vcpu0_at_the_kernel_with_the_dtb_in_x0() {

@@ -21,6 +21,8 @@ use crate::{ListRegisters, VcpuMask, NUM_IRQS};
 enum Reg {
     Ctlr,
     Typer,
+    /// GICD_TYPER2 (GICv3.1): RAZ here, as in a GICv3.0 without it.
+    Typer2,
     Iidr,
     Bits(BitReg, Op, u64),
     Priority,
@@ -40,6 +42,7 @@ impl Reg {
         match offset {
             GICD_CTLR => Reg::Ctlr,
             GICD_TYPER => Reg::Typer,
+            GICD_TYPER2 => Reg::Typer2,
             GICD_IIDR => Reg::Iidr,
             GICD_IGROUPR..GICD_ISENABLER => Reg::Bits(BitReg::Group, Op::Store, GICD_IGROUPR),
             GICD_ISENABLER..GICD_ICENABLER => Reg::Bits(BitReg::Enable, Op::Set, GICD_ISENABLER),
@@ -90,6 +93,7 @@ impl GicV3 {
                 lines | (TYPER_IDBITS << TYPER_IDBITS_SHIFT) | TYPER_A3V
             }
             Reg::Iidr => IIDR_V3_VALUE,
+            Reg::Typer2 => 0,
             Reg::Bits(_, _, base) if byte_index(offset, base) < 4 => 0,
             Reg::Bits(bits, _, base) => self.read_bits(vcpu, bits, byte_index(offset, base) / 4),
             Reg::Priority => gather(byte_index(offset, GICD_IPRIORITYR), width, |irq| {
@@ -152,7 +156,7 @@ impl GicV3 {
                     return self.core.deliver_all(lrs);
                 }
             }
-            Reg::Typer | Reg::Iidr | Reg::Id => {
+            Reg::Typer | Reg::Typer2 | Reg::Iidr | Reg::Id => {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICD {offset:#x}");
             }
             Reg::Bits(_, _, base) if byte_index(offset, base) < 4 => {}
@@ -302,6 +306,13 @@ mod tests {
         assert_eq!(typer & u64::from(TYPER_LPIS | TYPER_MBIS | TYPER_NO1N), 0);
         assert_eq!(typer & (1 << 10), 0, "no SecurityExtn");
         assert_ne!(typer & u64::from(TYPER_A3V), 0);
+    }
+
+    #[test]
+    fn typer2_reads_zero() {
+        // Linux 6.1 reads it at boot: RAZ, as a GICv3.0 without it.
+        let mut g = GicV3::new(1, 4);
+        assert_eq!(g.dist_read(0, GICD_TYPER2, 4), 0);
     }
 
     #[test]

@@ -21,6 +21,8 @@ pub const GICR_SGI_BASE: u64 = 0x1_0000;
 pub const GICD_CTLR: u64 = 0x0000;
 /// GICD_TYPER, Interrupt Controller Type Register (RO). IHI 0069H 12.9.38.
 pub const GICD_TYPER: u64 = 0x0004;
+/// GICD_TYPER2 (RO, GICv3.1; RAZ here: no extended IDs, no vPE). IHI 0069H 12.9.39.
+pub const GICD_TYPER2: u64 = 0x000C;
 /// GICD_IIDR, Distributor Implementer Identification Register (RO). IHI 0069H 12.9.24.
 pub const GICD_IIDR: u64 = 0x0008;
 /// GICD_IGROUPRn, Interrupt Group Registers (RW), 0x0080-0x00FC. IHI 0069H 12.9.9.

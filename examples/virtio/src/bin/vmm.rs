@@ -19,7 +19,7 @@ use libvmm::sddf::Microkit;
 use libvmm::sel4::{Fault, MessageInfo};
 use libvmm::virtio::MmioDevice;
 use libvmm::vm::hypervisor::Sel4;
-use libvmm::vm::{GicLayout, Passthrough, SystemOff, Vm, VmConfig};
+use libvmm::vm::{Passthrough, SystemOff, Vm, VmConfig};
 use log::LevelFilter;
 use virtio::block::BlockDevice;
 use virtio::console::Console;
@@ -111,7 +111,7 @@ impl Handler for Vmm {
         let images = libvmm::embedded_boot_images!();
         let config = VmConfig {
             num_vcpus: sdf::NUM_VCPUS,
-            gic: GicLayout::QEMU_VIRT_V2,
+            gic: sdf::GIC,
             num_lrs: Sel4::list_registers(0),
             passthrough: sdf::PASSTHROUGH,
             timer_channel: sdf::TIMER_CHANNEL,

@@ -10,5 +10,6 @@ pub mod image;
 pub mod sddf;
 pub mod seeds;
 pub mod vgic;
+pub mod vgic3;
 pub mod virtio_ops;
 pub mod virtqueue;

@@ -123,6 +123,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("image_header", image_header()),
         ("fdt_patch", fdt_patch()),
         ("vgic_mmio", vgic_mmio()),
+        ("vgic_v3", noise(13, 8, 512)),
         ("virtqueue", noise(3, 8, 600)),
         ("virtio_console", noise(5, 8, 800)),
         ("virtio_blk", noise(6, 8, 800)),

@@ -104,13 +104,26 @@ pub enum Op {
 }
 
 /// Hardware list registers: what the guest's GIC holds, `(virq, active)`.
-struct Hw {
-    vcpus: usize,
-    lrs: usize,
-    held: [[Option<(u16, bool)>; MAX_LRS]; MAX_VCPUS],
-    busy: [[bool; MAX_LRS]; MAX_VCPUS],
-    fail: bool,
+pub(crate) struct Hw {
+    pub(crate) vcpus: usize,
+    pub(crate) lrs: usize,
+    pub(crate) held: [[Option<(u16, bool)>; MAX_LRS]; MAX_VCPUS],
+    pub(crate) busy: [[bool; MAX_LRS]; MAX_VCPUS],
+    pub(crate) fail: bool,
     injected: u64,
+}
+
+impl Hw {
+    pub(crate) fn new(vcpus: usize, lrs: usize) -> Hw {
+        Hw {
+            vcpus,
+            lrs,
+            held: [[None; MAX_LRS]; MAX_VCPUS],
+            busy: [[false; MAX_LRS]; MAX_VCPUS],
+            fail: false,
+            injected: 0,
+        }
+    }
 }
 
 impl ListRegisters for Hw {
@@ -299,13 +312,18 @@ fn in_lrs(gic: &GicV2, vcpus: usize, lrs: usize, vcpu: usize, irq: usize) -> boo
 }
 
 fn check(gic: &GicV2, hw: &Hw) {
+    check_lrs(|v, i| gic.lr_irq(v, i), hw);
+}
+
+/// The LR checks, for any vGIC whose shadow LRs `lr_irq` reads.
+pub(crate) fn check_lrs(lr_irq: impl Fn(usize, usize) -> Option<u32>, hw: &Hw) {
     let (vcpus, lrs) = (hw.vcpus, hw.lrs);
     // Every occupied hardware LR is known, with its interrupt.
     let mut spi_seen = [false; NUM_IRQS];
     for v in 0..vcpus {
         let mut seen = [false; NUM_IRQS];
         for i in 0..lrs {
-            let shadow = gic.lr_irq(v, i);
+            let shadow = lr_irq(v, i);
             match hw.held[v][i] {
                 Some((irq, _)) if usize::from(irq) < NUM_IRQS => {
                     assert_eq!(shadow, Some(u32::from(irq)), "vCPU {v} LR {i} holds {irq}");
@@ -325,8 +343,8 @@ fn check(gic: &GicV2, hw: &Hw) {
             }
         }
     }
-    assert_eq!(gic.lr_irq(vcpus, 0), None);
-    assert_eq!(gic.lr_irq(0, lrs), None);
+    assert_eq!(lr_irq(vcpus, 0), None);
+    assert_eq!(lr_irq(0, lrs), None);
 }
 
 /// No lost interrupt: one that should reach a vCPU is in an LR or the vCPU has work queued.

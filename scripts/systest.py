@@ -196,6 +196,65 @@ def scenario_getting_started(q):
     q.wait_exit(30)
 
 
+def smp_boot(q, boot):
+    """One boot of the smp example: 4 vCPUs up, then the shell."""
+    q.expect(rf"VMM\|INFO\|boot: booting Linux \(boot {boot}\)", 120, f"the VMM booting Linux (boot {boot})")
+    for cpu in 1, 2, 3:
+        q.expect(rf"VMM\|INFO\|psci: CPU_ON vCPU {cpu} ", 300, f"PSCI CPU_ON of vCPU {cpu} (boot {boot})")
+    q.expect(r"smp: Brought up 1 node, 4 CPUs", 300, f"all 4 CPUs up (boot {boot})")
+    linux_shell(q, 300)
+
+
+# Per-CPU IPI counts: the sum of every IPI line of /proc/interrupts, per CPU.
+IPI_SUM = ("awk '/^ *IPI/ { for (i = 2; i <= 5; i++) s[i] += $i } "
+           "END { print \"IPIS\", s[2], s[3], s[4], s[5], \"END\" }' /proc/interrupts")
+# One busy loop per CPU, each pinned with taskset (a CPU mask); each prints
+# the CPU it ran on (field 39 of /proc/self/stat, of a child that inherits
+# the mask).
+BUSY = ("for c in 0 1 2 3; do taskset $((1 << c)) sh -c "
+        "'i=0; while [ $i -lt 3000 ]; do i=$((i + 1)); done; "
+        "echo BUSY $0 done on cpu $(cut -d\" \" -f39 /proc/self/stat)' $c & done; wait; echo BUSY ALL")
+
+
+def scenario_smp(q):
+    """4 vCPUs: boot, nproc, IPIs on every CPU, a pinned busy loop per CPU,
+    CPU 3 offline and online again, reboot, poweroff."""
+    smp_boot(q, 1)
+    run(q, "nproc", r"^4$", what="nproc saying 4")
+    q.send(IPI_SUM + "\n")
+    m = q.expect(r"IPIS (\d+) (\d+) (\d+) (\d+) END", 30, "the per-CPU IPI counts")
+    counts = [int(m.group(i)) for i in range(1, 5)]
+    print(f"\nsystest smp: IPIs per CPU {counts}", flush=True)
+    if not all(counts):
+        raise Failure(f"a CPU counted no IPI: {counts}")
+    q.expect(r"/ # ", 30, "the prompt after the IPI counts")
+    q.send(BUSY + "\n")
+    seen = set()
+    for _ in range(4):
+        m = q.expect(r"BUSY (\d) done on cpu (\d+)", 300, "a pinned busy loop finishing")
+        if m.group(1) != m.group(2):
+            raise Failure(f"the loop pinned to CPU {m.group(1)} ran on CPU {m.group(2)}")
+        seen.add(m.group(1))
+    q.expect(r"BUSY ALL", 60, "all busy loops done")
+    if seen != {"0", "1", "2", "3"}:
+        raise Failure(f"busy loops finished on CPUs {sorted(seen)}")
+    # CPU hotplug: PSCI CPU_OFF, then CPU_ON.
+    q.send("echo 0 > /sys/devices/system/cpu/cpu3/online\n")
+    q.expect(r"VMM\|INFO\|psci: CPU_OFF vCPU 3", 60, "PSCI CPU_OFF of vCPU 3")
+    run(q, "cat /sys/devices/system/cpu/online", r"^0-2$", what="CPUs 0-2 online")
+    q.send("echo 1 > /sys/devices/system/cpu/cpu3/online\n")
+    q.expect(r"VMM\|INFO\|psci: CPU_ON vCPU 3 ", 60, "PSCI CPU_ON of vCPU 3 again")
+    run(q, "cat /sys/devices/system/cpu/online", r"^0-3$", what="CPUs 0-3 online")
+    run(q, "nproc", r"^4$", what="nproc saying 4 after CPU 3 came back")
+    # reboot -f: PSCI SYSTEM_RESET; all 4 CPUs come up again.
+    q.send("reboot -f\n")
+    smp_boot(q, 2)
+    run(q, "nproc", r"^4$", what="nproc saying 4 after reboot")
+    # poweroff -f: PSCI SYSTEM_OFF, forwarded to the firmware: QEMU exits.
+    q.send("poweroff -f\n")
+    q.expect(r"guest powered off \(PSCI SYSTEM_OFF\)", 60, "the VMM seeing SYSTEM_OFF")
+    q.wait_exit(30)
+
 # The virtio example: a fresh disk image for each run, checked after QEMU exits.
 VIRTIO_DISK = os.path.join(TOP, "build", "virtio", "systest-disk.img")  # main() moves it to --build-dir
 DISK_PATTERN_BYTES = 4 << 20

@@ -1,7 +1,8 @@
-//! `smp`: a VMM PD that boots one Linux guest with 4 vCPUs, each pinned to
-//! its own core, with QEMU's PL011 passed through. The same VMM as `simple`:
-//! all numbers, the vCPU count included, come from system-files/smp.system
-//! (build.rs); docs/smp.md says what SMP changes in libvmm.
+//! `smp`: a VMM PD that boots one Linux guest with 4 vCPUs, with QEMU's
+//! PL011 passed through. The same VMM as `simple`: all numbers, the vCPU
+//! count included, come from the system description (system-files/smp.system
+//! or the board's own, see build.rs), and the GIC from the board; docs/smp.md
+//! says where the vCPUs run and why.
 
 #![no_std]
 #![no_main]
@@ -11,7 +12,7 @@ use libvmm::logging::{self, Levels};
 use libvmm::microkit::{ChannelSet, Child, Handler};
 use libvmm::sel4::{Fault, MessageInfo};
 use libvmm::vm::hypervisor::Sel4;
-use libvmm::vm::{GicLayout, Passthrough, SystemOff, Vm, VmConfig};
+use libvmm::vm::{Passthrough, SystemOff, Vm, VmConfig};
 use log::LevelFilter;
 
 #[allow(dead_code)]
@@ -45,7 +46,7 @@ impl Handler for Vmm {
         let images = libvmm::embedded_boot_images!();
         let config = VmConfig {
             num_vcpus: sdf::NUM_VCPUS,
-            gic: GicLayout::QEMU_VIRT_V2,
+            gic: sdf::GIC,
             num_lrs: Sel4::list_registers(0),
             passthrough: sdf::PASSTHROUGH,
             timer_channel: sdf::TIMER_CHANNEL,

@@ -11,6 +11,7 @@
 //! shaped like rust-vmm vm-memory's), so a naturally aligned `u16`, `u32` or
 //! `u64` is read or written in one access, not torn.
 
+use crate::sddf::blk::DataRegion;
 use core::fmt;
 use core::marker::PhantomData;
 use sddf_bindings::shared::{volatile_copy_from, volatile_copy_to, volatile_fill};
@@ -251,6 +252,52 @@ impl virtio::GuestMemory for GuestRam<'_> {
             Err(virtio::MemoryError::OutOfRange { gpa, len })
         }
     }
+
+    /// Straight into an sDDF data region ([`DataRegion`]) with one volatile
+    /// copy; any other buffer through the default bounce buffer.
+    fn read_to_shared(
+        &self,
+        gpa: u64,
+        dst: &dyn virtio::SharedBuffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), virtio::CopyError> {
+        let Some(region) = dst.as_any().downcast_ref::<DataRegion>() else {
+            return virtio::memory::bounce_read_to_shared(self, gpa, dst, offset, len);
+        };
+        let at = self.virtio_offset(gpa, len)?;
+        // SAFETY: `at..at + len` is inside guest RAM (checked), mapped and
+        // only ever accessed volatile (the constructors' contracts); the
+        // data region is another mapping, so the two do not overlap.
+        unsafe { region.0.write_from_raw(offset, self.ptr.add(at), len) }
+            .map_err(|_| virtio::CopyError::Buffer)
+    }
+
+    /// The other way round from [`read_to_shared`](Self::read_to_shared).
+    fn write_from_shared(
+        &mut self,
+        gpa: u64,
+        src: &dyn virtio::SharedBuffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), virtio::CopyError> {
+        let Some(region) = src.as_any().downcast_ref::<DataRegion>() else {
+            return virtio::memory::bounce_write_from_shared(self, gpa, src, offset, len);
+        };
+        let at = self.virtio_offset(gpa, len)?;
+        // SAFETY: as in `read_to_shared`, with guest RAM mapped writable.
+        unsafe { region.0.read_to_raw(offset, self.ptr.add(at), len) }
+            .map_err(|_| virtio::CopyError::Buffer)
+    }
+}
+
+impl GuestRam<'_> {
+    /// [`GuestRam::offset_of`] with the virtio crate's error.
+    fn virtio_offset(&self, gpa: u64, len: usize) -> Result<usize, virtio::CopyError> {
+        self.offset_of(Gpa(gpa), len as u64).map_err(|e| {
+            virtio::CopyError::Guest(virtio::MemoryError::OutOfRange { gpa, len: e.len })
+        })
+    }
 }
 
 #[cfg(test)]
@@ -269,5 +316,24 @@ mod virtio_tests {
         assert!(GuestMemory::check_range(&ram, 0x1000, 32).is_ok());
         assert!(GuestMemory::check_range(&ram, 0x1000, 33).is_err());
         assert!(GuestMemory::read(&ram, 0xfff, &mut b).is_err());
+    }
+
+    #[test]
+    fn copies_straight_between_guest_ram_and_an_sddf_data_region() {
+        let mut mem = [0u8; 256];
+        let mut ram = GuestRam::from_slice(0x1000, &mut mem);
+        let region = DataRegion(sddf_bindings::SharedRegion::leak_zeroed(128));
+        let pattern: [u8; 100] = core::array::from_fn(|i| i as u8 ^ 0x5c);
+        GuestMemory::write(&mut ram, 0x1003, &pattern).unwrap();
+        ram.read_to_shared(0x1003, &region, 9, 100).unwrap();
+        let mut b = [0u8; 100];
+        region.0.read(9, &mut b).unwrap();
+        assert_eq!(b, pattern);
+        ram.write_from_shared(0x1080, &region, 9, 100).unwrap();
+        GuestMemory::read(&ram, 0x1080, &mut b).unwrap();
+        assert_eq!(b, pattern);
+        let guest = ram.read_to_shared(0x10f0, &region, 0, 17);
+        assert!(matches!(guest, Err(virtio::CopyError::Guest(_))), "{guest:?}");
+        assert_eq!(ram.write_from_shared(0x1000, &region, 120, 9), Err(virtio::CopyError::Buffer));
     }
 }

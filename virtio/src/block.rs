@@ -539,8 +539,9 @@ mod tests {
         VIRTIO_BLK_T_FLUSH, VIRTIO_BLK_T_GET_ID, VIRTIO_BLK_T_IN, VIRTIO_BLK_T_OUT,
     };
     use super::*;
-    use crate::memory::SliceMemory;
+    use crate::memory::{CopyError, SharedBuffer, SliceMemory};
     use crate::testing::DriverQueue;
+    use std::cell::RefCell;
     use std::collections::VecDeque;
 
     const BASE: u64 = 0x4000_0000;
@@ -561,12 +562,33 @@ mod tests {
 
     type Pending = (BlockOp, u64, u32, Option<BufferId>, u32);
 
+    /// A backend buffer that is copied into and out of, never borrowed.
+    struct Cells(RefCell<Vec<u8>>);
+
+    impl SharedBuffer for Cells {
+        fn read(&self, at: usize, dst: &mut [u8]) -> Result<(), CopyError> {
+            let cells = self.0.borrow();
+            dst.copy_from_slice(cells.get(at..at + dst.len()).ok_or(CopyError::Buffer)?);
+            Ok(())
+        }
+        fn write(&self, at: usize, src: &[u8]) -> Result<(), CopyError> {
+            let mut cells = self.0.borrow_mut();
+            cells.get_mut(at..at + src.len()).ok_or(CopyError::Buffer)?.copy_from_slice(src);
+            Ok(())
+        }
+        fn as_any(&self) -> &dyn std::any::Any {
+            self
+        }
+    }
+
     /// A 4 KiB-block disk in a Vec that runs submitted operations when the test says so, in
     /// random order.
     struct FakeDisk {
         disk: Vec<u8>,
         info: Option<BlockInfo>,
-        buffers: Vec<Option<Vec<u8>>>,
+        buffers: Vec<Option<Cells>>,
+        /// Whether the buffers are offered as [`SharedBuffer`]s (direct copies).
+        direct: bool,
         free_blocks: u32,
         pending: Vec<Pending>,
         done: VecDeque<(u32, bool)>,
@@ -584,6 +606,7 @@ mod tests {
                 disk,
                 info: Some(BlockInfo { capacity: blocks, read_only: false, optimal_blocks: 0 }),
                 buffers: Vec::new(),
+                direct: false,
                 free_blocks: 64,
                 pending: Vec::new(),
                 done: VecDeque::new(),
@@ -607,7 +630,8 @@ mod tests {
                 let len = count as usize * BACKEND_BLOCK as usize;
                 if op != BlockOp::Flush {
                     assert!(start + len <= self.disk.len(), "device asked outside the disk");
-                    let cells = self.buffers[buf.unwrap().0 as usize].as_mut().unwrap();
+                    let mut cells =
+                        self.buffers[buf.unwrap().0 as usize].as_ref().unwrap().0.borrow_mut();
                     assert!(cells.len() >= len);
                     if op == BlockOp::Read {
                         cells[..len].copy_from_slice(&self.disk[start..start + len]);
@@ -629,17 +653,17 @@ mod tests {
                 return None;
             }
             self.free_blocks -= blocks;
-            self.buffers.push(Some(vec![0xee; blocks as usize * BACKEND_BLOCK as usize]));
+            let cells = vec![0xee; blocks as usize * BACKEND_BLOCK as usize];
+            self.buffers.push(Some(Cells(RefCell::new(cells))));
             Some(BufferId(self.buffers.len() as u32 - 1))
         }
         fn free(&mut self, buf: BufferId) {
             let cells = self.buffers[buf.0 as usize].take().expect("double free");
-            self.free_blocks += (cells.len() / BACKEND_BLOCK as usize) as u32;
+            self.free_blocks += (cells.0.borrow().len() / BACKEND_BLOCK as usize) as u32;
         }
         fn read_buffer(&self, buf: BufferId, at: usize, dst: &mut [u8]) -> Result<(), BufferRange> {
             let cells = self.buffers[buf.0 as usize].as_ref().expect("freed buffer used");
-            dst.copy_from_slice(cells.get(at..at + dst.len()).ok_or(BufferRange)?);
-            Ok(())
+            cells.read(at, dst).map_err(|_| BufferRange)
         }
         fn write_buffer(
             &mut self,
@@ -647,9 +671,12 @@ mod tests {
             at: usize,
             src: &[u8],
         ) -> Result<(), BufferRange> {
-            let cells = self.buffers[buf.0 as usize].as_mut().expect("freed buffer used");
-            cells.get_mut(at..at + src.len()).ok_or(BufferRange)?.copy_from_slice(src);
-            Ok(())
+            let cells = self.buffers[buf.0 as usize].as_ref().expect("freed buffer used");
+            cells.write(at, src).map_err(|_| BufferRange)
+        }
+        fn shared_buffer(&self, buf: BufferId) -> Option<(&dyn SharedBuffer, usize, usize)> {
+            let cells = self.buffers[buf.0 as usize].as_ref().expect("freed buffer used");
+            self.direct.then(|| (cells as &dyn SharedBuffer, 0, cells.0.borrow().len()))
         }
         fn submit(
             &mut self,
@@ -800,7 +827,17 @@ mod tests {
 
     #[test]
     fn random_overlapping_requests_match_a_reference_disk() {
+        random_requests_match_a_reference_disk(false);
+    }
+
+    #[test]
+    fn direct_copies_to_shared_buffers_match_a_reference_disk() {
+        random_requests_match_a_reference_disk(true);
+    }
+
+    fn random_requests_match_a_reference_disk(direct: bool) {
         let mut rig = Rig::new(64);
+        rig.dev.backend_mut().direct = direct;
         let mut reference = rig.dev.backend().disk.clone();
         let mut rng = Rng(42);
         let sectors = 64 * SECTORS_PER_BLOCK;

@@ -42,7 +42,7 @@ pub mod queue;
 pub mod testing;
 
 pub use device::{DeviceContext, VirtioDevice};
-pub use memory::{GuestMemory, GuestMemoryExt, MemoryError, SliceMemory};
+pub use memory::{CopyError, GuestMemory, GuestMemoryExt, MemoryError, SharedBuffer, SliceMemory};
 pub use mmio::{Interrupt, MmioTransport};
 pub use queue::{DescriptorChain, Queue, Segment};
 

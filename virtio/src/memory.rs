@@ -28,6 +28,76 @@ impl fmt::Display for MemoryError {
     }
 }
 
+/// Memory shared with another party that bulk data is copied into or out of: a block
+/// backend's data buffer. It is only ever copied (with volatile accesses where the other party
+/// may write), never lent out as a Rust reference.
+pub trait SharedBuffer {
+    /// Copies `dst.len()` bytes at `offset` into `dst`.
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), CopyError>;
+    /// Copies `src` to `offset`.
+    fn write(&self, offset: usize, src: &[u8]) -> Result<(), CopyError>;
+    /// The buffer's concrete type, so a [`GuestMemory`] that knows it can copy straight
+    /// between guest RAM and the buffer ([`GuestMemory::read_to_shared`]).
+    fn as_any(&self) -> &dyn core::any::Any;
+}
+
+/// A bulk copy between guest memory and a [`SharedBuffer`] that did not fit.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum CopyError {
+    /// The guest range is not guest RAM (a guest mistake).
+    Guest(MemoryError),
+    /// The range is outside the shared buffer (a backend fault).
+    Buffer,
+}
+
+/// Bytes per step of the default copies between guest memory and a [`SharedBuffer`]: a stack
+/// bounce buffer, as neither side may be borrowed as a slice.
+const BOUNCE: usize = 512;
+
+/// A bounce buffer aligned like the words the volatile copies move.
+#[repr(C, align(16))]
+struct Bounce([u8; BOUNCE]);
+
+/// [`GuestMemory::read_to_shared`] through a stack bounce buffer (its default).
+pub fn bounce_read_to_shared<M: GuestMemory + ?Sized>(
+    mem: &M,
+    gpa: u64,
+    dst: &dyn SharedBuffer,
+    offset: usize,
+    len: usize,
+) -> Result<(), CopyError> {
+    let mut bounce = Bounce([0; BOUNCE]);
+    let mut at = 0;
+    while at < len {
+        let n = core::cmp::min(BOUNCE, len - at);
+        let part = &mut bounce.0[..n];
+        mem.read(gpa.wrapping_add(at as u64), part).map_err(CopyError::Guest)?;
+        dst.write(offset.checked_add(at).ok_or(CopyError::Buffer)?, part)?;
+        at += n;
+    }
+    Ok(())
+}
+
+/// [`GuestMemory::write_from_shared`] through a stack bounce buffer (its default).
+pub fn bounce_write_from_shared<M: GuestMemory + ?Sized>(
+    mem: &mut M,
+    gpa: u64,
+    src: &dyn SharedBuffer,
+    offset: usize,
+    len: usize,
+) -> Result<(), CopyError> {
+    let mut bounce = Bounce([0; BOUNCE]);
+    let mut at = 0;
+    while at < len {
+        let n = core::cmp::min(BOUNCE, len - at);
+        let part = &mut bounce.0[..n];
+        src.read(offset.checked_add(at).ok_or(CopyError::Buffer)?, part)?;
+        mem.write(gpa.wrapping_add(at as u64), part).map_err(CopyError::Guest)?;
+        at += n;
+    }
+    Ok(())
+}
+
 /// Guest-physical memory as the device sees it. Implemented by the VMM over its mapped guest
 /// RAM.
 pub trait GuestMemory {
@@ -51,6 +121,31 @@ pub trait GuestMemory {
         let mut probe = [0u8; 1];
         self.read(gpa, &mut probe).map_err(|_| err)?;
         self.read(last, &mut probe).map_err(|_| err)
+    }
+
+    /// Copies `len` bytes at guest-physical `gpa` into `dst` at `offset`. The default goes
+    /// through a stack bounce buffer ([`bounce_read_to_shared`]); guest RAM that is mapped
+    /// memory copies straight into a buffer type it knows.
+    fn read_to_shared(
+        &self,
+        gpa: u64,
+        dst: &dyn SharedBuffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), CopyError> {
+        bounce_read_to_shared(self, gpa, dst, offset, len)
+    }
+
+    /// Copies `len` bytes of `src` at `offset` to guest-physical `gpa`; see
+    /// [`GuestMemory::read_to_shared`].
+    fn write_from_shared(
+        &mut self,
+        gpa: u64,
+        src: &dyn SharedBuffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), CopyError> {
+        bounce_write_from_shared(self, gpa, src, offset, len)
     }
 }
 
@@ -107,6 +202,26 @@ impl<M: GuestMemory + ?Sized> GuestMemory for &mut M {
 
     fn check_range(&self, gpa: u64, len: u64) -> Result<(), MemoryError> {
         (**self).check_range(gpa, len)
+    }
+
+    fn read_to_shared(
+        &self,
+        gpa: u64,
+        dst: &dyn SharedBuffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), CopyError> {
+        (**self).read_to_shared(gpa, dst, offset, len)
+    }
+
+    fn write_from_shared(
+        &mut self,
+        gpa: u64,
+        src: &dyn SharedBuffer,
+        offset: usize,
+        len: usize,
+    ) -> Result<(), CopyError> {
+        (**self).write_from_shared(gpa, src, offset, len)
     }
 }
 

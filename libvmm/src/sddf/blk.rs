@@ -11,6 +11,27 @@ use sddf_bindings::blk::BLK_TRANSFER_SIZE;
 use sddf_bindings::blk::{BlkQueueHandle, BlkReq, BlkReqCode, BlkRespStatus, StorageInfoHandle};
 use sddf_bindings::SharedRegion;
 use virtio::block::{BackendBusy, BlockBackend, BlockInfo, BlockOp, BufferId, BufferRange};
+use virtio::{CopyError, SharedBuffer};
+
+/// A client's data region as the block device's [`SharedBuffer`]: guest RAM
+/// ([`GuestRam`](crate::guest_memory::GuestRam)) recognises it and copies
+/// straight between the guest's buffers and the cells, one volatile copy
+/// with no bounce buffer.
+pub struct DataRegion(pub SharedRegion);
+
+impl SharedBuffer for DataRegion {
+    fn read(&self, offset: usize, dst: &mut [u8]) -> Result<(), CopyError> {
+        self.0.read(offset, dst).map_err(|_| CopyError::Buffer)
+    }
+
+    fn write(&self, offset: usize, src: &[u8]) -> Result<(), CopyError> {
+        self.0.write(offset, src).map_err(|_| CopyError::Buffer)
+    }
+
+    fn as_any(&self) -> &dyn core::any::Any {
+        self
+    }
+}
 
 /// Most data cells a client tracks (4 MiB of data region).
 pub const MAX_CELLS: usize = 1024;
@@ -20,7 +41,7 @@ const WORDS: usize = MAX_CELLS / 64;
 pub struct SddfBlock<N: Notifier> {
     queue: BlkQueueHandle,
     info: StorageInfoHandle,
-    data: SharedRegion,
+    data: DataRegion,
     cells: usize,
     used: [u64; WORDS],
     channel: u8,
@@ -51,7 +72,7 @@ impl<N: Notifier> SddfBlock<N> {
         SddfBlock {
             queue,
             info,
-            data,
+            data: DataRegion(data),
             cells,
             used: [0; WORDS],
             channel,
@@ -128,12 +149,18 @@ impl<N: Notifier> BlockBackend for SddfBlock<N> {
 
     fn read_buffer(&self, buf: BufferId, at: usize, dst: &mut [u8]) -> Result<(), BufferRange> {
         let offset = self.cell_range(buf, at, dst.len())?;
-        self.data.read(offset, dst).map_err(|_| BufferRange)
+        self.data.0.read(offset, dst).map_err(|_| BufferRange)
     }
 
     fn write_buffer(&mut self, buf: BufferId, at: usize, src: &[u8]) -> Result<(), BufferRange> {
         let offset = self.cell_range(buf, at, src.len())?;
-        self.data.write(offset, src).map_err(|_| BufferRange)
+        self.data.0.write(offset, src).map_err(|_| BufferRange)
+    }
+
+    fn shared_buffer(&self, buf: BufferId) -> Option<(&dyn SharedBuffer, usize, usize)> {
+        let (_, count) = cells_of(buf);
+        let offset = self.cell_range(buf, 0, count * BLK_TRANSFER_SIZE).ok()?;
+        Some((&self.data, offset, count * BLK_TRANSFER_SIZE))
     }
 
     fn submit(
@@ -239,7 +266,7 @@ mod tests {
         let mut out = [0u8; 4];
         c.read_buffer(b, 8188, &mut out).unwrap();
         assert_eq!(out, [1, 2, 3, 4]);
-        c.data.read(4096 + 8188, &mut out).unwrap();
+        c.data.0.read(4096 + 8188, &mut out).unwrap();
         assert_eq!(out, [1, 2, 3, 4], "cell 1 is at 4096 in the data region");
         assert_eq!(c.write_buffer(b, 8192 - 3, &[0; 4]), Err(BufferRange), "past its cells");
         assert_eq!(c.read_buffer(b, usize::MAX, &mut out), Err(BufferRange), "wraps");

@@ -5,6 +5,8 @@
 //! operations tagged with an id; completions come back in any order through
 //! [`BlockBackend::complete`].
 
+use crate::memory::SharedBuffer;
+
 /// Size of one backend block (sDDF BLK_TRANSFER_SIZE).
 pub const BACKEND_BLOCK: u64 = 4096;
 
@@ -58,6 +60,14 @@ pub trait BlockBackend {
     /// Copies `src` to `offset` into allocation `buf`; see [`BlockBackend::read_buffer`].
     fn write_buffer(&mut self, buf: BufferId, offset: usize, src: &[u8])
         -> Result<(), BufferRange>;
+    /// Allocation `buf` as a [`SharedBuffer`] with the offset of its first byte in it and its
+    /// length, so the device copies straight between guest memory and the buffer
+    /// ([`GuestMemory::read_to_shared`](crate::GuestMemory::read_to_shared)). `None` (the
+    /// default): copies go through [`BlockBackend::read_buffer`]/[`BlockBackend::write_buffer`].
+    fn shared_buffer(&self, buf: BufferId) -> Option<(&dyn SharedBuffer, usize, usize)> {
+        let _ = buf;
+        None
+    }
     /// Starts `op` on `count` blocks from `block`, with `buf` for Read and Write; `tag` comes
     /// back from [`BlockBackend::complete`].
     fn submit(

@@ -7,11 +7,16 @@
 
 use super::backend::{BlockBackend, BlockOp, BufferId, BACKEND_BLOCK};
 
-/// Bytes moved per step between guest memory and a backend buffer (a stack bounce buffer:
-/// neither side may be borrowed as a Rust slice, both change under us).
+/// Bytes moved per step between guest memory and a backend buffer without a
+/// [`SharedBuffer`](crate::memory::SharedBuffer) (a stack bounce buffer: neither side may be borrowed as a Rust slice, both
+/// change under us).
 const BOUNCE: usize = 512;
 use super::request::{Request, RequestKind, SECTOR_SIZE};
-use crate::memory::GuestMemory;
+use crate::memory::{CopyError, GuestMemory};
+
+/// The bounce buffer, aligned like the words the volatile copies move.
+#[repr(C, align(16))]
+struct Bounce([u8; BOUNCE]);
 
 /// The backend misbehaved (a buffer too small, a completion that does not fit): the request
 /// fails with VIRTIO_BLK_S_IOERR.
@@ -133,7 +138,9 @@ fn plan(req: &Request, done: u64, cap: u32) -> Chunk {
     Chunk { block, blocks: blocks as u32, skip: skip as usize, len: len as usize, rmw, buf: None }
 }
 
-/// Copies the guest data of `c` (from `slot.done` on) into `buf` at `c.skip`.
+/// Copies the guest data of `c` (from `slot.done` on) into `buf` at `c.skip`: straight from
+/// guest memory into the backend's [`SharedBuffer`](crate::memory::SharedBuffer) if it offers one, else through a stack
+/// bounce buffer.
 fn guest_to_buffer<B: BlockBackend, M: GuestMemory + ?Sized>(
     backend: &mut B,
     slot: &Slot,
@@ -141,10 +148,17 @@ fn guest_to_buffer<B: BlockBackend, M: GuestMemory + ?Sized>(
     buf: BufferId,
     c: Chunk,
 ) -> Result<(), Fault> {
-    let mut bounce = [0u8; BOUNCE];
+    if let Some((shared, base, size)) = backend.shared_buffer(buf) {
+        let start = fits(base, size, c)?;
+        let n = slot.req.read_data_pieces(slot.done, c.len, |gpa, at, n| {
+            mem.read_to_shared(gpa, shared, start + at, n)
+        });
+        return copied(n, c);
+    }
+    let mut bounce = Bounce([0; BOUNCE]);
     let mut at = 0;
     while at < c.len {
-        let part = &mut bounce[..core::cmp::min(BOUNCE, c.len - at)];
+        let part = &mut bounce.0[..core::cmp::min(BOUNCE, c.len - at)];
         let n = slot.req.read_data(mem, slot.done + at as u64, part).map_err(|_| Fault)?;
         if n != part.len() {
             return Err(Fault);
@@ -155,7 +169,8 @@ fn guest_to_buffer<B: BlockBackend, M: GuestMemory + ?Sized>(
     Ok(())
 }
 
-/// Copies `c.len` bytes of `buf` from `c.skip` to the guest's data (from `slot.done` on).
+/// Copies `c.len` bytes of `buf` from `c.skip` to the guest's data (from `slot.done` on); see
+/// [`guest_to_buffer`].
 fn buffer_to_guest<B: BlockBackend, M: GuestMemory + ?Sized>(
     backend: &B,
     slot: &Slot,
@@ -163,10 +178,17 @@ fn buffer_to_guest<B: BlockBackend, M: GuestMemory + ?Sized>(
     buf: BufferId,
     c: Chunk,
 ) -> Result<(), Fault> {
-    let mut bounce = [0u8; BOUNCE];
+    if let Some((shared, base, size)) = backend.shared_buffer(buf) {
+        let start = fits(base, size, c)?;
+        let n = slot.req.write_data_pieces(slot.done, c.len, |gpa, at, n| {
+            mem.write_from_shared(gpa, shared, start + at, n)
+        });
+        return copied(n, c);
+    }
+    let mut bounce = Bounce([0; BOUNCE]);
     let mut at = 0;
     while at < c.len {
-        let part = &mut bounce[..core::cmp::min(BOUNCE, c.len - at)];
+        let part = &mut bounce.0[..core::cmp::min(BOUNCE, c.len - at)];
         backend.read_buffer(buf, c.skip + at, part).map_err(|_| too_small(c))?;
         let n = slot.req.write_data(mem, slot.done + at as u64, part).map_err(|_| Fault)?;
         if n != part.len() {
@@ -175,6 +197,24 @@ fn buffer_to_guest<B: BlockBackend, M: GuestMemory + ?Sized>(
         at += n;
     }
     Ok(())
+}
+
+/// Offset in the shared buffer of the chunk's data, if the allocation (`size` bytes at
+/// `base`) holds it.
+fn fits(base: usize, size: usize, c: Chunk) -> Result<usize, Fault> {
+    match c.skip.checked_add(c.len) {
+        Some(end) if end <= size => base.checked_add(c.skip).ok_or(Fault),
+        _ => Err(too_small(c)),
+    }
+}
+
+/// The outcome of a direct copy of chunk `c`: all of it, or a fault.
+fn copied(n: Result<usize, CopyError>, c: Chunk) -> Result<(), Fault> {
+    match n {
+        Ok(n) if n == c.len => Ok(()),
+        Err(CopyError::Buffer) => Err(too_small(c)),
+        _ => Err(Fault),
+    }
 }
 
 /// The backend's buffer does not hold the chunk: the backend is at fault.

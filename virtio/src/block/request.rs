@@ -91,6 +91,30 @@ impl Request {
         let n = clamp(data.len(), self.data_len.saturating_sub(offset));
         self.chain.write_at(mem, offset, &data[..n])
     }
+
+    /// Calls `f(gpa, at, n)` for each guest piece of the write data `[offset, offset + len)`
+    /// (`at`: bytes before the piece); see [`Request::read_data`]. Returns the bytes covered.
+    pub fn read_data_pieces<E>(
+        &self,
+        offset: u64,
+        len: usize,
+        f: impl FnMut(u64, usize, usize) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let n = clamp(len, self.data_len.saturating_sub(offset));
+        self.chain.readable_pieces(HEADER_SIZE + offset, n, f)
+    }
+
+    /// Calls `f(gpa, at, n)` for each guest piece of the read data area `[offset, offset +
+    /// len)`, never the status byte; see [`Request::write_data`]. Returns the bytes covered.
+    pub fn write_data_pieces<E>(
+        &self,
+        offset: u64,
+        len: usize,
+        f: impl FnMut(u64, usize, usize) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let n = clamp(len, self.data_len.saturating_sub(offset));
+        self.chain.writable_pieces(offset, n, f)
+    }
 }
 
 /// `min(len, limit)` as a usize.

@@ -210,6 +210,28 @@ impl DescriptorChain {
         })
     }
 
+    /// Calls `f(gpa, at, n)` for each guest piece of the device-readable bytes
+    /// `[offset, offset + len)` (`at`: bytes before it). Returns the bytes covered (fewer than
+    /// `len` at the end of the readable part).
+    pub fn readable_pieces<E>(
+        &self,
+        offset: u64,
+        len: usize,
+        f: impl FnMut(u64, usize, usize) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        for_each_piece(self.readable(), offset, len, f)
+    }
+
+    /// Like [`DescriptorChain::readable_pieces`], over the device-writable bytes.
+    pub fn writable_pieces<E>(
+        &self,
+        offset: u64,
+        len: usize,
+        f: impl FnMut(u64, usize, usize) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        for_each_piece(self.writable(), offset, len, f)
+    }
+
     /// Copies `data` into the device-writable bytes, starting `offset` bytes into them.
     /// Returns how many bytes were copied (fewer than `data.len()` at the end).
     pub fn write_at<M: GuestMemory + ?Sized>(
@@ -226,12 +248,12 @@ impl DescriptorChain {
 
 /// Calls `f(gpa, buf_offset, n)` for each piece of the byte stream `segs` that lies in
 /// `[offset, offset + len)`. Returns the bytes covered.
-fn for_each_piece(
+fn for_each_piece<E>(
     segs: &[Segment],
     mut offset: u64,
     len: usize,
-    mut f: impl FnMut(u64, usize, usize) -> Result<(), MemoryError>,
-) -> Result<usize, MemoryError> {
+    mut f: impl FnMut(u64, usize, usize) -> Result<(), E>,
+) -> Result<usize, E> {
     let mut done = 0usize;
     for seg in segs {
         if done == len {

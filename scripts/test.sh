@@ -61,23 +61,24 @@ if [ -n "$isolate" ]; then
     echo "system tests run with these hidden (not installed by scripts/setup.sh): ${hide_dirs[*]}"
 fi
 
+# Phase 1 builds the images (cargo uses every core); phase 2 boots them,
+# SYSTEST_JOBS at a time (default: one per core; QEMU runs each single-vCPU
+# guest on one thread). Each test's console and harness output goes to
+# build/systest-logs/NAME.log, printed when it fails.
 summary=()
+tests=()   # "NAME<TAB>command args..."
 for dir in examples/*/; do
     example=$(basename "$dir")
-    step "system test: $example"
+    step "build: $example"
     start=$SECONDS
     make -s EXAMPLE="$example" MICROKIT_SDK="$sdk" image
-    built=$SECONDS
-    run_isolated python3 scripts/systest.py "$example"
-    summary+=("$(printf '%-16s build %4ds  boot and checks %4ds' "$example" $((built - start)) $((SECONDS - built)))")
+    summary+=("$(printf '%-34s build %4ds' "$example" $((SECONDS - start)))")
+    tests+=("$example	python3 scripts/systest.py $example")
 done
 # The hostile-guest test (docs/testing.md): guest/hostile/ instead of Linux,
 # 50 resets in each of simple and virtio; it builds into build/hostile-*.
-step "system test: hostile guest (simple, virtio)"
-start=$SECONDS
-run_isolated python3 scripts/systest.py hostile-simple
-run_isolated python3 scripts/systest.py hostile-virtio
-summary+=("$(printf '%-16s build, boot and checks %4ds' hostile-guest $((SECONDS - start)))")
+tests+=("hostile-simple	python3 scripts/systest.py hostile-simple")
+tests+=("hostile-virtio	python3 scripts/systest.py hostile-virtio")
 # The other boards (board/*/, docs/porting.md), each where the SDK has it:
 # one that runs in QEMU (QEMU_MACHINE_OPTS in its board.mk, e.g. the GICv3
 # qemu_virt_aarch64_gicv3) boots every example it has a guest DTS for;
@@ -93,25 +94,52 @@ for dir in board/*/; do
     for dts in "$dir"*.dts; do
         example=$(basename "$dts" .dts)
         [ -d "examples/$example" ] || continue
+        step "build: $example for $board"
         start=$SECONDS
+        make -s BOARD="$board" EXAMPLE="$example" MICROKIT_SDK="$sdk" BUILD_DIR="$PWD/build/$example-$board" image
+        test -s "build/$example-$board/loader.img"
         if [ -n "$qemu" ]; then
-            step "system test: $example on $board"
-            make -s BOARD="$board" EXAMPLE="$example" MICROKIT_SDK="$sdk" BUILD_DIR="$PWD/build/$example-$board" image
-            built=$SECONDS
-            run_isolated python3 scripts/systest.py "$example" --board "$board" --build-dir "build/$example-$board"
-            summary+=("$(printf '%-16s build %4ds  boot and checks %4ds' "$example/$board" $((built - start)) $((SECONDS - built)))")
+            summary+=("$(printf '%-34s build %4ds' "$example/$board" $((SECONDS - start)))")
+            tests+=("$example-$board	python3 scripts/systest.py $example --board $board --build-dir build/$example-$board")
         else
-            step "build only: $example for $board"
-            make -s BOARD="$board" EXAMPLE="$example" MICROKIT_SDK="$sdk" BUILD_DIR="$PWD/build/$example-$board" image
-            test -s "build/$example-$board/loader.img"
-            summary+=("$(printf '%-16s build %4ds  (no hardware: not booted)' "$example/$board" $((SECONDS - start)))")
+            summary+=("$(printf '%-34s build %4ds  (no hardware: not booted)' "$example/$board" $((SECONDS - start)))")
         fi
     done
 done
-step "getting-started: the guide's crate, out of tree, booted"
-start=$SECONDS
-run_isolated scripts/template-test.sh "$sdk"
-summary+=("$(printf '%-16s build, boot and checks %4ds' getting-started $((SECONDS - start)))")
-step "system tests passed"
+# The crate of docs/getting-started.md, out of tree, built and booted.
+tests+=("getting-started	scripts/template-test.sh $sdk")
+
+jobs_max=${SYSTEST_JOBS:-$(nproc)}
+logs=build/systest-logs
+rm -rf "$logs"; mkdir -p "$logs"
+step "system tests: ${#tests[@]}, $jobs_max at a time (logs in $logs/)"
+running=0
+for t in "${tests[@]}"; do
+    name=${t%%	*}; cmd=${t#*	}
+    if [ "$running" -ge "$jobs_max" ]; then wait -n || true; running=$((running - 1)); fi
+    echo "start: $name"
+    (
+        start=$SECONDS
+        # shellcheck disable=SC2086 # cmd is a word list of our own
+        if run_isolated $cmd >"$logs/$name.log" 2>&1; then r=PASS; else r=FAIL; fi
+        echo "$r $((SECONDS - start))" >"$logs/$name.result"
+        echo "$r: $name ($((SECONDS - start))s)"
+    ) &
+    running=$((running + 1))
+done
+wait
+failed=()
+for t in "${tests[@]}"; do
+    name=${t%%	*}
+    read -r r secs <"$logs/$name.result" || { r=FAIL; secs=0; }
+    summary+=("$(printf '%-34s boot and checks %4ds  %s' "$name" "$secs" "$r")")
+    [ "$r" = PASS ] || failed+=("$name")
+done
+for name in "${failed[@]}"; do
+    step "FAILED: $name (last lines of $logs/$name.log)"
+    tail -n 40 "$logs/$name.log"
+done
+step "summary"
 printf '%s\n' "${summary[@]}"
 echo "make test: ${SECONDS}s in all"
+[ ${#failed[@]} -eq 0 ] || { echo "system tests failed: ${failed[*]}"; exit 1; }

@@ -244,6 +244,8 @@ def measure(a, config, target, mode):
     res = {}
     t = {k: q.time_at(v) for k, v in offsets.items()}
     res["boot"] = {"s": t.get("ready")}
+    if "vmm" in t:
+        res["to_vmm"] = {"s": t["vmm"]}
     if "vmm" in t and "boot1" in t:
         res["vmm_boot"] = {"s": t["boot1"] - t["vmm"]}
     for name, (s, e) in spans.items():
@@ -255,6 +257,8 @@ def measure(a, config, target, mode):
             print("warning: %s: console bytes do not match UART stores" % target, file=sys.stderr)
         else:
             res["boot"]["insn"] = counts[offsets["ready"]] / 1e6
+            if "vmm" in offsets:
+                res["to_vmm"]["insn"] = counts[offsets["vmm"]] / 1e6
             if "vmm" in offsets and "boot1" in offsets:
                 res["vmm_boot"]["insn"] = (counts[offsets["boot1"]] - counts[offsets["vmm"]]) / 1e6
             for name, (s, e) in spans.items():
@@ -268,7 +272,7 @@ def build(a, config, example):
            "MICROKIT_CONFIG=%s" % config, "BUILD_DIR=%s" % out_dir,
            "CARGO_TARGET_DIR=%s" % os.path.join(BUILD, "bench-cargo", config), "image"]
     print("# " + " ".join(cmd), file=sys.stderr, flush=True)
-    subprocess.run(cmd, check=True)
+    subprocess.run(cmd, check=True, stdout=sys.stderr)
 
 
 def build_plugin(a):
@@ -282,7 +286,8 @@ def build_plugin(a):
 
 FIGURES = [
     ("boot", "reset -> `GUEST READY`", "s"),
-    ("vmm_boot", "first VMM line -> `booting Linux (boot 1)`", "s"),
+    ("to_vmm", "... of which reset -> first VMM line (loader, seL4, initialiser)", "s"),
+    ("vmm_boot", "... of which first VMM line -> `booting Linux (boot 1)`", "s"),
     ("con", "%(con_kib)d KiB written to hvc0", "KiB/s"),
     ("blk_write", "%(blk_mib)d MiB sequential write, 1 MiB O_DIRECT", "MiB/s"),
     ("blk_read", "%(blk_mib)d MiB sequential read, 1 MiB O_DIRECT", "MiB/s"),
@@ -314,11 +319,13 @@ def table(a, results, config):
                 if ours == "simple":
                     continue
             o = results.get((config, ours), {})
-            b = results.get((config, bare), {})
+            # Bare QEMU does not depend on the Microkit configuration.
+            b = results.get((config, bare)) or next(
+                (r for (c, t), r in sorted(results.items()) if t == bare), {})
             if not any(r.get(m, {}).get(fig) for r in (o, b) for m in ("icount", "plain")):
                 continue
             name = label % vars(a)
-            if fig in ("boot", "vmm_boot"):
+            if fig in ("boot", "to_vmm", "vmm_boot"):
                 name += ", `%s`" % ours
             lines.append("| %s | %s | %s | %s | %s |" % (
                 name, cell(b.get("icount", {}), fig, "insn", a), cell(o.get("icount", {}), fig, "insn", a),
@@ -342,13 +349,23 @@ def main():
     ap.add_argument("--limit", type=int, default=3600, help="hard limit per QEMU run (s)")
     ap.add_argument("--json", help="append the results to this file (one JSON line per run)")
     ap.add_argument("--markdown", help="also write the table(s) to this file")
+    ap.add_argument("--from-json", metavar="FILE", help="no runs: print the table of the results "
+                    "in FILE (lines written by --json; later lines win)")
     a = ap.parse_args()
     configs = a.config or ["debug"]
     targets = [t for t in a.targets.split(",") if t]
     modes = [m for m in a.modes.split(",") if m]
+    results = {}
+    if a.from_json:
+        with open(a.from_json) as f:
+            for line in f:
+                r = json.loads(line)
+                results.setdefault((r["config"], r["target"]), {})[r["mode"]] = r["res"]
+        configs = a.config or sorted({c for c, _ in results})
+        print("\n\n".join(table(a, results, c) for c in configs))
+        return 0
     if "icount" in modes:
         a.plugin = build_plugin(a)
-    results = {}
     for config in configs:
         for example in ("simple", "virtio"):
             if example in targets and not a.no_build:

@@ -208,7 +208,8 @@ pub fn run(data: &[u8]) {
     let mut vm = Vm::with_devices(hv, devices, ram, images, config);
     vm.boot().expect("the fuzz VM boots");
     let mut steps = 0;
-    while let Ok(op) = Op::arbitrary(&mut u) {
+    while !u.is_empty() {
+        let Ok(op) = Op::arbitrary(&mut u) else { break };
         steps += 1;
         if steps > 128 {
             break;

@@ -56,7 +56,8 @@ pub fn run(data: &[u8]) {
     let mut gic = GicV3::new(vcpus, lrs);
     let mut hw = Hw::new(vcpus, lrs);
     let mut steps = 0;
-    while let Ok(op) = Op::arbitrary(&mut u) {
+    while !u.is_empty() {
+        let Ok(op) = Op::arbitrary(&mut u) else { break };
         steps += 1;
         if steps > 256 {
             break;

@@ -103,7 +103,8 @@ pub fn run<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
         [t.read(MAGIC_VALUE, 4), t.read(VERSION, 4), t.read(DEVICE_ID, 4), t.read(VENDOR_ID, 4)];
     assert_eq!(ident[0], u64::from(MAGIC));
     let mut steps = 0;
-    while let Ok(op) = Op::<B>::arbitrary(&mut u) {
+    while !u.is_empty() {
+        let Ok(op) = Op::<B>::arbitrary(&mut u) else { break };
         steps += 1;
         if steps > 200 {
             break;

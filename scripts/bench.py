@@ -56,6 +56,7 @@ DISK_MIB = 64
 MARKERS = {
     "vmm": rb"^[A-Za-z0-9_]*VMM[A-Za-z0-9_]*\|",
     "boot1": rb"booting Linux \(boot 1\)",
+    "linux": rb"Booting Linux on physical CPU",
     "ready": rb"GUEST READY",
 }
 
@@ -246,6 +247,8 @@ def measure(a, config, target, mode):
     res["boot"] = {"s": t.get("ready")}
     if "vmm" in t:
         res["to_vmm"] = {"s": t["vmm"]}
+    if "linux" in t:
+        res["to_linux"] = {"s": t["linux"]}
     if "vmm" in t and "boot1" in t:
         res["vmm_boot"] = {"s": t["boot1"] - t["vmm"]}
     for name, (s, e) in spans.items():
@@ -257,8 +260,9 @@ def measure(a, config, target, mode):
             print("warning: %s: console bytes do not match UART stores" % target, file=sys.stderr)
         else:
             res["boot"]["insn"] = counts[offsets["ready"]] / 1e6
-            if "vmm" in offsets:
-                res["to_vmm"]["insn"] = counts[offsets["vmm"]] / 1e6
+            for fig, mark in (("to_vmm", "vmm"), ("to_linux", "linux")):
+                if mark in offsets:
+                    res[fig]["insn"] = counts[offsets[mark]] / 1e6
             if "vmm" in offsets and "boot1" in offsets:
                 res["vmm_boot"]["insn"] = (counts[offsets["boot1"]] - counts[offsets["vmm"]]) / 1e6
             for name, (s, e) in spans.items():
@@ -288,6 +292,7 @@ FIGURES = [
     ("boot", "reset -> `GUEST READY`", "s"),
     ("to_vmm", "... of which reset -> first VMM line (loader, seL4, initialiser)", "s"),
     ("vmm_boot", "... of which first VMM line -> `booting Linux (boot 1)`", "s"),
+    ("to_linux", "... of which reset -> Linux's first line (earlycon: `simple`, bare)", "s"),
     ("con", "%(con_kib)d KiB written to hvc0", "KiB/s"),
     ("blk_write", "%(blk_mib)d MiB sequential write, 1 MiB O_DIRECT", "MiB/s"),
     ("blk_read", "%(blk_mib)d MiB sequential read, 1 MiB O_DIRECT", "MiB/s"),
@@ -325,7 +330,7 @@ def table(a, results, config):
             if not any(r.get(m, {}).get(fig) for r in (o, b) for m in ("icount", "plain")):
                 continue
             name = label % vars(a)
-            if fig in ("boot", "to_vmm", "vmm_boot"):
+            if fig in ("boot", "to_vmm", "vmm_boot", "to_linux"):
                 name += ", `%s`" % ours
             lines.append("| %s | %s | %s | %s | %s |" % (
                 name, cell(b.get("icount", {}), fig, "insn", a), cell(o.get("icount", {}), fig, "insn", a),

@@ -39,6 +39,11 @@ pub trait SerialBackend {
     fn tx_flush(&mut self);
     /// Moves up to `buf.len()` received bytes into `buf`; returns how many.
     fn rx(&mut self, buf: &mut [u8]) -> usize;
+    /// The device is idle: pass on everything a coalescing [`SerialBackend::tx_flush`] held
+    /// back. Defaults to `tx_flush`.
+    fn tx_flush_all(&mut self) {
+        self.tx_flush();
+    }
 }
 
 /// A guest transmit chain being sent: `offset` readable bytes were taken by the backend.
@@ -246,6 +251,7 @@ impl<S: SerialBackend> VirtioDevice for Console<S> {
     fn poll<M: GuestMemory + ?Sized>(&mut self, ctx: &mut DeviceContext<'_, M>) {
         if self.active {
             self.transmit(ctx);
+            self.backend.tx_flush_all();
             self.receive(ctx);
         }
     }

@@ -152,6 +152,7 @@ pub struct MmioTransport<D: VirtioDevice> {
     queue_sel: u32,
     interrupt_status: u32,
     config_generation: u32,
+    defer_notify_interrupts: bool,
 }
 
 impl<D: VirtioDevice> MmioTransport<D> {
@@ -179,6 +180,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             queue_sel: 0,
             interrupt_status: 0,
             config_generation: 0,
+            defer_notify_interrupts: false,
         }
     }
 
@@ -502,7 +504,19 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
         // `value` indexes an existing queue, so it fits in u16.
         let index = value as u16;
+        if self.defer_notify_interrupts {
+            return self.run_with(mem, false, |dev, ctx| dev.queue_notify(index, ctx));
+        }
         self.run(mem, |dev, ctx| dev.queue_notify(index, ctx))
+    }
+
+    /// Used-buffer interrupts owed after a queue notification are decided at the next
+    /// [`MmioTransport::process`], not at once: a driver that polls for used buffers (Linux's
+    /// hvc) has consumed them and moved `used_event` past them by then, so it gets no
+    /// interrupt at all. The VMM must call `process` when the vCPU idles and at each timer
+    /// tick, or interrupts are late.
+    pub fn set_defer_notify_interrupts(&mut self, defer: bool) {
+        self.defer_notify_interrupts = defer;
     }
 
     /// Lets the device make progress without a notification: backend completions, space or
@@ -520,6 +534,15 @@ impl<D: VirtioDevice> MmioTransport<D> {
         mem: &mut M,
         f: impl FnOnce(&mut D, &mut DeviceContext<'_, M>),
     ) -> Interrupt {
+        self.run_with(mem, true, f)
+    }
+
+    fn run_with<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        used: bool,
+        f: impl FnOnce(&mut D, &mut DeviceContext<'_, M>),
+    ) -> Interrupt {
         let queues = self.queues.get_mut(..self.num_queues).unwrap_or(&mut []);
         let mut ctx = DeviceContext::new(mem, queues);
         f(&mut self.device, &mut ctx);
@@ -531,7 +554,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let mut broken = false;
         for q in ctx.queues.iter_mut() {
             broken |= q.needs_reset();
-            if q.needs_interrupt(&*ctx.mem) {
+            if used && q.needs_interrupt(&*ctx.mem) {
                 irq |= Interrupt::USED_BUFFER;
             }
         }
@@ -903,6 +926,33 @@ mod tests {
         assert_eq!(r(&t, INTERRUPT_STATUS), 1);
         w(&mut t, &mut mem, INTERRUPT_ACK, 1);
         assert_eq!(r(&t, INTERRUPT_STATUS), 0);
+    }
+
+    #[test]
+    fn deferred_notify_interrupt_is_decided_at_the_next_process() {
+        let mut ram = ram();
+        let mut mem = SliceMemory::new(BASE, &mut ram);
+        let (mut t, mut drv) = running(&mut mem);
+        t.set_defer_notify_interrupts(true);
+        let h = drv.add_chain(&mut mem, &[(DATA, 4, true)]);
+        assert_eq!(w(&mut t, &mut mem, QUEUE_NOTIFY, 0), Interrupt::NONE, "not yet");
+        assert_eq!(drv.pop_used(&mem), Some((u32::from(h), 7)), "the chain is done at once");
+        assert_eq!(t.process(&mut mem), Interrupt::USED_BUFFER, "owed, and the driver wants it");
+        assert_eq!(t.process(&mut mem), Interrupt::NONE, "raised once");
+    }
+
+    #[test]
+    fn deferred_notify_interrupt_follows_the_drivers_later_suppression() {
+        let mut ram = ram();
+        let mut mem = SliceMemory::new(BASE, &mut ram);
+        let (mut t, mut drv) = running(&mut mem);
+        t.set_defer_notify_interrupts(true);
+        drv.add_chain(&mut mem, &[(DATA, 4, true)]);
+        assert_eq!(w(&mut t, &mut mem, QUEUE_NOTIFY, 0), Interrupt::NONE);
+        // The driver polled the used ring meanwhile and wants no interrupt.
+        drv.pop_used(&mem).unwrap();
+        drv.set_avail_flags(&mut mem, crate::queue::VIRTQ_AVAIL_F_NO_INTERRUPT);
+        assert_eq!(t.process(&mut mem), Interrupt::NONE);
     }
 
     #[test]

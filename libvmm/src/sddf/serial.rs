@@ -3,7 +3,9 @@
 //! Guest output goes into the TX queue to the serial TX virtualiser; input
 //! comes from the RX virtualiser's queue. Signalling follows sDDF's
 //! protocol (`docs/developing.md`):
-//! - after writing TX bytes, always notify the TX virtualiser;
+//! - after writing TX bytes, always notify the TX virtualiser (with
+//!   [`SddfSerial::with_coalescing`], once a batch of bytes is pending, the
+//!   queue is half full, or the console is idle: `tx_flush_all`);
 //! - when TX is full, ask to be woken (`producer_signalled = 0`) and re-check.
 //!   The virtualiser's notification on `tx_channel` then means "space again":
 //!   the VMM must call the console's `poll` on it (libvmm ignores it).
@@ -20,6 +22,9 @@ pub struct SddfSerial<N: Notifier> {
     rx_channel: u8,
     notifier: N,
     wrote: bool,
+    /// Bytes written since the last notification; notify once this many.
+    coalesce: u32,
+    unsignalled: u32,
 }
 
 impl<N: Notifier> SddfSerial<N> {
@@ -32,7 +37,24 @@ impl<N: Notifier> SddfSerial<N> {
         rx_channel: u8,
         notifier: N,
     ) -> Self {
-        SddfSerial { tx, rx, tx_channel, rx_channel, notifier, wrote: false }
+        SddfSerial {
+            tx,
+            rx,
+            tx_channel,
+            rx_channel,
+            notifier,
+            wrote: false,
+            coalesce: 0,
+            unsignalled: 0,
+        }
+    }
+
+    /// Holds TX notifications back until `bytes` are pending or the queue is half full;
+    /// [`SerialBackend::tx_flush_all`](virtio::console::SerialBackend::tx_flush_all) sends
+    /// the rest.
+    pub fn with_coalescing(mut self, bytes: u32) -> Self {
+        self.coalesce = bytes;
+        self
     }
 
     /// The notifier (tests inspect their fake through it).
@@ -58,6 +80,7 @@ impl<N: Notifier> virtio::console::SerialBackend for SddfSerial<N> {
     fn tx(&mut self, data: &[u8]) -> usize {
         let n = self.tx.enqueue_batch(data);
         self.wrote |= n > 0;
+        self.unsignalled = self.unsignalled.saturating_add(n as u32);
         if n < data.len() && !self.tx.request_consumer_signal() {
             // Full, and the virtualiser will notify when it has drained.
             return n;
@@ -72,7 +95,15 @@ impl<N: Notifier> virtio::console::SerialBackend for SddfSerial<N> {
     }
 
     fn tx_flush(&mut self) {
+        let full = self.tx.free_space() < self.tx.capacity() / 2;
+        if self.wrote && (self.unsignalled >= self.coalesce || full) {
+            self.tx_flush_all();
+        }
+    }
+
+    fn tx_flush_all(&mut self) {
         if core::mem::take(&mut self.wrote) {
+            self.unsignalled = 0;
             self.notifier.notify(self.tx_channel);
         }
     }
@@ -108,6 +139,35 @@ mod tests {
         let (tx, virt_tx) = queue(capacity);
         let (rx, virt_rx) = queue(capacity);
         (SddfSerial::new(tx, rx, 1, 2, Recorder::default()), virt_tx, virt_rx)
+    }
+
+    #[test]
+    fn coalescing_holds_notifications_until_a_batch_or_idle() {
+        let (c, mut virt_tx, _) = client(64);
+        let mut c = c.with_coalescing(16);
+        assert_eq!(c.tx(b"0123456789"), 10);
+        c.tx_flush();
+        assert!(c.notifier().0.is_empty(), "10 bytes < 16: held back");
+        assert_eq!(c.tx(b"abcdef"), 6);
+        c.tx_flush();
+        assert_eq!(c.notifier().0, [1], "16 bytes pending");
+        assert_eq!(c.tx(b"xyz"), 3);
+        c.tx_flush();
+        c.tx_flush_all();
+        c.tx_flush_all();
+        assert_eq!(c.notifier().0, [1, 1], "idle: the rest goes, once");
+        let mut out = [0u8; 19];
+        assert_eq!(virt_tx.dequeue_batch(&mut out), 19);
+        assert_eq!(&out, b"0123456789abcdefxyz", "nothing lost or reordered");
+    }
+
+    #[test]
+    fn coalescing_notifies_once_the_queue_is_half_full() {
+        let (c, _, _) = client(64);
+        let mut c = c.with_coalescing(1024);
+        assert_eq!(c.tx(&[b'q'; 33]), 33);
+        c.tx_flush();
+        assert_eq!(c.notifier().0, [1]);
     }
 
     #[test]

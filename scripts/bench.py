@@ -189,6 +189,8 @@ def qemu_command(a, target, image, disk, hvc_out, plugin_out):
         cmd += ["-global", "virtio-mmio.force-legacy=false",
                 "-drive", "file=%s,if=none,format=raw,id=hd" % disk,
                 "-device", "virtio-blk-device,drive=hd"]
+    for arg in a.qemu_arg:
+        cmd += shlex.split(arg)
     if plugin_out:
         cmd += ["-icount", "shift=0,align=off,sleep=off",
                 "-plugin", "%s,out=%s,addr=%#x" % (a.plugin, plugin_out, UART_DR)]
@@ -346,6 +348,8 @@ def main():
     ap.add_argument("--board", default="qemu_virt_aarch64")
     ap.add_argument("--qemu", default="qemu-system-aarch64")
     ap.add_argument("--no-build", action="store_true", help="use the images already built")
+    ap.add_argument("--qemu-arg", action="append", default=[],
+                    help="more QEMU arguments (shell-split; repeatable), e.g. -device loader,...")
     ap.add_argument("--tag", default="", help="images and logs in build/bench-TAG<config>-<target>")
     ap.add_argument("--plugin-src", default=PLUGIN_SRC)
     ap.add_argument("--con-kib", type=int, default=1024)

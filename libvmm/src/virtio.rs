@@ -71,6 +71,12 @@ impl<D: VirtioDevice> Devices for MmioDevice<D> {
     fn reset(&mut self) {
         self.transport.reset();
     }
+
+    fn poll(&mut self, ram: &mut GuestRam, raise: &mut dyn FnMut(u32)) {
+        if self.transport.process(ram).is_raised() {
+            raise(self.irq);
+        }
+    }
 }
 
 /// Two sets of devices: the first that claims an address serves it.
@@ -93,6 +99,11 @@ impl<A: Devices, B: Devices> Devices for (A, B) {
             Some(r) => Some(r),
             None => self.1.write(ram, gpa, width, value),
         }
+    }
+
+    fn poll(&mut self, ram: &mut GuestRam, raise: &mut dyn FnMut(u32)) {
+        self.0.poll(ram, raise);
+        self.1.poll(ram, raise);
     }
 
     fn reset(&mut self) {

@@ -34,6 +34,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         vcpu: usize,
         resume_pc: u64,
     ) -> Result<Option<MessageInfo>, Error> {
+        self.poll_devices();
         let deadline = self.vtimer_deadline(vcpu)?;
         let ptimer = self.ptimer_deadline(vcpu);
         let wake_at = match (deadline, ptimer) {

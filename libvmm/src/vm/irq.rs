@@ -43,6 +43,20 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         }
     }
 
+    /// Runs the devices' deferred work and raises what it owes.
+    pub(super) fn poll_devices(&mut self) {
+        let (mut irqs, mut n) = ([0u32; 4], 0);
+        self.devices.poll(&mut self.ram, &mut |irq| {
+            if let Some(slot) = irqs.get_mut(n) {
+                *slot = irq;
+                n += 1;
+            }
+        });
+        for &irq in irqs.get(..n).unwrap_or(&[]) {
+            self.raise_irq(irq);
+        }
+    }
+
     /// Raises interrupt `irq` (SPI) in the guest, e.g. for an emulated device.
     pub fn raise_irq(&mut self, irq: u32) {
         let woken = self.gic.set_pending(0, irq, &mut Lrs(&mut self.hv));
@@ -109,6 +123,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     }
 
     pub(super) fn vppi(&mut self, vcpu: usize, irq: u32) -> Result<Option<MessageInfo>, Error> {
+        self.poll_devices();
         let woken = self.gic.set_pending(vcpu, irq, &mut Lrs(&mut self.hv));
         self.wake(woken);
         Ok(RESUME)

@@ -98,6 +98,9 @@ pub trait Devices {
         -> Option<Option<u32>>;
     /// The guest is being reset: put every device back to its power-on state.
     fn reset(&mut self) {}
+    /// Deferred work, when a vCPU idles and at each virtual timer interrupt: `raise` the
+    /// interrupts it owes.
+    fn poll(&mut self, _ram: &mut GuestRam, _raise: &mut dyn FnMut(u32)) {}
 }
 
 impl Devices for () {

@@ -223,6 +223,9 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// PSCI SYSTEM_OFF: stop the guest; with [`SystemOff::Firmware`] also
     /// ask the firmware to power the machine off.
     pub fn power_off(&mut self) {
+        // Work the devices deferred (console output held back to be sent
+        // in batches) goes out before the guest stops.
+        self.poll_devices();
         self.stop_all();
         match self.config.system_off {
             SystemOff::StopVm => {
@@ -238,6 +241,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// PSCI SYSTEM_RESET: stop the vCPUs, clear RAM, reset the vGIC and
     /// interrupt sources, load the images again and boot.
     pub fn reset(&mut self) {
+        self.poll_devices(); // as in power_off: what the old boot wrote goes out first
         log::info!(target: "psci", "guest reset (PSCI SYSTEM_RESET): rebooting");
         self.stop_all();
         self.clear_list_registers();

@@ -1044,3 +1044,74 @@ fn without_a_timer_channel_the_vmm_never_touches_the_physical_timer() {
     assert!(vm.hv.running[0]);
     assert_eq!((vm.hv.cntp, vm.hv.vmm_cntp_writes), (guest, writes));
 }
+
+/// A device with deferred work: `poll` raises the SPI it owes, once.
+#[derive(Default)]
+struct Deferred {
+    owed: Option<u32>,
+    polls: usize,
+}
+
+impl Devices for Deferred {
+    fn read(&mut self, _: &mut GuestRam, _: Gpa, _: u8) -> Option<(u64, Option<u32>)> {
+        None
+    }
+    fn write(&mut self, _: &mut GuestRam, _: Gpa, _: u8, _: u64) -> Option<Option<u32>> {
+        None
+    }
+    fn poll(&mut self, _: &mut GuestRam, raise: &mut dyn FnMut(u32)) {
+        self.polls += 1;
+        if let Some(irq) = self.owed.take() {
+            raise(irq);
+        }
+    }
+}
+
+#[test]
+fn deferred_device_work_runs_when_the_vcpu_idles_and_at_each_timer_tick() {
+    let mut s = Setup::new();
+    let ram = GuestRam::from_slice(RAM_BASE, &mut s.mem);
+    let images = BootImages { kernel: &s.kernel, initrd: &[], dtb: &s.dtb, bootargs: None };
+    let config = VmConfig {
+        num_vcpus: 1,
+        gic: GicLayout::QEMU_VIRT_V2,
+        num_lrs: 4,
+        passthrough: &[],
+        timer_channel: Some(5),
+        system_off: SystemOff::StopVm,
+    };
+    let mut vm = Vm::with_devices(Fake::new(1), Deferred::default(), ram, images, config);
+    vm.boot().unwrap();
+    finish_reset_stub(&mut vm);
+    for (offset, width, value) in
+        [(0, 4, 1), (0x104, 4, 3 << 16), (0x800 + 48, 1, 1), (0x800 + 49, 1, 1)]
+    {
+        vm.hv.regs[0].set_gpr(1, value);
+        vm.hv.regs[0].set_pc(0x4000_1000);
+        let fault = Fault::VmFault {
+            ip: 0x4000_1000,
+            addr: GICD + offset,
+            prefetch: false,
+            fsr: dabt(width, 1, true),
+        };
+        vm.handle_fault(0, &fault);
+    }
+    let polls = vm.devices().0.polls;
+    // WFI with an interrupt owed: the poll raises it, so the vCPU does not sleep.
+    vm.devices().0.owed = Some(48);
+    assert_eq!(vm.handle_fault(0, &WFI), RESUME);
+    assert_eq!(vm.devices().0.polls, polls + 1);
+    assert_eq!(vm.hv.injected.last(), Some(&(0, 48, 0)));
+    // The virtual timer's tick polls too.
+    vm.devices().0.owed = Some(49);
+    let injected = vm.hv.injected.len();
+    vm.handle_fault(0, &Fault::VppiEvent { irq: 27 });
+    assert_eq!(vm.devices().0.polls, polls + 2);
+    assert!(vm.hv.injected[injected..].iter().any(|i| i.1 == 49), "{:?}", vm.hv.injected);
+    // What the guest left behind goes out before a reset and a power-off.
+    vm.reset();
+    assert!(vm.devices().0.polls >= polls + 3, "polled before the reset");
+    let polls = vm.devices().0.polls;
+    vm.power_off();
+    assert_eq!(vm.devices().0.polls, polls + 1, "polled before the power-off");
+}

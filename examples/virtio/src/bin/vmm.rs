@@ -76,7 +76,8 @@ fn devices() -> Option<Devices> {
         (&serial_rx_data, &serial_rx_data_size),
     )?;
     let serial =
-        SddfSerial::new(tx, rx, pd::channel(&serial_tx_ch), pd::channel(&serial_rx_ch), Microkit);
+        SddfSerial::new(tx, rx, pd::channel(&serial_tx_ch), pd::channel(&serial_rx_ch), Microkit)
+            .with_coalescing(4096);
     let queue = pd::blk_queue("block", (&blk_req, &blk_req_size), (&blk_resp, &blk_resp_size))?;
     let info = pd::storage_info("block", (&blk_info, &blk_info_size))?;
     if !info.is_ready() {
@@ -85,7 +86,11 @@ fn devices() -> Option<Devices> {
     let data = pd::region("block data", (&blk_data, &blk_data_size))?;
     let block = SddfBlock::new(queue, info, data, pd::channel(&blk_ch), Microkit);
     Some((
-        MmioDevice::new(CONSOLE_BASE, CONSOLE_IRQ, Console::new(serial)),
+        {
+            let mut con = MmioDevice::new(CONSOLE_BASE, CONSOLE_IRQ, Console::new(serial));
+            con.transport().set_defer_notify_interrupts(true);
+            con
+        },
         MmioDevice::new(BLOCK_BASE, BLOCK_IRQ, BlockDevice::new(block)),
     ))
 }

@@ -6,9 +6,14 @@ use super::{Devices, Hypervisor, VcpuState, Vm, RESUME};
 use crate::sel4::{Error, MessageInfo, UserContext, VcpuReg};
 use vgic::VcpuMask;
 
+/// A vCPU that yields in WFE waits at least 1/`WFE_YIELD_PER_SECOND` s
+/// (50 µs) before the VMM resumes it on its next entry.
+const WFE_YIELD_PER_SECOND: u64 = 20_000;
+
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// WFI: block the vCPU until an interrupt is pending for it or its
-    /// virtual timer is due. WFE resumes at once (no event tracking).
+    /// virtual timer is due. WFE resumes at once (no event tracking), unless
+    /// another vCPU of the VM runs: then it yields (see `yield_wfe`).
     pub(super) fn wait(
         &mut self,
         vcpu: usize,
@@ -21,9 +26,36 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         if wfe {
             regs.set_pc(resume_pc);
             self.hv.write_regs(vcpu, false, 1, &regs)?;
+            if self.others_running(vcpu) {
+                return self.yield_wfe(vcpu, resume_pc);
+            }
             return Ok(RESUME);
         }
         self.idle(vcpu, resume_pc)
+    }
+
+    fn others_running(&self, vcpu: usize) -> bool {
+        (0..self.config.num_vcpus).any(|i| i != vcpu && self.vcpus[i] == VcpuState::Running)
+    }
+
+    /// WFE while another vCPU runs: the guest waits for that vCPU (Linux's
+    /// spinlocks and cross-CPU calls wait in WFE). Resuming at once would
+    /// keep the waiter on the core, at the same priority as the vCPU it waits
+    /// for, until its budget runs out. So the waiter is suspended and resumed
+    /// on the VMM's next entry (any exit or interrupt) after `WFE_YIELD`, or
+    /// when an interrupt is made pending for it, like a WFI.
+    fn yield_wfe(&mut self, vcpu: usize, resume_pc: u64) -> Result<Option<MessageInfo>, Error> {
+        if self.gic.has_pending(vcpu) {
+            return Ok(RESUME);
+        }
+        let slice = (self.hv.frequency() / WFE_YIELD_PER_SECOND).max(1);
+        let deadline = Some(self.hv.now().wrapping_add(slice));
+        self.hv.suspend(vcpu)?;
+        self.vcpus[vcpu] = VcpuState::Waiting { resume_pc, deadline };
+        if !self.take_ptimer_if_idle() {
+            self.rearm();
+        }
+        Ok(None)
     }
 
     /// Idles `vcpu` (WFI, PSCI CPU_SUSPEND) until an interrupt is pending

@@ -180,3 +180,63 @@ fn reset_with_four_vcpus_stops_all_and_boots_again() {
         assert_eq!(affinity_info(&mut vm, 0, v), AFF_OFF);
     }
 }
+
+const WFE: Fault = Fault::VcpuFault { hsr: 0x07e0_0001 };
+
+fn wfe(vm: &mut Vm<'_, Fake>, vcpu: usize, pc: u64) -> Option<MessageInfo> {
+    vm.hv.regs[vcpu].set_pc(pc);
+    vm.hv.running[vcpu] = false; // blocked on the fault
+    vm.handle_fault(vcpu, &WFE)
+}
+
+#[test]
+fn wfe_while_another_vcpu_runs_yields_until_a_later_vmm_entry() {
+    let mut s = Setup::new();
+    let mut vm = smp_vm(&mut s);
+    vm.hv.now = 1000;
+    assert_eq!(wfe(&mut vm, 1, 0x4000_6000), None, "vCPU 1 waits for the others");
+    assert!(!vm.hv.running[1]);
+    assert_eq!(vm.hv.regs[1].pc(), 0x4000_6004);
+    vm.hv.now += 62_500_000 / 20_000; // 50 us later vCPU 0 exits
+    mmio(&mut vm, GICD + 4, 4, 1, false);
+    assert!(vm.hv.running[1], "resumed after the WFE");
+    assert_eq!(vm.hv.regs[1].pc(), 0x4000_6004);
+}
+
+#[test]
+fn wfe_with_no_other_vcpu_running_resumes_at_once() {
+    let mut s = Setup::new();
+    let mut vm = smp_vm(&mut s);
+    for v in [0, 2, 3] {
+        assert_eq!(wfi(&mut vm, v, 0x4000_3000), None);
+    }
+    assert_eq!(wfe(&mut vm, 1, 0x4000_6000), RESUME);
+    assert_eq!(vm.hv.regs[1].pc(), 0x4000_6004);
+}
+
+#[test]
+fn wfe_yield_ends_when_the_last_other_vcpu_idles() {
+    let mut s = Setup::new();
+    let mut vm = smp_vm(&mut s);
+    for v in [2, 3] {
+        assert_eq!(wfi(&mut vm, v, 0x4000_3000), None);
+    }
+    vm.hv.now = 1000;
+    assert_eq!(wfe(&mut vm, 1, 0x4000_6000), None);
+    assert_eq!(wfi(&mut vm, 0, 0x4000_3000), None);
+    assert_eq!(vm.hv.wakeup(), Some(1000 + 62_500_000 / 20_000), "the VMM's timer ends the yield");
+    vm.hv.now = vm.hv.wakeup().unwrap();
+    timer_irq(&mut vm);
+    assert!(vm.hv.running[1] && !vm.hv.running[0]);
+}
+
+#[test]
+fn wfe_yield_ends_at_an_sgi_for_the_waiter() {
+    let mut s = Setup::new();
+    let mut vm = smp_vm(&mut s);
+    enable_sgis(&mut vm);
+    assert_eq!(wfe(&mut vm, 2, 0x4000_6000), None);
+    gicd_write(&mut vm, 0, GICD_SGIR, 4, (1 << 2) << 16 | 1);
+    assert!(vm.hv.running[2]);
+    assert_eq!(vm.hv.regs[2].pc(), 0x4000_6004);
+}

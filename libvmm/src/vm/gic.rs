@@ -137,6 +137,11 @@ impl Gic {
         either!(self, g => g.num_lrs())
     }
 
+    /// The interrupt the vGIC last put in LR `index` of `vcpu`, if any.
+    pub(super) fn lr_irq(&self, vcpu: usize, index: usize) -> Option<u32> {
+        either!(self, g => g.lr_irq(vcpu, index))
+    }
+
     pub(super) fn set_pending(
         &mut self,
         vcpu: usize,

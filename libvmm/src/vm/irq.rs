@@ -2,7 +2,7 @@
 //! the virtual timer's PPI, and list-register maintenance.
 
 use super::ptimer::{PTIMER_IRQ, PTIMER_VCPU};
-use super::{Devices, Hypervisor, Vm, RESUME, VTIMER_IRQ};
+use super::{reset_stub, Devices, Hypervisor, Vm, RESUME, VTIMER_IRQ};
 use crate::microkit::ChannelSet;
 use crate::sel4::{Error, MessageInfo};
 use vgic::{InjectError, ListRegisters};
@@ -111,13 +111,50 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     }
 
     /// Empties every hardware list register of every vCPU (guest reset):
-    /// nothing of the previous boot may reach the next one.
+    /// nothing of the previous boot may reach the next one. An LR whose
+    /// interrupt the guest still holds active cannot be emptied (seL4
+    /// refuses it): its ID goes to the vCPU's reset stub, which deactivates
+    /// it, and [`Vm::clear_stuck_lrs`] empties it when the stub is done.
+    /// Call before the vGIC is reset (it knows what each LR held).
     pub(super) fn clear_list_registers(&mut self) {
         for vcpu in 0..self.config.num_vcpus {
+            let (mut stuck, mut ids) = (0u16, [reset_stub::NO_IRQ; reset_stub::MAX_DEACTIVATE]);
+            let mut n = 0;
             for index in 0..self.gic.num_lrs() {
-                if let Err(e) = Lrs(&mut self.hv).clear(vcpu, index) {
-                    log::warn!(target: "irq", "vCPU {vcpu}: cannot clear LR {index}: {e:?}");
+                match Lrs(&mut self.hv).clear(vcpu, index) {
+                    Ok(()) => {}
+                    Err(InjectError::Busy) => {
+                        let irq = self.gic.lr_irq(vcpu, index);
+                        match (irq, ids.get_mut(n)) {
+                            (Some(irq), Some(slot)) => {
+                                log::debug!(target: "irq", "vCPU {vcpu}: LR {index} holds irq {irq} active: the reset stub deactivates it");
+                                *slot = u64::from(irq);
+                                n += 1;
+                                stuck |= 1 << index;
+                            }
+                            _ => {
+                                log::warn!(target: "irq", "vCPU {vcpu}: LR {index} stays active ({irq:?})")
+                            }
+                        }
+                    }
+                    Err(e) => {
+                        log::warn!(target: "irq", "vCPU {vcpu}: cannot clear LR {index}: {e:?}")
+                    }
                 }
+            }
+            self.stuck_lrs[vcpu] = stuck;
+            self.deactivate[vcpu] = ids;
+        }
+    }
+
+    /// After `vcpu`'s reset stub deactivated them: empties the LRs that
+    /// [`Vm::clear_list_registers`] could not.
+    pub(super) fn clear_stuck_lrs(&mut self, vcpu: usize) {
+        let stuck = core::mem::take(&mut self.stuck_lrs[vcpu]);
+        self.deactivate[vcpu] = [reset_stub::NO_IRQ; reset_stub::MAX_DEACTIVATE];
+        for index in (0..self.gic.num_lrs()).filter(|i| stuck & (1 << i) != 0) {
+            if let Err(e) = Lrs(&mut self.hv).clear(vcpu, index) {
+                log::warn!(target: "irq", "vCPU {vcpu}: LR {index} still busy after the reset stub: {e:?}");
             }
         }
     }

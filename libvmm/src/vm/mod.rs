@@ -189,6 +189,12 @@ pub struct Vm<'a, H: Hypervisor, D: Devices = ()> {
     /// vCPUs running the reset stub (bit per vCPU); the kernel starts when
     /// the last one is done (reset_stub.rs).
     in_reset_stub: u64,
+    /// Per vCPU, the list registers that held an interrupt at the last
+    /// SYSTEM_RESET (bit per LR): the reset stub deactivates their
+    /// interrupts, then the VMM empties them (reset_stub.rs).
+    stuck_lrs: [u16; MAX_VCPUS],
+    /// Per vCPU, the interrupt IDs the reset stub deactivates (x1-x4).
+    deactivate: [[u64; reset_stub::MAX_DEACTIVATE]; MAX_VCPUS],
     /// Where the images of this boot went.
     layout: Option<Layout>,
     boots: u32,
@@ -226,6 +232,8 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             ptimer: GuestPtimer::RESET,
             power_on_regs: None,
             in_reset_stub: 0,
+            stuck_lrs: [0; MAX_VCPUS],
+            deactivate: [[reset_stub::NO_IRQ; reset_stub::MAX_DEACTIVATE]; MAX_VCPUS],
             layout: None,
             boots: 0,
             bad_guest: RateLimit::default(),

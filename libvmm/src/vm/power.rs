@@ -35,7 +35,8 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         self.ram.write(layout.entry, &stub[..len])?;
         let x0 = reset_stub::argument(&self.config.gic);
         for vcpu in 0..self.config.num_vcpus {
-            if let Err(e) = self.start_vcpu(vcpu, layout.entry.0, x0) {
+            let ids = self.deactivate[vcpu];
+            if let Err(e) = self.start_vcpu_with(vcpu, layout.entry.0, x0, &ids) {
                 log::error!(target: "boot", "cannot start vCPU {vcpu}: {e}");
                 return Err(BootError::OutOfRange(OutOfRange { gpa: layout.entry, len: 0 }));
             }
@@ -51,6 +52,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         self.in_reset_stub &= !(1 << vcpu);
         self.hv.suspend(vcpu)?;
         self.vcpus[vcpu] = VcpuState::Off;
+        self.clear_stuck_lrs(vcpu);
         let Some(layout) = self.layout.filter(|_| self.in_reset_stub == 0) else {
             return Ok(Call::Stopped);
         };
@@ -81,6 +83,17 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
 
     /// Starts `vcpu` at `entry` in EL1h, MMU off, x0 = `x0`, x1-x3 = 0.
     pub(super) fn start_vcpu(&mut self, vcpu: usize, entry: u64, x0: u64) -> Result<(), Error> {
+        self.start_vcpu_with(vcpu, entry, x0, &[])
+    }
+
+    /// As [`Vm::start_vcpu`], with x1, x2, ... = `args` (the others 0).
+    fn start_vcpu_with(
+        &mut self,
+        vcpu: usize,
+        entry: u64,
+        x0: u64,
+        args: &[u64],
+    ) -> Result<(), Error> {
         if self.power_on_regs.is_none() {
             let mut regs = [0u64; VCPU_REGS];
             for (i, r) in regs.iter_mut().enumerate() {
@@ -103,7 +116,10 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         regs.set_pc(entry);
         regs.words[crate::sel4::user_context::SPSR] = SPSR_EL1H_MASKED;
         regs.set_gpr(0, x0);
-        let count = words_to_cover(3);
+        for (n, &arg) in (1u8..).zip(args) {
+            regs.set_gpr(n, arg);
+        }
+        let count = words_to_cover(3.max(args.len() as u8));
         self.give_ptimer();
         if let Err(e) = self.hv.write_regs(vcpu, true, count, &regs) {
             self.take_ptimer_if_idle();

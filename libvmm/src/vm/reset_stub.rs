@@ -26,6 +26,22 @@
 //!   5), and seL4 itself keeps only ICH_AP1R0_EL2. ICC_SRE_EL1 is left
 //!   alone: seL4 traps it (ICC_SRE_EL2.Enable = 0) and it reads SRE = 1.
 //!
+//! Before that, the stub deactivates the interrupts the guest left active
+//! in this vCPU's list registers (Linux's `reboot -f` stops the other CPUs
+//! with an SGI whose handler never returns): seL4's InjectIRQ refuses to
+//! overwrite an active list register and has no way to empty one, so
+//! without it every injection of the next boot would first try that LR.
+//! The VMM passes the IDs its vGIC had in the vCPU's LRs in x1-x4
+//! ([`NO_IRQ`] for none); the stub sets EOImode = 1 (GICV_CTLR bit 9;
+//! ICC_CTLR_EL1 bit 1) and writes each to the deactivate register (GICV_DIR
+//! at GICC + 0x1000; ICC_DIR_EL1). seL4 writes SGIs with source CPU ID 0
+//! (its LR has no CPUID field), which is the ID the guest acknowledged and
+//! the one the stub writes. An ID that is not active in an LR is ignored
+//! (at most it counts in GICH_HCR.EOICount, which seL4 leaves unused). The
+//! deactivation raises the LR's EOI maintenance interrupt, which the vGIC,
+//! reset by then, takes as a free LR. When the stub is done, the VMM
+//! empties those LRs ([`ListRegisters::clear`](vgic::ListRegisters::clear)).
+//!
 //! The stub's own instructions are listed beside their words below.
 
 use super::GicLayout;
@@ -37,8 +53,25 @@ use super::GicLayout;
 /// (NOT_SUPPORTED), so a guest cannot use it to confuse the VMM.
 pub const RESET_STUB_DONE: u32 = 0xc600_0001;
 
-/// GICv2: x0 = GICC base.
-const GICV2: [u32; 19] = [
+/// How many interrupt IDs the stub deactivates (in x1-x4).
+pub const MAX_DEACTIVATE: usize = 4;
+
+/// What x1-x4 hold for "no interrupt to deactivate" (bit 63 set).
+pub const NO_IRQ: u64 = u64::MAX;
+
+/// GICv2: x0 = GICC base, x1-x4 = IDs to deactivate or [`NO_IRQ`].
+const GICV2: [u32; 30] = [
+    0x5280_4005, // mov  w5, #0x200
+    0xb900_0005, // str  w5, [x0]           GICC_CTLR.EOImode = 1
+    0xb7f8_0041, // tbnz x1, #63, +8
+    0xb910_0001, // str  w1, [x0, #0x1000]  GICC_DIR
+    0xb7f8_0042, // tbnz x2, #63, +8
+    0xb910_0002, // str  w2, [x0, #0x1000]  GICC_DIR
+    0xb7f8_0043, // tbnz x3, #63, +8
+    0xb910_0003, // str  w3, [x0, #0x1000]  GICC_DIR
+    0xb7f8_0044, // tbnz x4, #63, +8
+    0xb910_0004, // str  w4, [x0, #0x1000]  GICC_DIR
+    0xd503_3f9f, // dsb  sy
     0xb900_001f, // str  wzr, [x0]          GICC_CTLR
     0xb900_041f, // str  wzr, [x0, #0x4]    GICC_PMR
     0x5280_0041, // mov  w1, #2
@@ -60,8 +93,20 @@ const GICV2: [u32; 19] = [
     0x1400_0000, // b    .
 ];
 
-/// GICv3: system registers only.
-const GICV3: [u32; 15] = [
+/// GICv3: system registers only; x1-x4 = IDs to deactivate or [`NO_IRQ`].
+const GICV3: [u32; 27] = [
+    0xd280_0045, // mov  x5, #2
+    0xd518_cc85, // msr  ICC_CTLR_EL1, x5   EOImode = 1
+    0xd503_3fdf, // isb
+    0xb7f8_0041, // tbnz x1, #63, +8
+    0xd518_cb21, // msr  ICC_DIR_EL1, x1
+    0xb7f8_0042, // tbnz x2, #63, +8
+    0xd518_cb22, // msr  ICC_DIR_EL1, x2
+    0xb7f8_0043, // tbnz x3, #63, +8
+    0xd518_cb23, // msr  ICC_DIR_EL1, x3
+    0xb7f8_0044, // tbnz x4, #63, +8
+    0xd518_cb24, // msr  ICC_DIR_EL1, x4
+    0xd503_3fdf, // isb
     0xd518_ccff, // msr  ICC_IGRPEN1_EL1, xzr
     0xd518_ccdf, // msr  ICC_IGRPEN0_EL1, xzr
     0xd518_cc9f, // msr  ICC_CTLR_EL1, xzr
@@ -127,5 +172,28 @@ mod tests {
             assert_eq!(code[n - 1], 0x1400_0000, "b .");
             assert!(n * 4 <= MAX_LEN);
         }
+    }
+
+    #[test]
+    fn both_stubs_set_eoimode_then_deactivate_x1_to_x4_unless_bit_63() {
+        // GICv2: str wN, [x0, #0x1000] (GICC_DIR); GICv3: msr ICC_DIR_EL1, xN.
+        for (gic, ctlr, dir) in [
+            (GicLayout::QEMU_VIRT_V2, [0x5280_4005, 0xb900_0005], 0xb910_0000),
+            (GicLayout::QEMU_VIRT_V3, [0xd280_0045, 0xd518_cc85], 0xd518_cb20),
+        ] {
+            let code = code(&gic);
+            assert_eq!(code[..2], ctlr, "EOImode = 1 first");
+            let tbnz = code.iter().position(|&w| w == 0xb7f8_0041).unwrap();
+            for r in 1..=MAX_DEACTIVATE as u32 {
+                let i = tbnz + 2 * (r as usize - 1);
+                // tbnz xR, #63, +8: skips only the DIR write after it.
+                assert_eq!(code[i], 0xb7f8_0040 | r);
+                assert_eq!(code[i + 1], dir | r);
+            }
+            // CTLR goes back to 0 afterwards.
+            let ctlr0 = if matches!(gic, GicLayout::V2 { .. }) { 0xb900_001f } else { 0xd518_cc9f };
+            assert!(code[tbnz + 8..].contains(&ctlr0));
+        }
+        assert_ne!(NO_IRQ >> 63, 0);
     }
 }

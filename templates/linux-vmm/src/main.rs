@@ -1,5 +1,6 @@
 //! A VMM protection domain that boots one Linux guest, with the PL011 UART
-//! passed through. Every number comes from vmm.system, through build.rs.
+//! passed through. Every number (guest RAM, vCPUs, interrupts, the GIC)
+//! comes from the system description and the board, through build.rs.
 
 #![no_std]
 #![no_main]
@@ -32,6 +33,8 @@ struct MyVmm {
 impl Handler for MyVmm {
     fn init() -> Self {
         logging::init(&LEVELS);
+        log::info!(target: "core", "VMM: {} MiB guest RAM at {:#x}, {} vCPU(s)",
+            sdf::GUEST_RAM_SIZE >> 20, sdf::GUEST_RAM_GPA, sdf::NUM_VCPUS);
         let ram =
             GuestRam::from_microkit_map(sdf::GUEST_RAM_GPA, &guest_ram_vaddr, sdf::GUEST_RAM_SIZE);
         let Some(ram) = ram else {

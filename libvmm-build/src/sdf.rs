@@ -30,16 +30,98 @@ fn attr<'a>(node: roxmltree::Node<'a, '_>, name: &str) -> Result<&'a str, String
 pub const TIMER_PPI: u64 = 30;
 
 /// Emits `GUEST_RAM_GPA`, `GUEST_RAM_SIZE`, `GUEST_RAM_VADDR_SYMBOL`,
-/// `NUM_VCPUS`, `PASSTHROUGH`, `TIMER_CHANNEL` and `SMC` for the VMM PD.
+/// `NUM_VCPUS`, `PASSTHROUGH`, `TIMER_CHANNEL` and `SMC` for the VMM PD, and
+/// `VSOCK_CIDS` ([`vsock_cids`]).
+///
+/// A system may hold several VMM PDs running the same program (the
+/// `multi_vm` example: one VMM ELF, two PDs): their numbers must then agree,
+/// since one ELF gets one set of constants; what differs between them is
+/// found at run time through the PD's name (`VSOCK_CIDS`) or setvar symbols.
 pub fn vmm_constants(xml: &str) -> Result<String, String> {
     let doc = roxmltree::Document::parse(xml).map_err(|e| e.to_string())?;
-    let vmm = doc
+    let vmms: Vec<_> = doc
         .descendants()
-        .find(|n| {
+        .filter(|n| {
             n.has_tag_name("protection_domain")
                 && n.children().any(|c| c.has_tag_name("virtual_machine"))
         })
-        .ok_or("no protection domain with a <virtual_machine>")?;
+        .collect();
+    let first = vmms.first().ok_or("no protection domain with a <virtual_machine>")?;
+    let out = pd_constants(&doc, *first)?;
+    for other in &vmms[1..] {
+        let theirs = pd_constants(&doc, *other)?;
+        if theirs != out {
+            return Err(format!(
+                "VMM PDs {:?} and {:?} differ in guest RAM, vCPUs, interrupts or smc: \
+                 one VMM program needs them alike (give each its own program otherwise)",
+                first.attribute("name").unwrap_or("?"),
+                other.attribute("name").unwrap_or("?")
+            ));
+        }
+    }
+    let mut out = out;
+    out.push_str(&vsock_cids(&vmms)?);
+    Ok(out)
+}
+
+/// The memory region that carries a VMM's vsock packets to its peer is
+/// named `vsock_<src>_to_<dst>` (guest CIDs, decimal) and mapped by the VMM
+/// with `setvar_vaddr="vsock_tx"`; the one it receives from is mapped with
+/// `setvar_vaddr="vsock_rx"` and must be `vsock_<dst>_to_<src>`. So the
+/// CIDs are written once, in the region names, and checked here. Emits
+/// `VSOCK_CIDS: &[(&str, u32, u32)]`: (PD name, own CID, peer CID) for each
+/// VMM PD with vsock (empty without).
+fn vsock_cids(vmms: &[roxmltree::Node]) -> Result<String, String> {
+    let mut table = String::new();
+    let mut seen = Vec::new();
+    for vmm in vmms {
+        let name = attr(*vmm, "name")?;
+        let mapped = |symbol: &str| {
+            vmm.children()
+                .find(|c| c.has_tag_name("map") && c.attribute("setvar_vaddr") == Some(symbol))
+                .and_then(|m| m.attribute("mr"))
+        };
+        let (tx, rx) = match (mapped("vsock_tx"), mapped("vsock_rx")) {
+            (None, None) => continue,
+            (Some(tx), Some(rx)) => (tx, rx),
+            _ => return Err(format!("PD {name}: maps one of vsock_tx / vsock_rx but not both")),
+        };
+        let (cid, peer) = parse_vsock_region(tx)
+            .ok_or_else(|| format!("PD {name}: vsock_tx region {tx:?} is not named vsock_<cid>_to_<peer cid>"))?;
+        if parse_vsock_region(rx) != Some((peer, cid)) {
+            return Err(format!(
+                "PD {name}: sends on {tx:?}, so it must receive on \"vsock_{peer}_to_{cid}\", not {rx:?}"
+            ));
+        }
+        for c in [cid, peer] {
+            // 0, 1 and 2 are the hypervisor, local and host; u32::MAX is "any".
+            if c < 3 || c == u32::MAX {
+                return Err(format!("PD {name}: CID {c} is reserved (guest CIDs are 3 to 2^32 - 2)"));
+            }
+        }
+        if cid == peer {
+            return Err(format!("PD {name}: its guest and its peer have the same CID {cid}"));
+        }
+        if seen.contains(&cid) {
+            return Err(format!("CID {cid} is given to two guests"));
+        }
+        seen.push(cid);
+        write!(table, "({name:?}, {cid}, {peer}), ").unwrap();
+    }
+    Ok(format!(
+        "/// vsock: (VMM PD name, its guest's CID, the peer guest's CID), from the\n\
+         /// names of the vsock regions.\npub const VSOCK_CIDS: &[(&str, u32, u32)] = &[{table}];\n"
+    ))
+}
+
+/// `vsock_3_to_4` -> (3, 4).
+fn parse_vsock_region(name: &str) -> Option<(u32, u32)> {
+    let (a, b) = name.strip_prefix("vsock_")?.split_once("_to_")?;
+    Some((a.parse().ok()?, b.parse().ok()?))
+}
+
+/// The numbers of one VMM PD (see [`vmm_constants`]).
+fn pd_constants(doc: &roxmltree::Document, vmm: roxmltree::Node) -> Result<String, String> {
     let vm = vmm.children().find(|c| c.has_tag_name("virtual_machine")).ok_or("no VM")?;
     let region_size = |mr: &str| -> Result<u64, String> {
         let node = doc

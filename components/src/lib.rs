@@ -8,7 +8,9 @@
 //! - [`blk::virtio`]: a driver for a virtio-MMIO block device (QEMU's
 //!   `virtio-blk-device`);
 //! - [`blk::virt`]: the block virtualiser, which gives each client a range
-//!   of the disk.
+//!   of the disk;
+//! - [`timer`]: timeouts for several clients on one hardware timer (sDDF's
+//!   timer protocol).
 //!
 //! Everything here is safe code over [`sddf_bindings::SharedRegion`] (queues,
 //! DMA memory and device registers alike), so it runs in host tests. A
@@ -25,6 +27,7 @@ pub mod blk;
 mod notify;
 mod regs;
 pub mod serial;
+pub mod timer;
 
 pub use notify::Notify;
 pub use regs::Registers;

@@ -20,7 +20,7 @@ use libvmm::sel4::{Error, Fault, UserContext, VcpuReg};
 use libvmm::virtio::MmioDevice;
 use libvmm::vm::exit::Exit;
 use libvmm::vm::hypervisor::Hypervisor;
-use libvmm::vm::{GicLayout, Passthrough, Vm, VmConfig};
+use libvmm::vm::{GicLayout, Passthrough, Vm, VmConfig, Timer};
 use virtio::block::BlockDevice;
 use virtio::console::Console;
 
@@ -119,6 +119,7 @@ impl Hypervisor for Fake {
         62_500_000
     }
     fn set_wakeup(&mut self, _deadline: Option<u64>) {}
+    fn request_timeout(&mut self, _channel: u8, _timeout_ns: u64) {}
     fn physical_timer(&mut self) -> PhysicalTimer {
         PhysicalTimer { ctl: self.ptimer.0, cval: self.ptimer.1 }
     }
@@ -188,7 +189,7 @@ pub fn run(data: &[u8]) {
         gic,
         num_lrs: LRS,
         passthrough: &passthrough,
-        timer_channel: Some(5),
+        timer: Timer::Physical(5),
         system_off: Default::default(),
     };
     let disk = Disk::default();

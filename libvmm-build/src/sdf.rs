@@ -7,7 +7,10 @@
 //! - guest RAM is the memory region the VM maps that the VMM also maps with
 //!   `setvar_vaddr`; its guest-physical base is the VM's map `vaddr`;
 //! - the VMM's `<irq irq="30">` (the EL1 physical timer PPI) is its wake-up
-//!   timer; every other `<irq>` of the VMM is passed through to the guest
+//!   timer (`Timer::Physical`), or else a channel end of the VMM with
+//!   `setvar_id="timer_ch"` names a timer PD that serves wake-ups
+//!   (`Timer::Service`, sDDF's timer protocol); every other `<irq>` of the
+//!   VMM is passed through to the guest
 //!   with the same interrupt number.
 
 use std::fmt::Write as _;
@@ -86,8 +89,9 @@ fn vsock_cids(vmms: &[roxmltree::Node]) -> Result<String, String> {
             (Some(tx), Some(rx)) => (tx, rx),
             _ => return Err(format!("PD {name}: maps one of vsock_tx / vsock_rx but not both")),
         };
-        let (cid, peer) = parse_vsock_region(tx)
-            .ok_or_else(|| format!("PD {name}: vsock_tx region {tx:?} is not named vsock_<cid>_to_<peer cid>"))?;
+        let (cid, peer) = parse_vsock_region(tx).ok_or_else(|| {
+            format!("PD {name}: vsock_tx region {tx:?} is not named vsock_<cid>_to_<peer cid>")
+        })?;
         if parse_vsock_region(rx) != Some((peer, cid)) {
             return Err(format!(
                 "PD {name}: sends on {tx:?}, so it must receive on \"vsock_{peer}_to_{cid}\", not {rx:?}"
@@ -96,7 +100,9 @@ fn vsock_cids(vmms: &[roxmltree::Node]) -> Result<String, String> {
         for c in [cid, peer] {
             // 0, 1 and 2 are the hypervisor, local and host; u32::MAX is "any".
             if c < 3 || c == u32::MAX {
-                return Err(format!("PD {name}: CID {c} is reserved (guest CIDs are 3 to 2^32 - 2)"));
+                return Err(format!(
+                    "PD {name}: CID {c} is reserved (guest CIDs are 3 to 2^32 - 2)"
+                ));
             }
         }
         if cid == peer {
@@ -155,6 +161,21 @@ fn pd_constants(doc: &roxmltree::Document, vmm: roxmltree::Node) -> Result<Strin
             write!(passthrough, "Passthrough {{ channel: {id}, irq: {number} }}, ").unwrap();
         }
     }
+    let name = vmm.attribute("name").unwrap_or("?");
+    let service = doc
+        .descendants()
+        .filter(|n| n.has_tag_name("end") && n.attribute("pd") == Some(name))
+        .find(|n| n.attribute("setvar_id") == Some("timer_ch"));
+    let timer = match (timer, service) {
+        (Some(_), Some(_)) => {
+            return Err(format!(
+                "PD {name}: both <irq irq=\"{TIMER_PPI}\"> and a timer_ch channel: one wake-up timer only"
+            ))
+        }
+        (Some(id), None) => format!("Physical({id})"),
+        (None, Some(end)) => format!("Service({})", parse_u64(attr(end, "id")?)?),
+        (None, None) => "None".to_string(),
+    };
     let smc = vmm.attribute("smc") == Some("true");
     let mut out = String::new();
     writeln!(
@@ -168,7 +189,7 @@ fn pd_constants(doc: &roxmltree::Document, vmm: roxmltree::Node) -> Result<Strin
     writeln!(out, "/// Interrupts passed through to the guest.\npub const PASSTHROUGH: &[Passthrough] = &[{passthrough}];").unwrap();
     writeln!(
         out,
-        "/// IRQ channel of the wake-up timer.\npub const TIMER_CHANNEL: Option<u8> = {timer:?};"
+        "/// The wake-up timer.\npub const TIMER: ::libvmm::vm::Timer = ::libvmm::vm::Timer::{timer};"
     )
     .unwrap();
     writeln!(out, "/// The VMM may make SMC calls (smc=\"true\").\npub const SMC: bool = {smc};")

@@ -45,7 +45,10 @@ fn one_vmm_without_vsock() {
     assert!(out.contains("GUEST_RAM_GPA: u64 = 0x40000000;"), "{out}");
     assert!(out.contains("GUEST_RAM_SIZE: u64 = 0x10000000;"), "{out}");
     assert!(out.contains("NUM_VCPUS: usize = 1;"), "{out}");
-    assert!(out.contains("TIMER_CHANNEL: Option<u8> = Some(0);"), "{out}");
+    assert!(
+        out.contains("TIMER: ::libvmm::vm::Timer = ::libvmm::vm::Timer::Physical(0);"),
+        "{out}"
+    );
     assert!(out.contains("VSOCK_CIDS: &[(&str, u32, u32)] = &[];"), "{out}");
 }
 

@@ -5,6 +5,7 @@
 //!   ([`SharedRegion`]). It holds every `unsafe` block of the crate.
 //! - [`serial`]: byte rings with the producer-side signalling flag.
 //! - [`blk`]: request/response rings and the storage-info region.
+//! - [`timer`]: the timer driver's protected-call protocol (no shared memory).
 //! - [`config`]: `#[repr(C)]` mirrors of the sdfgen config structs.
 //!
 //! The peer behind a queue is not trusted: whatever it writes into shared
@@ -26,6 +27,7 @@ pub mod serial;
 pub mod shared;
 #[cfg(test)]
 mod testing;
+pub mod timer;
 
 pub use shared::{ConfigCell, SharedAtomic, SharedRegion};
 

@@ -3,7 +3,8 @@
 
 use crate::microkit::{slots, Channel, Child};
 use crate::sel4::generic_timer::{self, PhysicalTimer};
-use crate::sel4::{syscall, ArmSmc, Error, UserContext, VcpuReg};
+use crate::sel4::{syscall, ArmSmc, Error, MessageInfo, UserContext, VcpuReg};
+use sddf_bindings::timer::SET_TIMEOUT as SDDF_TIMER_SET_TIMEOUT;
 
 /// vCPU, interrupt and timer operations. vCPU ids are those of the system
 /// description's `<vcpu id=...>`.
@@ -47,6 +48,10 @@ pub trait Hypervisor {
     /// Wakes the VMM (its timer channel) at `deadline`, or never: programs
     /// the EL1 physical timer (CNTP), which the guest can program too.
     fn set_wakeup(&mut self, deadline: Option<u64>);
+    /// Asks the timer service on `channel` for a notification in
+    /// `timeout_ns` nanoseconds (sDDF timer protocol: a protected call,
+    /// label SET_TIMEOUT, the timeout in MR 0).
+    fn request_timeout(&mut self, channel: u8, timeout_ns: u64);
     /// Reads the EL1 physical timer as it is now (CTL with ISTATUS, CVAL).
     fn physical_timer(&mut self) -> PhysicalTimer;
     /// Programs the EL1 physical timer (CVAL, then CTL's ENABLE and IMASK).
@@ -143,6 +148,14 @@ impl Hypervisor for Sel4 {
 
     fn set_wakeup(&mut self, deadline: Option<u64>) {
         generic_timer::set_deadline(deadline)
+    }
+
+    fn request_timeout(&mut self, channel: u8, timeout_ns: u64) {
+        let Some(ch) = Channel::new(channel) else { return };
+        syscall::set_mr(0, timeout_ns);
+        if let Err(e) = ch.ppcall(MessageInfo::new(SDDF_TIMER_SET_TIMEOUT, 1)) {
+            log::error!(target: "core", "timer service on channel {channel}: {e}");
+        }
     }
 
     fn physical_timer(&mut self) -> PhysicalTimer {

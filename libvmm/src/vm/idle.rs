@@ -2,7 +2,7 @@
 //! its virtual timer is due; the VMM's wake-up timer and `wake` resume it.
 //! The wake-up timer is the guest's physical timer too: see ptimer.rs.
 
-use super::{Devices, Hypervisor, VcpuState, Vm, RESUME};
+use super::{Devices, Hypervisor, Timer, VcpuState, Vm, RESUME};
 use crate::sel4::{Error, MessageInfo, UserContext, VcpuReg};
 use vgic::VcpuMask;
 
@@ -74,7 +74,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             (a, b) => a.or(b),
         };
         let due = wake_at.is_some_and(|d| d <= self.hv.now());
-        let no_timer = deadline.is_some() && self.config.timer_channel.is_none();
+        let no_timer = deadline.is_some() && self.config.timer == Timer::None;
         if due || no_timer || self.gic.has_pending(vcpu) {
             let mut regs = UserContext::default();
             regs.set_pc(resume_pc);

@@ -32,7 +32,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     pub fn handle_notified(&mut self, channels: ChannelSet) {
         self.poll_wakeups();
         for ch in channels.iter() {
-            if Some(ch.id()) == self.config.timer_channel {
+            if Some(ch.id()) == self.config.timer.channel() {
                 self.timer_fired();
             } else if let Some(p) = self.config.passthrough.iter().find(|p| p.channel == ch.id()) {
                 let woken = self.gic.set_pending(0, p.irq, &mut Lrs(&mut self.hv));

@@ -123,13 +123,41 @@ pub struct VmConfig<'a> {
     pub num_lrs: usize,
     /// Physical interrupts forwarded to the guest.
     pub passthrough: &'a [Passthrough],
-    /// IRQ channel of the physical timer (PPI 30) that wakes vCPUs idle in
-    /// WFI, and carries the guest's own physical timer interrupt while a
-    /// vCPU runs. Without it, a WFI with the guest's timer armed resumes at
-    /// once and the VMM never touches the physical timer.
-    pub timer_channel: Option<u8>,
+    /// What wakes vCPUs idle in WFI at their timer deadline ([`Timer`]).
+    pub timer: Timer,
     /// What the guest's PSCI SYSTEM_OFF does.
     pub system_off: SystemOff,
+}
+
+/// The VMM's wake-up timer: what resumes a vCPU idle in WFI when its
+/// virtual timer is due (seL4 masks the virtual timer of a vCPU that is not
+/// running, so it cannot wake itself).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum Timer {
+    /// None: a WFI with the guest's timer armed resumes at once (the vCPU
+    /// spins while idle); the VMM never touches the physical timer.
+    None,
+    /// The VMM owns the EL1 physical timer's IRQ (PPI 30) on this channel.
+    /// CNTP is shared with the guest (ptimer.rs): the guest's while a vCPU
+    /// runs, the VMM's wake-up while none does.
+    Physical(u8),
+    /// A timer PD serves wake-ups over this channel with sDDF's timer
+    /// protocol (protected call label 1, SET_TIMEOUT, relative nanoseconds
+    /// in MR 0; a notification on the same channel when it is due). For
+    /// several VMMs on one core: Microkit gives PPI 30 to one PD only. The
+    /// guest's physical timer is then not virtualised (Linux uses the
+    /// virtual timer): see docs/multi_vm.md.
+    Service(u8),
+}
+
+impl Timer {
+    /// The channel its events arrive on.
+    pub fn channel(self) -> Option<u8> {
+        match self {
+            Timer::None => None,
+            Timer::Physical(ch) | Timer::Service(ch) => Some(ch),
+        }
+    }
 }
 
 /// What a guest's PSCI SYSTEM_OFF does. Isolation first: by default it

@@ -18,7 +18,7 @@
 //! vCPUs on other cores (SMP) each have their own CNTP: future work.
 
 use super::irq::Lrs;
-use super::{Devices, Hypervisor, VcpuState, Vm};
+use super::{Devices, Hypervisor, Timer, VcpuState, Vm};
 use crate::sel4::generic_timer::PhysicalTimer;
 use vgic::VcpuMask;
 
@@ -39,7 +39,8 @@ pub(super) struct GuestPtimer {
     /// IRQ 30 went to the guest as PPI 30 and is not acked yet.
     outstanding: bool,
     /// While the guest owns the timer: the earliest deadline of a waiting
-    /// vCPU, checked each time the VMM runs.
+    /// vCPU, checked each time the VMM runs. With a timer service: the
+    /// deadline of the timeout it was asked for, until it notifies.
     polled: Option<u64>,
 }
 
@@ -54,10 +55,11 @@ impl GuestPtimer {
 }
 
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
-    /// The VMM takes part in CNTP only with a timer channel; without one it
-    /// never touches the timer and the guest's interrupt goes nowhere.
+    /// The VMM takes part in CNTP only when it owns its IRQ
+    /// ([`Timer::Physical`]); otherwise it never touches the timer and the
+    /// guest's interrupt goes nowhere.
     fn ptimer_shared(&self) -> bool {
-        self.config.timer_channel.is_some()
+        matches!(self.config.timer, Timer::Physical(_))
     }
 
     fn any_running(&self) -> bool {
@@ -140,7 +142,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     }
 
     fn ack_timer_irq(&mut self) {
-        if let Some(ch) = self.config.timer_channel {
+        if let Timer::Physical(ch) = self.config.timer {
             if let Err(e) = self.hv.ack_irq(ch) {
                 log::error!(target: "irq", "timer IRQ ack failed: {e}");
             }
@@ -157,6 +159,10 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// Records the earliest deadline of waiting vCPUs: programs it while
     /// the VMM holds the timer, else polls it on each VMM entry.
     pub(super) fn program_wakeup(&mut self, next: Option<u64>) {
+        if let Timer::Service(ch) = self.config.timer {
+            self.request_service_wakeup(ch, next);
+            return;
+        }
         if !self.ptimer_shared() {
             return;
         }
@@ -171,6 +177,9 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// One branch when none waits with a deadline; no seL4 invocation
     /// unless one is due.
     pub(super) fn poll_wakeups(&mut self) {
+        if let Timer::Service(_) = self.config.timer {
+            return;
+        }
         if let Some(d) = self.ptimer.polled {
             let now = self.hv.now();
             if d <= now {
@@ -179,8 +188,34 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         }
     }
 
-    /// IRQ 30 arrived on the timer channel.
+    /// A timer service ([`Timer::Service`]) keeps one timeout per client, a
+    /// new one replacing the old: it is asked only when the wake-up moves
+    /// earlier, or when none is outstanding. A wake-up that comes early (the
+    /// deadline moved later meanwhile) just re-arms.
+    fn request_service_wakeup(&mut self, ch: u8, next: Option<u64>) {
+        let Some(deadline) = next else { return };
+        if self.ptimer.polled.is_some_and(|asked| asked <= deadline) {
+            return;
+        }
+        let now = self.hv.now();
+        let ticks = deadline.saturating_sub(now);
+        // Ticks to nanoseconds, rounded up so the wake-up is never early.
+        let freq = u128::from(self.hv.frequency().max(1));
+        let ns = (u128::from(ticks) * 1_000_000_000).div_ceil(freq);
+        self.hv.request_timeout(ch, u64::try_from(ns).unwrap_or(u64::MAX));
+        self.ptimer.polled = Some(deadline);
+    }
+
+    /// IRQ 30 arrived on the timer channel, or the timer service notified.
     pub(super) fn timer_fired(&mut self) {
+        if let Timer::Service(_) = self.config.timer {
+            // The outstanding timeout is spent: the next rearm asks anew.
+            self.ptimer.polled = None;
+            let now = self.hv.now();
+            self.wake_due(now);
+            self.rearm();
+            return;
+        }
         if self.ptimer.vmm_owns {
             // The VMM's wake-up (or the guest's interrupt from before the
             // VMM took the timer: the guest's deadline is vCPU 0's).

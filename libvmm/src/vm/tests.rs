@@ -29,6 +29,8 @@ struct Fake {
     /// List registers (vcpu, index) the guest holds active: InjectIRQ
     /// refuses them with DeleteFirst, as seL4 does.
     active_lrs: Vec<(usize, u8)>,
+    /// Timer-service requests: (channel, timeout in ns).
+    timeouts: Vec<(u8, u64)>,
 }
 
 impl Fake {
@@ -110,6 +112,9 @@ impl Hypervisor for Fake {
             None => self.cntp.ctl = 0,
         }
     }
+    fn request_timeout(&mut self, channel: u8, timeout_ns: u64) {
+        self.timeouts.push((channel, timeout_ns));
+    }
     fn physical_timer(&mut self) -> PhysicalTimer {
         let mut t = self.cntp;
         if t.ctl & PhysicalTimer::ENABLE != 0 && t.cval <= self.now {
@@ -188,7 +193,7 @@ impl Setup {
             gic,
             num_lrs: 4,
             passthrough: &[UART],
-            timer_channel: Some(5),
+            timer: Timer::Physical(5),
             system_off: SystemOff::StopVm,
         };
         let mut vm = Vm::new(Fake::new(vcpus), ram, images, config);
@@ -234,7 +239,7 @@ fn boot_starts_every_vcpu_at_the_reset_stub_with_the_gicc_in_x0() {
         gic: GicLayout::QEMU_VIRT_V2,
         num_lrs: 4,
         passthrough: &[],
-        timer_channel: None,
+        timer: Timer::None,
         system_off: SystemOff::StopVm,
     };
     let mut vm = Vm::new(Fake::new(2), ram, images, config);
@@ -263,7 +268,7 @@ fn reset_stub_done_on_every_vcpu_starts_the_kernel_with_the_dtb_in_x0() {
         gic: GicLayout::QEMU_VIRT_V3,
         num_lrs: 4,
         passthrough: &[],
-        timer_channel: None,
+        timer: Timer::None,
         system_off: SystemOff::StopVm,
     };
     let mut vm = Vm::new(Fake::new(2), ram, images, config);
@@ -692,7 +697,7 @@ fn devices_get_accesses_and_raise_their_interrupts() {
         gic: GicLayout::QEMU_VIRT_V2,
         num_lrs: 4,
         passthrough: &[],
-        timer_channel: None,
+        timer: Timer::None,
         system_off: SystemOff::StopVm,
     };
     let mut vm = Vm::with_devices(Fake::new(1), Register::default(), ram, images, config);
@@ -1075,7 +1080,7 @@ fn guest_physical_timer_wakes_vcpu0_while_another_vcpu_runs() {
 fn without_a_timer_channel_the_vmm_never_touches_the_physical_timer() {
     let mut s = Setup::new();
     let mut vm = s.vm(1);
-    vm.config.timer_channel = None;
+    vm.config.timer = Timer::None;
     let writes = vm.hv.vmm_cntp_writes;
     let guest = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: 9 };
     vm.hv.cntp = guest;
@@ -1118,7 +1123,7 @@ fn deferred_device_work_runs_when_the_vcpu_idles_and_at_each_timer_tick() {
         gic: GicLayout::QEMU_VIRT_V2,
         num_lrs: 4,
         passthrough: &[],
-        timer_channel: Some(5),
+        timer: Timer::Physical(5),
         system_off: SystemOff::StopVm,
     };
     let mut vm = Vm::with_devices(Fake::new(1), Deferred::default(), ram, images, config);
@@ -1155,4 +1160,65 @@ fn deferred_device_work_runs_when_the_vcpu_idles_and_at_each_timer_tick() {
     let polls = vm.devices().0.polls;
     vm.power_off();
     assert_eq!(vm.devices().0.polls, polls + 1, "polled before the power-off");
+}
+
+/// WFI on vCPU 0 with its virtual timer due at `cval` (offset 0).
+fn idle_until(vm: &mut Vm<'_, Fake, ()>, cval: u64) -> Option<MessageInfo> {
+    vm.hv.regs[0].set_pc(0x4000_2000);
+    vm.hv.vcpu_regs[0][VcpuReg::CntvCtl as usize] = 1;
+    vm.hv.vcpu_regs[0][VcpuReg::CntvCval as usize] = cval;
+    vm.hv.vcpu_regs[0][VcpuReg::Cntvoff as usize] = 0;
+    vm.hv.running[0] = false;
+    vm.handle_fault(0, &Fault::VcpuFault { hsr: 0x07e0_0000 })
+}
+
+#[test]
+fn a_timer_service_wakes_an_idle_vcpu_and_the_physical_timer_is_left_alone() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.config.timer = Timer::Service(7);
+    let guest = PhysicalTimer { ctl: PhysicalTimer::ENABLE, cval: 9 };
+    vm.hv.cntp = guest;
+    let writes = vm.hv.vmm_cntp_writes;
+    vm.hv.now = 1000;
+    assert_eq!(idle_until(&mut vm, 63_500), None);
+    // 62.5 MHz: 62 500 ticks are 1 ms; asked once, rounded up, never early.
+    assert_eq!(vm.hv.timeouts, [(7, 1_000_000)]);
+    // Early: the vCPU stays idle and the service is asked again.
+    vm.hv.now = 50_000;
+    vm.handle_notified(ChannelSet(1 << 7));
+    assert!(!vm.hv.running[0]);
+    assert_eq!(vm.hv.timeouts, [(7, 1_000_000), (7, 216_000)]);
+    vm.hv.now = 63_500;
+    vm.handle_notified(ChannelSet(1 << 7));
+    assert!(vm.hv.running[0]);
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
+    // Not an IRQ: nothing to ack; the guest's CNTP never written.
+    assert!(vm.hv.acked_irqs.is_empty());
+    assert_eq!((vm.hv.cntp, vm.hv.vmm_cntp_writes), (guest, writes));
+}
+
+#[test]
+fn a_timer_service_is_asked_again_only_when_the_wakeup_moves_earlier() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    vm.config.timer = Timer::Service(7);
+    vm.hv.now = 0;
+    assert_eq!(idle_until(&mut vm, 625_000), None);
+    assert_eq!(vm.hv.timeouts, [(7, 10_000_000)]);
+    // Something else wakes it (an interrupt, taken and handled); it idles
+    // again with a later deadline: the outstanding (earlier) timeout
+    // stands, no new call.
+    let mut one = vgic::VcpuMask::default();
+    one.insert(0);
+    vm.wake(one);
+    assert!(vm.hv.running[0]);
+    vm.hv.now = 100;
+    assert_eq!(idle_until(&mut vm, 1_250_000), None);
+    assert_eq!(vm.hv.timeouts.len(), 1);
+    vm.wake(one);
+    // An earlier deadline: asked again.
+    assert_eq!(idle_until(&mut vm, 62_600), None);
+    assert_eq!(vm.hv.timeouts.len(), 2);
+    assert_eq!(vm.hv.timeouts[1], (7, 1_000_000));
 }

@@ -46,7 +46,7 @@ impl Handler for MyVmm {
             gic: sdf::GIC,
             num_lrs: Sel4::list_registers(0),
             passthrough: sdf::PASSTHROUGH,
-            timer_channel: sdf::TIMER_CHANNEL,
+            timer: sdf::TIMER,
             // The only guest: its poweroff powers the machine (QEMU) off.
             // The default, SystemOff::StopVm, stops only this VM.
             system_off: SystemOff::Firmware,

@@ -119,7 +119,7 @@ impl Handler for Vmm {
             gic: sdf::GIC,
             num_lrs: Sel4::list_registers(0),
             passthrough: sdf::PASSTHROUGH,
-            timer_channel: sdf::TIMER_CHANNEL,
+            timer: sdf::TIMER,
             // The only guest on the board: its poweroff powers QEMU off.
             system_off: SystemOff::Firmware,
         };

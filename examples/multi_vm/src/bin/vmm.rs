@@ -1,0 +1,169 @@
+//! `multi_vm_vmm`: the program of both VMM PDs of the multi_vm example
+//! (`vmm1`, `vmm2`). Each boots one Linux guest whose console (hvc0), disk
+//! (/dev/vda: its partition of the shared disk) and vsock device are
+//! virtio-MMIO devices backed by sDDF queues and by the packet rings to the
+//! other VMM. What differs between the two PDs comes from the system
+//! description: queues and channels through setvar symbols, the guests'
+//! CIDs from the vsock regions' names (build.rs, looked up by PD name).
+
+#![no_std]
+#![no_main]
+
+#[path = "../../../virtio/src/pd.rs"]
+mod pd;
+
+use libvmm::guest_memory::GuestRam;
+use libvmm::logging::{self, Levels};
+use libvmm::microkit::{pd_name, ChannelSet, Child, Handler};
+use libvmm::sddf::blk::SddfBlock;
+use libvmm::sddf::serial::SddfSerial;
+use libvmm::sddf::Microkit;
+use libvmm::sel4::{Fault, MessageInfo};
+use libvmm::virtio::MmioDevice;
+use libvmm::vm::hypervisor::Sel4;
+use libvmm::vm::{Passthrough, Vm, VmConfig};
+use log::LevelFilter;
+use virtio::block::BlockDevice;
+use virtio::console::Console;
+
+#[allow(dead_code)]
+mod sdf {
+    use super::Passthrough;
+    include!(concat!(env!("OUT_DIR"), "/sdf.rs"));
+}
+
+libvmm::setvar! {
+    /// Where the Microkit tool mapped guest RAM in this PD.
+    static guest_ram_vaddr;
+    static serial_tx_ch; static serial_rx_ch; static blk_ch; static vsock_ch;
+    /// The timer PD's channel (build.rs turns it into `sdf::TIMER`).
+    static timer_ch;
+    static serial_tx_queue; static serial_tx_queue_size; static serial_tx_data; static serial_tx_data_size;
+    static serial_rx_queue; static serial_rx_queue_size; static serial_rx_data; static serial_rx_data_size;
+    static blk_req; static blk_req_size; static blk_resp; static blk_resp_size;
+    static blk_info; static blk_info_size; static blk_data; static blk_data_size;
+    static vsock_tx; static vsock_tx_size; static vsock_rx; static vsock_rx_size;
+}
+
+/// Where board/<board>/multi_vm.dts puts the virtio-MMIO devices, and their
+/// interrupts (SPI + 32).
+const CONSOLE_BASE: u64 = 0x0013_0000;
+const CONSOLE_IRQ: u32 = 32 + 10;
+const BLOCK_BASE: u64 = 0x0015_0000;
+const BLOCK_IRQ: u32 = 32 + 11;
+
+/// Virtio-blk requests in flight at most.
+const BLOCK_REQUESTS: usize = 16;
+
+static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
+
+type ConsoleDev = MmioDevice<Console<SddfSerial<Microkit>>>;
+type BlockDev = MmioDevice<BlockDevice<SddfBlock<Microkit>, BLOCK_REQUESTS>>;
+type Devices = (ConsoleDev, BlockDev);
+
+struct Vmm {
+    vm: Option<Vm<'static, Sel4, Devices>>,
+    console_channels: u64,
+    block_channels: u64,
+}
+
+/// This PD's guest CID and its peer's, from the system description.
+fn cids() -> Option<(u32, u32)> {
+    let name = pd_name();
+    sdf::VSOCK_CIDS.iter().find(|(pd, _, _)| *pd == name.as_str()).map(|&(_, cid, peer)| (cid, peer))
+}
+
+fn devices() -> Option<Devices> {
+    let tx = pd::serial_queue(
+        "serial TX",
+        (&serial_tx_queue, &serial_tx_queue_size),
+        (&serial_tx_data, &serial_tx_data_size),
+    )?;
+    let rx = pd::serial_queue(
+        "serial RX",
+        (&serial_rx_queue, &serial_rx_queue_size),
+        (&serial_rx_data, &serial_rx_data_size),
+    )?;
+    let serial =
+        SddfSerial::new(tx, rx, pd::channel(&serial_tx_ch), pd::channel(&serial_rx_ch), Microkit)
+            .with_coalescing(4096);
+    let queue = pd::blk_queue("block", (&blk_req, &blk_req_size), (&blk_resp, &blk_resp_size))?;
+    let info = pd::storage_info("block", (&blk_info, &blk_info_size))?;
+    let data = pd::region("block data", (&blk_data, &blk_data_size))?;
+    let block = SddfBlock::new(queue, info, data, pd::channel(&blk_ch), Microkit);
+    Some((
+        {
+            let mut con = MmioDevice::new(CONSOLE_BASE, CONSOLE_IRQ, Console::new(serial));
+            con.transport().set_defer_notify_interrupts(true);
+            con
+        },
+        MmioDevice::new(BLOCK_BASE, BLOCK_IRQ, BlockDevice::new(block)),
+    ))
+}
+
+impl Handler for Vmm {
+    fn init() -> Self {
+        logging::init(&LEVELS);
+        let console_channels = 1 << serial_tx_ch.get() | 1 << serial_rx_ch.get();
+        let block_channels = 1 << blk_ch.get();
+        let mut vmm = Vmm { vm: None, console_channels, block_channels };
+        let (cid, peer) = cids().unwrap_or((0, 0));
+        log::info!(target: "core", "multi_vm VMM: {} MiB guest RAM at {:#x}, {} vCPU(s), guest CID {cid}, peer CID {peer}",
+            sdf::GUEST_RAM_SIZE >> 20, sdf::GUEST_RAM_GPA, sdf::NUM_VCPUS);
+        if sdf::TIMER.channel() != Some(timer_ch.get() as u8) {
+            log::error!(target: "core", "the timer channel is {} but the VMM was built for {:?}: rebuild it", timer_ch.get(), sdf::TIMER);
+        }
+        let Some(ram) =
+            GuestRam::from_microkit_map(sdf::GUEST_RAM_GPA, &guest_ram_vaddr, sdf::GUEST_RAM_SIZE)
+        else {
+            log::error!(target: "core", "guest RAM is not mapped (guest_ram_vaddr is 0)");
+            return vmm;
+        };
+        let Some(devices) = devices() else {
+            log::error!(target: "core", "the sDDF queues of the virtio devices are not all mapped");
+            return vmm;
+        };
+        let images = libvmm::embedded_boot_images!();
+        let config = VmConfig {
+            num_vcpus: sdf::NUM_VCPUS,
+            gic: sdf::GIC,
+            num_lrs: Sel4::list_registers(0),
+            passthrough: sdf::PASSTHROUGH,
+            timer: sdf::TIMER,
+            // One guest among others: its poweroff stops it alone (the
+            // default), its reboot reboots it alone.
+            system_off: Default::default(),
+        };
+        let mut vm = Vm::with_devices(Sel4 { smc: sdf::SMC }, devices, ram, images, config);
+        if let Err(e) = vm.boot() {
+            log::error!(target: "boot", "cannot boot the guest: {e}");
+        }
+        vmm.vm = Some(vm);
+        vmm
+    }
+
+    fn notified(&mut self, channels: ChannelSet) {
+        let Some(vm) = &mut self.vm else { return };
+        let (devices, ram) = vm.devices();
+        let mut irqs = [None, None];
+        if channels.0 & self.console_channels != 0 {
+            irqs[0] = devices.0.process(ram);
+        }
+        if channels.0 & self.block_channels != 0 {
+            irqs[1] = devices.1.process(ram);
+        }
+        for irq in irqs.into_iter().flatten() {
+            vm.raise_irq(irq);
+        }
+        let rest = channels.0 & !(self.console_channels | self.block_channels);
+        if rest != 0 {
+            vm.handle_notified(ChannelSet(rest));
+        }
+    }
+
+    fn fault(&mut self, child: Child, fault: Fault) -> Option<MessageInfo> {
+        self.vm.as_mut()?.handle_fault(child.0 as usize, &fault)
+    }
+}
+
+libvmm::protection_domain!(Vmm);

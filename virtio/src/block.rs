@@ -27,7 +27,10 @@ pub use backend::{
 
 use chunk::{copy_out, finish_chunk, merge, start_chunk, Fault, Phase, Slot};
 
+use zerocopy::IntoBytes;
+
 use crate::device::{read_config_bytes, ActivateError, DeviceContext, VirtioDevice};
+use crate::layout::{VirtioBlkConfig, VirtioBlkGeometry, VirtioBlkTopology};
 use crate::memory::GuestMemory;
 use crate::queue::{Queue, MAX_SEGMENTS};
 use request::{
@@ -67,9 +70,6 @@ pub const SEG_MAX: u32 = MAX_SEGMENTS as u32 - 2;
 pub const DEFAULT_CHUNK_BLOCKS: u32 = 256;
 /// Default GET_ID string.
 pub const DEFAULT_ID: [u8; VIRTIO_BLK_ID_BYTES] = *b"mkvm-virtio-blk\0\0\0\0\0";
-
-/// Configuration space size used here: capacity .. topology (virtio 1.2 §5.2.4).
-const CONFIG_SIZE: usize = 32;
 
 /// A virtio block device over a [`BlockBackend`], with at most `N` requests in flight.
 ///
@@ -475,17 +475,22 @@ impl<B: BlockBackend, const N: usize> VirtioDevice for BlockDevice<B, N> {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         let optimal = self.backend.info().map_or(0, |i| i.optimal_blocks);
         let opt_io = core::cmp::max(u64::from(optimal), 1) * SECTORS_PER_BLOCK;
-        let mut c = [0u8; CONFIG_SIZE];
-        c[0..8].copy_from_slice(&self.capacity_sectors().to_le_bytes());
-        c[8..12].copy_from_slice(&SIZE_MAX.to_le_bytes());
-        c[12..16].copy_from_slice(&SEG_MAX.to_le_bytes());
-        // 16..20: geometry, not offered.
-        c[20..24].copy_from_slice(&(SECTOR_SIZE as u32).to_le_bytes());
-        // Topology: 2^3 logical blocks per physical block, I/O sizes in logical blocks.
-        c[24] = 3;
-        c[26..28].copy_from_slice(&(SECTORS_PER_BLOCK as u16).to_le_bytes());
-        c[28..32].copy_from_slice(&u32::try_from(opt_io).unwrap_or(u32::MAX).to_le_bytes());
-        read_config_bytes(&c, offset, data);
+        let c = VirtioBlkConfig {
+            capacity: self.capacity_sectors().into(),
+            size_max: SIZE_MAX.into(),
+            seg_max: SEG_MAX.into(),
+            // Geometry is not offered.
+            geometry: VirtioBlkGeometry::default(),
+            blk_size: (SECTOR_SIZE as u32).into(),
+            // 2^3 logical blocks per physical block, I/O sizes in logical blocks.
+            topology: VirtioBlkTopology {
+                physical_block_exp: 3,
+                alignment_offset: 0,
+                min_io_size: (SECTORS_PER_BLOCK as u16).into(),
+                opt_io_size: u32::try_from(opt_io).unwrap_or(u32::MAX).into(),
+            },
+        };
+        read_config_bytes(c.as_bytes(), offset, data);
     }
 
     fn activate(&mut self, _features: u64, queues: &[Queue]) -> Result<(), ActivateError> {

@@ -11,7 +11,10 @@
 //!   none, bytes stay in the backend. A receive buffer that arrives before any input is held
 //!   until input arrives.
 
+use zerocopy::IntoBytes;
+
 use crate::device::{read_config_bytes, ActivateError, DeviceContext, VirtioDevice};
+use crate::layout::VirtioConsoleConfig;
 use crate::memory::{GuestMemory, MemoryError};
 use crate::queue::{DescriptorChain, Queue};
 
@@ -23,9 +26,6 @@ pub const RECEIVEQ: u16 = 0;
 pub const TRANSMITQ: u16 = 1;
 /// QueueNumMax of both queues.
 pub const QUEUE_SIZE: u16 = 128;
-/// Size of the configuration space, `struct virtio_console_config` (virtio 1.2 §5.3.4):
-/// cols, rows, max_nr_ports, emerg_wr. All zero: no feature that gives them meaning is offered.
-const CONFIG_SIZE: usize = 12;
 /// Bytes moved per backend call (a stack bounce buffer).
 const CHUNK: usize = 256;
 
@@ -217,7 +217,9 @@ impl<S: SerialBackend> VirtioDevice for Console<S> {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        read_config_bytes(&[0u8; CONFIG_SIZE], offset, data);
+        // cols, rows, max_nr_ports, emerg_wr: all zero, as no feature that gives them
+        // meaning is offered.
+        read_config_bytes(VirtioConsoleConfig::default().as_bytes(), offset, data);
     }
 
     fn activate(&mut self, _features: u64, queues: &[Queue]) -> Result<(), ActivateError> {

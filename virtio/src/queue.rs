@@ -14,7 +14,10 @@
 mod chain;
 
 use core::fmt;
+use core::mem::offset_of;
 use core::sync::atomic::{fence, Ordering};
+
+use zerocopy::IntoBytes;
 
 pub use chain::{
     ChainError, Descriptor, DescriptorChain, Segment, DESCRIPTOR_SIZE, MAX_CHAIN_BYTES,
@@ -22,6 +25,7 @@ pub use chain::{
 };
 
 use crate::features::{VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC};
+use crate::layout::{VirtqAvailElem, VirtqRingHeader, VirtqUsedElem};
 use crate::memory::{GuestMemory, GuestMemoryExt, MemoryError};
 use chain::ChainSource;
 
@@ -41,13 +45,13 @@ pub const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
 
 /// Offset of `idx` in both `struct virtq_avail` and `struct virtq_used` (virtio 1.2 §2.7.6,
 /// §2.7.8).
-const RING_IDX: u64 = 2;
+const RING_IDX: u64 = offset_of!(VirtqRingHeader, idx) as u64;
 /// Offset of `ring[0]` in both rings.
-const RING_ENTRIES: u64 = 4;
+const RING_ENTRIES: u64 = size_of::<VirtqRingHeader>() as u64;
 /// Size of one available-ring entry (a `le16` head index).
-const AVAIL_ENTRY: u64 = 2;
+const AVAIL_ENTRY: u64 = size_of::<VirtqAvailElem>() as u64;
 /// Size of one used-ring entry, `struct virtq_used_elem` (`le32 id; le32 len`).
-const USED_ENTRY: u64 = 8;
+const USED_ENTRY: u64 = size_of::<VirtqUsedElem>() as u64;
 
 /// Bytes of the descriptor table for `size` entries.
 pub const fn desc_table_size(size: u16) -> u64 {
@@ -376,10 +380,8 @@ impl Queue {
         let size = self.qsize();
         let slot = self.next_used % size;
         let at = self.used + RING_ENTRIES + USED_ENTRY * u64::from(slot);
-        let mut elem = [0u8; 8];
-        elem[..4].copy_from_slice(&u32::from(head).to_le_bytes());
-        elem[4..].copy_from_slice(&len.to_le_bytes());
-        if mem.write(at, &elem).is_err() {
+        let elem = VirtqUsedElem { id: u32::from(head).into(), len: len.into() };
+        if mem.write(at, elem.as_bytes()).is_err() {
             self.fail("cannot write used ring");
             return;
         }

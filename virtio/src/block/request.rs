@@ -8,6 +8,9 @@
 
 use core::fmt;
 
+use zerocopy::IntoBytes;
+
+use crate::layout::VirtioBlkReqHeader;
 use crate::memory::{GuestMemory, MemoryError};
 use crate::queue::DescriptorChain;
 
@@ -26,7 +29,7 @@ pub const VIRTIO_BLK_S_IOERR: u8 = 1;
 /// VIRTIO_BLK_S_UNSUPP: the request type is not supported.
 pub const VIRTIO_BLK_S_UNSUPP: u8 = 2;
 /// Size of the request header, `struct virtio_blk_req` up to `data` (virtio 1.2 §5.2.6).
-pub const HEADER_SIZE: u64 = 16;
+pub const HEADER_SIZE: u64 = size_of::<VirtioBlkReqHeader>() as u64;
 /// virtio-blk sectors are always 512 bytes (virtio 1.2 §5.2.6).
 pub const SECTOR_SIZE: u64 = 512;
 /// Length of the GET_ID string (VIRTIO_BLK_ID_BYTES, virtio 1.2 §5.2.6).
@@ -179,11 +182,12 @@ pub fn parse<M: GuestMemory + ?Sized>(
     if readable < HEADER_SIZE {
         return Err(fail(ParseError::ShortHeader(readable), Some(status)));
     }
-    let mut header = [0u8; HEADER_SIZE as usize];
-    chain.read_at(mem, 0, &mut header).map_err(|e| fail(ParseError::Memory(e), Some(status)))?;
-    let [t0, t1, t2, t3, _, _, _, _, s0, s1, s2, s3, s4, s5, s6, s7] = header;
-    let sector = u64::from_le_bytes([s0, s1, s2, s3, s4, s5, s6, s7]);
-    let (kind, data_len) = match u32::from_le_bytes([t0, t1, t2, t3]) {
+    let mut header = VirtioBlkReqHeader::default();
+    chain
+        .read_at(mem, 0, header.as_mut_bytes())
+        .map_err(|e| fail(ParseError::Memory(e), Some(status)))?;
+    let sector = header.sector.get();
+    let (kind, data_len) = match header.type_.get() {
         VIRTIO_BLK_T_IN if readable != HEADER_SIZE => {
             return Err(fail(ParseError::BadLayout, Some(status)))
         }

@@ -7,6 +7,9 @@
 
 use core::fmt;
 
+use zerocopy::IntoBytes;
+
+use crate::layout::VirtqDesc;
 use crate::memory::{GuestMemory, MemoryError};
 
 /// VIRTQ_DESC_F_NEXT: the buffer continues in the descriptor named by `next`
@@ -17,7 +20,7 @@ pub const VIRTQ_DESC_F_WRITE: u16 = 2;
 /// VIRTQ_DESC_F_INDIRECT: the buffer holds a table of descriptors (virtio 1.2 §2.7.5.3).
 pub const VIRTQ_DESC_F_INDIRECT: u16 = 4;
 /// Size of one descriptor, `struct virtq_desc` (virtio 1.2 §2.7.5).
-pub const DESCRIPTOR_SIZE: u64 = 16;
+pub const DESCRIPTOR_SIZE: u64 = size_of::<VirtqDesc>() as u64;
 /// Most segments a chain may have here; a longer one is a [`ChainError::TooManySegments`].
 pub const MAX_SEGMENTS: usize = 64;
 /// Most bytes a chain may describe in total (virtio 1.2 §2.7.5.2 bounds chains to 2^32 bytes).
@@ -39,23 +42,35 @@ pub struct Descriptor {
 impl Descriptor {
     /// Decodes the 16 little-endian bytes of a descriptor.
     pub fn from_bytes(b: &[u8; 16]) -> Descriptor {
-        let [a0, a1, a2, a3, a4, a5, a6, a7, l0, l1, l2, l3, f0, f1, n0, n1] = *b;
-        Descriptor {
-            addr: u64::from_le_bytes([a0, a1, a2, a3, a4, a5, a6, a7]),
-            len: u32::from_le_bytes([l0, l1, l2, l3]),
-            flags: u16::from_le_bytes([f0, f1]),
-            next: u16::from_le_bytes([n0, n1]),
-        }
+        let d: VirtqDesc = zerocopy::transmute!(*b);
+        Descriptor::from(d)
     }
 
     /// Encodes the descriptor as 16 little-endian bytes.
     pub fn to_bytes(&self) -> [u8; 16] {
-        let mut b = [0u8; 16];
-        b[..8].copy_from_slice(&self.addr.to_le_bytes());
-        b[8..12].copy_from_slice(&self.len.to_le_bytes());
-        b[12..14].copy_from_slice(&self.flags.to_le_bytes());
-        b[14..].copy_from_slice(&self.next.to_le_bytes());
-        b
+        zerocopy::transmute!(VirtqDesc::from(*self))
+    }
+}
+
+impl From<VirtqDesc> for Descriptor {
+    fn from(d: VirtqDesc) -> Descriptor {
+        Descriptor {
+            addr: d.addr.get(),
+            len: d.len.get(),
+            flags: d.flags.get(),
+            next: d.next.get(),
+        }
+    }
+}
+
+impl From<Descriptor> for VirtqDesc {
+    fn from(d: Descriptor) -> VirtqDesc {
+        VirtqDesc {
+            addr: d.addr.into(),
+            len: d.len.into(),
+            flags: d.flags.into(),
+            next: d.next.into(),
+        }
     }
 }
 
@@ -293,9 +308,9 @@ fn read_descriptor<M: GuestMemory + ?Sized>(
     index: u16,
 ) -> Result<Descriptor, ChainError> {
     let gpa = table.wrapping_add(u64::from(index) * DESCRIPTOR_SIZE);
-    let mut raw = [0u8; 16];
-    mem.read(gpa, &mut raw).map_err(ChainError::OutsideMemory)?;
-    Ok(Descriptor::from_bytes(&raw))
+    let mut raw = VirtqDesc::default();
+    mem.read(gpa, raw.as_mut_bytes()).map_err(ChainError::OutsideMemory)?;
+    Ok(Descriptor::from(raw))
 }
 
 /// Walks the chain starting at `head`, with at most `src.size` descriptors in the

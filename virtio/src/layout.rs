@@ -1,0 +1,171 @@
+//! Byte layouts of the virtio structures that cross guest memory (virtio 1.2).
+//!
+//! Each struct is the specification's C struct with explicit little-endian fields
+//! (`zerocopy`'s byte-order types, alignment 1), so a value is copied out of guest memory
+//! once into a local and decoded there, whatever the guest's alignment. The `zerocopy`
+//! derives check at compile time that a struct has no padding (`IntoBytes`) and that every
+//! byte pattern is a valid value (`FromBytes`); the `const` assertions pin each size and
+//! offset to the one the specification gives. Nothing here adds code: field reads compile to
+//! the loads a hand-written decoder would make.
+//!
+//! The ring offsets used by [`crate::queue`] are taken from these structs, and
+//! `tests/spec_crosscheck.rs` checks sizes and constants against the independent
+//! `virtio-spec` crate.
+
+use core::mem::{offset_of, size_of};
+
+use zerocopy::little_endian::{U16, U32, U64};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
+/// `struct virtq_desc`: one descriptor of a split virtqueue (virtio 1.2 §2.7.5).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtqDesc {
+    /// Guest-physical address of the buffer.
+    pub addr: U64,
+    /// Length of the buffer in bytes.
+    pub len: U32,
+    /// `VIRTQ_DESC_F_*` flags.
+    pub flags: U16,
+    /// Next descriptor when `flags` has `VIRTQ_DESC_F_NEXT`.
+    pub next: U16,
+}
+
+const _: () = assert!(size_of::<VirtqDesc>() == 16);
+const _: () = assert!(offset_of!(VirtqDesc, len) == 8);
+const _: () = assert!(offset_of!(VirtqDesc, flags) == 12);
+const _: () = assert!(offset_of!(VirtqDesc, next) == 14);
+
+/// The fixed head of `struct virtq_avail` and `struct virtq_used` (virtio 1.2 §2.7.6,
+/// §2.7.8): `flags` and `idx`, then the ring entries and the trailing event index.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtqRingHeader {
+    /// `VIRTQ_AVAIL_F_*` (driver area) or `VIRTQ_USED_F_*` (device area) flags.
+    pub flags: U16,
+    /// Where the writer of the ring puts its next entry.
+    pub idx: U16,
+}
+
+const _: () = assert!(size_of::<VirtqRingHeader>() == 4);
+const _: () = assert!(offset_of!(VirtqRingHeader, idx) == 2);
+
+/// One available-ring entry: the head index of a chain (`le16 ring[]`, virtio 1.2 §2.7.6).
+pub type VirtqAvailElem = U16;
+
+/// `struct virtq_used_elem`: one used-ring entry (virtio 1.2 §2.7.8).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtqUsedElem {
+    /// Head index of the used chain (a `le32` for padding reasons, the spec says).
+    pub id: U32,
+    /// Bytes written into the chain's device-writable buffers.
+    pub len: U32,
+}
+
+const _: () = assert!(size_of::<VirtqUsedElem>() == 8);
+const _: () = assert!(offset_of!(VirtqUsedElem, len) == 4);
+
+/// The header of a virtio-blk request, `struct virtio_blk_req` up to `data`
+/// (virtio 1.2 §5.2.6).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioBlkReqHeader {
+    /// `VIRTIO_BLK_T_*`.
+    pub type_: U32,
+    /// Reserved (was `ioprio` in legacy devices); ignored.
+    pub reserved: U32,
+    /// First 512-byte sector.
+    pub sector: U64,
+}
+
+const _: () = assert!(size_of::<VirtioBlkReqHeader>() == 16);
+const _: () = assert!(offset_of!(VirtioBlkReqHeader, sector) == 8);
+
+/// `struct virtio_blk_geometry` inside the block configuration (virtio 1.2 §5.2.4).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioBlkGeometry {
+    /// Cylinders.
+    pub cylinders: U16,
+    /// Heads.
+    pub heads: u8,
+    /// Sectors per track.
+    pub sectors: u8,
+}
+
+/// `struct virtio_blk_topology` inside the block configuration (virtio 1.2 §5.2.4).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioBlkTopology {
+    /// log2 of logical blocks per physical block.
+    pub physical_block_exp: u8,
+    /// Offset of the first aligned logical block.
+    pub alignment_offset: u8,
+    /// Suggested minimum I/O size, in logical blocks.
+    pub min_io_size: U16,
+    /// Optimal (suggested maximum) I/O size, in logical blocks.
+    pub opt_io_size: U32,
+}
+
+/// The part of `struct virtio_blk_config` this device offers: up to and including the
+/// topology (virtio 1.2 §5.2.4). The fields after it belong to features not offered, so they
+/// read as zero.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioBlkConfig {
+    /// Capacity in 512-byte sectors.
+    pub capacity: U64,
+    /// Largest segment (VIRTIO_BLK_F_SIZE_MAX).
+    pub size_max: U32,
+    /// Most segments in a request (VIRTIO_BLK_F_SEG_MAX).
+    pub seg_max: U32,
+    /// Disk geometry (VIRTIO_BLK_F_GEOMETRY).
+    pub geometry: VirtioBlkGeometry,
+    /// Logical block size (VIRTIO_BLK_F_BLK_SIZE).
+    pub blk_size: U32,
+    /// I/O topology (VIRTIO_BLK_F_TOPOLOGY).
+    pub topology: VirtioBlkTopology,
+}
+
+const _: () = assert!(size_of::<VirtioBlkConfig>() == 32);
+const _: () = assert!(offset_of!(VirtioBlkConfig, size_max) == 8);
+const _: () = assert!(offset_of!(VirtioBlkConfig, seg_max) == 12);
+const _: () = assert!(offset_of!(VirtioBlkConfig, geometry) == 16);
+const _: () = assert!(offset_of!(VirtioBlkConfig, blk_size) == 20);
+const _: () = assert!(offset_of!(VirtioBlkConfig, topology) == 24);
+const _: () = assert!(offset_of!(VirtioBlkTopology, opt_io_size) == 4);
+
+/// `struct virtio_console_config` (virtio 1.2 §5.3.4).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioConsoleConfig {
+    /// Columns (VIRTIO_CONSOLE_F_SIZE).
+    pub cols: U16,
+    /// Rows (VIRTIO_CONSOLE_F_SIZE).
+    pub rows: U16,
+    /// Most ports (VIRTIO_CONSOLE_F_MULTIPORT).
+    pub max_nr_ports: U32,
+    /// Emergency write register (VIRTIO_CONSOLE_F_EMERG_WRITE).
+    pub emerg_wr: U32,
+}
+
+const _: () = assert!(size_of::<VirtioConsoleConfig>() == 12);
+const _: () = assert!(offset_of!(VirtioConsoleConfig, max_nr_ports) == 4);
+const _: () = assert!(offset_of!(VirtioConsoleConfig, emerg_wr) == 8);

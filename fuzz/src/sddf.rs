@@ -213,6 +213,7 @@ fn run_in(a: &mut Arena, data: &[u8]) {
                         block_number: block,
                         count,
                         id,
+                        ..BlkReq::default()
                     });
                 } else {
                     let _ = blk_peer.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, count, id));
@@ -255,6 +256,7 @@ fn run_in(a: &mut Arena, data: &[u8]) {
                     block_number: block % 128,
                     count: count % 80,
                     id,
+                    ..BlkReq::default()
                 };
                 let _ = bv_clients[usize::from(client)].0.enqueue_req(req);
                 check_notify(bv.handle());

@@ -17,7 +17,8 @@ use core::fmt;
 use core::mem::offset_of;
 use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 
-use crate::bytes::{array, get_u16, get_u32, get_u64, put};
+use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
+
 use crate::ring::{Capacity, Consumer, Producer};
 use crate::{Error, SharedAtomic, SharedRegion};
 
@@ -75,11 +76,19 @@ impl BlkRespStatus {
 }
 
 /// A request (`blk_req_t`, 32 bytes).
+///
+/// C's implicit padding is spelled out (`pad0`, `pad1`) so the slot is copied byte for byte
+/// (`zerocopy`'s `IntoBytes` proves there is no other padding); it is zero in every request
+/// this crate writes or returns.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct BlkReq {
     /// A [`BlkReqCode`] value (raw: the peer may write anything).
     pub code: u32,
+    /// Padding (C's implicit padding before the 8-byte field); zero.
+    pub pad0: [u8; 4],
     /// Client → virt: byte offset into the client's data region.
     /// Virt → driver: IO (physical) address.
     pub io_or_offset: u64,
@@ -87,15 +96,19 @@ pub struct BlkReq {
     pub block_number: u64,
     /// Number of blocks.
     pub count: u16,
+    /// Padding (C's implicit padding before `id`); zero.
+    pub pad1: [u8; 2],
     /// Chosen by the requester, echoed in the response.
     pub id: u32,
 }
 
 const _: () = assert!(size_of::<BlkReq>() == 32);
 const _: () = assert!(offset_of!(BlkReq, code) == 0);
+const _: () = assert!(offset_of!(BlkReq, pad0) == 4);
 const _: () = assert!(offset_of!(BlkReq, io_or_offset) == 8);
 const _: () = assert!(offset_of!(BlkReq, block_number) == 16);
 const _: () = assert!(offset_of!(BlkReq, count) == 24);
+const _: () = assert!(offset_of!(BlkReq, pad1) == 26);
 const _: () = assert!(offset_of!(BlkReq, id) == 28);
 
 impl BlkReq {
@@ -107,7 +120,7 @@ impl BlkReq {
         count: u16,
         id: u32,
     ) -> Self {
-        BlkReq { code: code as u32, io_or_offset, block_number, count, id }
+        BlkReq { code: code as u32, io_or_offset, block_number, count, id, ..BlkReq::default() }
     }
 
     /// The request code, or `None` for a value outside the protocol.
@@ -115,35 +128,25 @@ impl BlkReq {
         BlkReqCode::from_raw(self.code)
     }
 
-    fn to_bytes(self) -> [u8; size_of::<BlkReq>()] {
-        let mut buf = [0u8; size_of::<BlkReq>()];
-        put(&mut buf, offset_of!(BlkReq, code), self.code.to_ne_bytes());
-        put(&mut buf, offset_of!(BlkReq, io_or_offset), self.io_or_offset.to_ne_bytes());
-        put(&mut buf, offset_of!(BlkReq, block_number), self.block_number.to_ne_bytes());
-        put(&mut buf, offset_of!(BlkReq, count), self.count.to_ne_bytes());
-        put(&mut buf, offset_of!(BlkReq, id), self.id.to_ne_bytes());
-        buf
-    }
-
-    fn from_bytes(buf: &[u8; size_of::<BlkReq>()]) -> Self {
-        BlkReq {
-            code: get_u32(buf, offset_of!(BlkReq, code)),
-            io_or_offset: get_u64(buf, offset_of!(BlkReq, io_or_offset)),
-            block_number: get_u64(buf, offset_of!(BlkReq, block_number)),
-            count: get_u16(buf, offset_of!(BlkReq, count)),
-            id: get_u32(buf, offset_of!(BlkReq, id)),
-        }
+    /// The request in a slot image, with the padding the peer may have set cleared.
+    fn from_slot(slot: [u8; size_of::<BlkReq>()]) -> Self {
+        let req: BlkReq = zerocopy::transmute!(slot);
+        BlkReq { pad0: [0; 4], pad1: [0; 2], ..req }
     }
 }
 
-/// A response (`blk_resp_t`, 12 bytes).
+/// A response (`blk_resp_t`, 12 bytes); padding spelled out as in [`BlkReq`].
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
 pub struct BlkResp {
     /// A [`BlkRespStatus`] value (raw: the peer may write anything).
     pub status: u32,
     /// Blocks completed before the first error.
     pub success_count: u16,
+    /// Padding (C's implicit padding before `id`); zero.
+    pub pad0: [u8; 2],
     /// The `id` of the request answered.
     pub id: u32,
 }
@@ -151,12 +154,13 @@ pub struct BlkResp {
 const _: () = assert!(size_of::<BlkResp>() == 12);
 const _: () = assert!(offset_of!(BlkResp, status) == 0);
 const _: () = assert!(offset_of!(BlkResp, success_count) == 4);
+const _: () = assert!(offset_of!(BlkResp, pad0) == 6);
 const _: () = assert!(offset_of!(BlkResp, id) == 8);
 
 impl BlkResp {
     /// A response with a known status.
     pub fn new(status: BlkRespStatus, success_count: u16, id: u32) -> Self {
-        BlkResp { status: status as u32, success_count, id }
+        BlkResp { status: status as u32, success_count, id, ..BlkResp::default() }
     }
 
     /// The status, or `None` for a value outside the protocol.
@@ -164,20 +168,10 @@ impl BlkResp {
         BlkRespStatus::from_raw(self.status)
     }
 
-    fn to_bytes(self) -> [u8; size_of::<BlkResp>()] {
-        let mut buf = [0u8; size_of::<BlkResp>()];
-        put(&mut buf, offset_of!(BlkResp, status), self.status.to_ne_bytes());
-        put(&mut buf, offset_of!(BlkResp, success_count), self.success_count.to_ne_bytes());
-        put(&mut buf, offset_of!(BlkResp, id), self.id.to_ne_bytes());
-        buf
-    }
-
-    fn from_bytes(buf: &[u8; size_of::<BlkResp>()]) -> Self {
-        BlkResp {
-            status: get_u32(buf, offset_of!(BlkResp, status)),
-            success_count: get_u16(buf, offset_of!(BlkResp, success_count)),
-            id: get_u32(buf, offset_of!(BlkResp, id)),
-        }
+    /// The response in a slot image, with the padding the peer may have set cleared.
+    fn from_slot(slot: [u8; size_of::<BlkResp>()]) -> Self {
+        let resp: BlkResp = zerocopy::transmute!(slot);
+        BlkResp { pad0: [0; 2], ..resp }
     }
 }
 
@@ -340,7 +334,7 @@ impl BlkQueueHandle {
             return Err(Full);
         }
         let offset = self.req_producer.slot() * size_of::<BlkReq>();
-        self.req_slots.write(offset, &req.to_bytes()).map_err(|_| Full)?;
+        self.req_slots.write(offset, req.as_bytes()).map_err(|_| Full)?;
         self.req_producer.publish(1);
         Ok(())
     }
@@ -359,7 +353,7 @@ impl BlkQueueHandle {
         let offset = self.resp_consumer.slot() * size_of::<BlkResp>();
         self.resp_slots.read(offset, &mut buf).ok()?;
         self.resp_consumer.release(1);
-        Some(BlkResp::from_bytes(&buf))
+        Some(BlkResp::from_slot(buf))
     }
 
     /// Client: sets or clears the request ring's `plugged` flag.
@@ -400,7 +394,7 @@ impl BlkQueueHandle {
         let mut buf = [0u8; size_of::<BlkReq>()];
         let offset = self.req_consumer.slot() * size_of::<BlkReq>();
         self.req_slots.read(offset, &mut buf).ok()?;
-        Some(BlkReq::from_bytes(&buf))
+        Some(BlkReq::from_slot(buf))
     }
 
     /// Virtualiser/driver: takes the request [`BlkQueueHandle::peek_req`]
@@ -427,15 +421,16 @@ impl BlkQueueHandle {
             return Err(Full);
         }
         let offset = self.resp_producer.slot() * size_of::<BlkResp>();
-        self.resp_slots.write(offset, &resp.to_bytes()).map_err(|_| Full)?;
+        self.resp_slots.write(offset, resp.as_bytes()).map_err(|_| Full)?;
         self.resp_producer.publish(1);
         Ok(())
     }
 }
 
-/// The device description (`blk_storage_info_t`, 88 bytes).
+/// The device description (`blk_storage_info_t`, 88 bytes); padding spelled out as in
+/// [`BlkReq`].
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable)]
 pub struct BlkStorageInfo {
     /// NUL-terminated serial number, at most 63 characters.
     pub serial_number: [u8; BLK_MAX_SERIAL_NUMBER + 1],
@@ -455,6 +450,8 @@ pub struct BlkStorageInfo {
     pub heads: u16,
     /// Geometry hint: blocks (sectors per track).
     pub blocks: u16,
+    /// Padding (C's implicit padding before `capacity`); zero.
+    pub pad0: [u8; 2],
     /// Device size in [`BLK_TRANSFER_SIZE`] units.
     pub capacity: u64,
 }
@@ -470,6 +467,7 @@ const _: () = assert!(offset_of!(BlkStorageInfo, queue_depth) == 70);
 const _: () = assert!(offset_of!(BlkStorageInfo, cylinders) == 72);
 const _: () = assert!(offset_of!(BlkStorageInfo, heads) == 74);
 const _: () = assert!(offset_of!(BlkStorageInfo, blocks) == 76);
+const _: () = assert!(offset_of!(BlkStorageInfo, pad0) == 78);
 const _: () = assert!(offset_of!(BlkStorageInfo, capacity) == 80);
 
 impl Default for BlkStorageInfo {
@@ -491,6 +489,7 @@ impl BlkStorageInfo {
             cylinders: 0,
             heads: 0,
             blocks: 0,
+            pad0: [0; 2],
             capacity: 0,
         }
     }
@@ -512,45 +511,6 @@ impl BlkStorageInfo {
         let len = serial.len().min(BLK_MAX_SERIAL_NUMBER);
         self.serial_number = [0; BLK_MAX_SERIAL_NUMBER + 1];
         self.serial_number[..len].copy_from_slice(&serial[..len]);
-    }
-
-    fn to_bytes(self) -> [u8; size_of::<BlkStorageInfo>()] {
-        let mut buf = [0u8; size_of::<BlkStorageInfo>()];
-        put(&mut buf, offset_of!(BlkStorageInfo, serial_number), self.serial_number);
-        put(&mut buf, offset_of!(BlkStorageInfo, read_only), [self.read_only]);
-        put(&mut buf, offset_of!(BlkStorageInfo, ready), [self.ready]);
-        for (offset, value) in self.u16_fields() {
-            put(&mut buf, offset, value.to_ne_bytes());
-        }
-        put(&mut buf, offset_of!(BlkStorageInfo, capacity), self.capacity.to_ne_bytes());
-        buf
-    }
-
-    fn from_bytes(buf: &[u8; size_of::<BlkStorageInfo>()]) -> Self {
-        let u16_at = |offset| get_u16(buf, offset);
-        BlkStorageInfo {
-            serial_number: array(buf, offset_of!(BlkStorageInfo, serial_number)),
-            read_only: buf[offset_of!(BlkStorageInfo, read_only)],
-            ready: buf[offset_of!(BlkStorageInfo, ready)],
-            sector_size: u16_at(offset_of!(BlkStorageInfo, sector_size)),
-            block_size: u16_at(offset_of!(BlkStorageInfo, block_size)),
-            queue_depth: u16_at(offset_of!(BlkStorageInfo, queue_depth)),
-            cylinders: u16_at(offset_of!(BlkStorageInfo, cylinders)),
-            heads: u16_at(offset_of!(BlkStorageInfo, heads)),
-            blocks: u16_at(offset_of!(BlkStorageInfo, blocks)),
-            capacity: get_u64(buf, offset_of!(BlkStorageInfo, capacity)),
-        }
-    }
-
-    fn u16_fields(&self) -> [(usize, u16); 6] {
-        [
-            (offset_of!(BlkStorageInfo, sector_size), self.sector_size),
-            (offset_of!(BlkStorageInfo, block_size), self.block_size),
-            (offset_of!(BlkStorageInfo, queue_depth), self.queue_depth),
-            (offset_of!(BlkStorageInfo, cylinders), self.cylinders),
-            (offset_of!(BlkStorageInfo, heads), self.heads),
-            (offset_of!(BlkStorageInfo, blocks), self.blocks),
-        ]
     }
 }
 
@@ -586,14 +546,15 @@ impl StorageInfoHandle {
         if !self.is_ready() {
             return None;
         }
-        let mut buf = [0u8; size_of::<BlkStorageInfo>()];
-        self.region.read(0, &mut buf).ok()?;
-        Some(BlkStorageInfo::from_bytes(&buf))
+        let mut info = BlkStorageInfo::zeroed();
+        self.region.read(0, info.as_mut_bytes()).ok()?;
+        info.pad0 = [0; 2];
+        Some(info)
     }
 
     /// Owner: writes every field of `info` but `ready`.
     pub fn write(&self, info: &BlkStorageInfo) -> Result<(), Error> {
-        let buf = info.to_bytes();
+        let buf = info.as_bytes();
         self.region.write(0, &buf[..READY])?;
         self.region.write(READY + 1, &buf[READY + 1..])
     }
@@ -695,14 +656,27 @@ mod tests {
 
     #[test]
     fn slot_images_use_the_c_offsets_and_zero_padding() {
-        let bytes =
-            BlkReq { code: 1, io_or_offset: 2, block_number: 3, count: 4, id: 5 }.to_bytes();
+        let req = BlkReq::new(BlkReqCode::Write, 2, 3, 4, 5);
+        let bytes = req.as_bytes();
         assert_eq!(bytes[0], 1);
         assert_eq!(&bytes[4..8], &[0; 4]);
+        assert_eq!(&bytes[26..28], &[0; 2]);
         assert_eq!((bytes[8], bytes[16], bytes[24], bytes[28]), (2, 3, 4, 5));
-        let bytes = BlkResp::new(BlkRespStatus::ErrIo, 7, 9).to_bytes();
+        let resp = BlkResp::new(BlkRespStatus::ErrIo, 7, 9);
+        let bytes = resp.as_bytes();
         assert_eq!((bytes[0], bytes[4], bytes[8]), (3, 7, 9));
         assert_eq!(&bytes[6..8], &[0; 2]);
+    }
+
+    #[test]
+    fn padding_a_peer_sets_is_cleared_in_the_copy() {
+        let mut slot = [0xffu8; 32];
+        slot[..4].copy_from_slice(&1u32.to_ne_bytes());
+        let req = BlkReq::from_slot(slot);
+        assert_eq!((req.code(), req.pad0, req.pad1), (Some(BlkReqCode::Write), [0; 4], [0; 2]));
+        assert_eq!((req.count, req.id), (u16::MAX, u32::MAX));
+        let resp = BlkResp::from_slot([0xff; 12]);
+        assert_eq!((resp.pad0, resp.success_count), ([0; 2], u16::MAX));
     }
 
     #[test]

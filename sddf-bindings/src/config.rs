@@ -3,10 +3,15 @@
 //!
 //! sdfgen serialises one struct per component into an ELF section (for
 //! example `.serial_client_config`); declare it with [`crate::ConfigCell`]
-//! and check the 5-byte magic at init. Addresses are plain `u64`s here: turn
+//! and check the 5-byte magic at init. Each struct derives `zerocopy`'s
+//! `FromBytes`, which proves at compile time that whatever bytes a tool
+//! writes there are a valid value ([`crate::ConfigCell`] requires it); the
+//! `const` assertions pin sizes and offsets to the C layout. Addresses are plain `u64`s here: turn
 //! a [`RegionResource`] into memory with [`crate::SharedRegion::from_resource`].
 
 use core::mem::offset_of;
+
+use zerocopy::{FromBytes, Immutable, KnownLayout};
 
 /// Length of the sDDF config magic.
 pub const SDDF_MAGIC_LEN: usize = 5;
@@ -23,7 +28,7 @@ pub const SDDF_BLK_MAX_CLIENTS: usize = 64;
 
 /// A memory region mapped into this component (`region_resource_t`, 16 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, KnownLayout, Immutable)]
 pub struct RegionResource {
     /// Virtual address in this component (C `void *`); 0 if not connected.
     pub vaddr: u64,
@@ -37,7 +42,7 @@ const _: () = assert!(offset_of!(RegionResource, size) == 8);
 
 /// A region with its IO address (`device_region_resource_t`, 24 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, KnownLayout, Immutable)]
 pub struct DeviceRegionResource {
     /// The mapping in this component.
     pub region: RegionResource,
@@ -51,7 +56,7 @@ const _: () = assert!(offset_of!(DeviceRegionResource, io_addr) == 16);
 
 /// One direction of a serial connection (`serial_connection_resource_t`, 40 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, KnownLayout, Immutable)]
 pub struct SerialConnectionResource {
     /// The `serial_queue_t` header.
     pub queue: RegionResource,
@@ -69,7 +74,7 @@ const _: () = assert!(offset_of!(SerialConnectionResource, id) == 32);
 /// Config of a serial client (`serial_client_config_t`, 88 B), in section
 /// `.serial_client_config`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, KnownLayout, Immutable)]
 pub struct SerialClientConfig {
     /// [`SDDF_SERIAL_MAGIC`] once sdfgen has filled it in.
     pub magic: [u8; SDDF_MAGIC_LEN],
@@ -86,7 +91,7 @@ const _: () = assert!(offset_of!(SerialClientConfig, tx) == 48);
 
 /// Config of a serial driver (`serial_driver_config_t`, 104 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, KnownLayout, Immutable)]
 pub struct SerialDriverConfig {
     /// [`SDDF_SERIAL_MAGIC`] once sdfgen has filled it in.
     pub magic: [u8; SDDF_MAGIC_LEN],
@@ -109,7 +114,7 @@ const _: () = assert!(offset_of!(SerialDriverConfig, rx_enabled) == 96);
 
 /// A block connection (`blk_connection_resource_t`, 56 B).
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, KnownLayout, Immutable)]
 pub struct BlkConnectionResource {
     /// The `blk_storage_info_t` region.
     pub storage_info: RegionResource,
@@ -133,7 +138,7 @@ const _: () = assert!(offset_of!(BlkConnectionResource, id) == 50);
 /// Config of a block client (`blk_client_config_t`, 80 B), in section
 /// `.blk_client_config`.
 #[repr(C)]
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, FromBytes, KnownLayout, Immutable)]
 pub struct BlkClientConfig {
     /// [`SDDF_BLK_MAGIC`] once sdfgen has filled it in.
     pub magic: [u8; SDDF_MAGIC_LEN],

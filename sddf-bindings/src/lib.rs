@@ -20,7 +20,6 @@
 extern crate alloc;
 
 pub mod blk;
-mod bytes;
 pub mod config;
 mod ring;
 pub mod serial;

@@ -15,6 +15,8 @@ use core::ops::Deref;
 use core::ptr::NonNull;
 use core::sync::atomic::{AtomicU32, AtomicU8};
 
+use zerocopy::FromBytes;
+
 use crate::config::RegionResource;
 use crate::Error;
 
@@ -576,15 +578,17 @@ impl<A: fmt::Debug> fmt::Debug for SharedAtomic<A> {
 /// `#[link_section = ".serial_client_config"] #[used] static CONFIG:
 /// ConfigCell<SerialClientConfig> = ConfigCell::new(SerialClientConfig::zeroed());`
 /// and read it with [`ConfigCell::get`], which copies it out with a volatile
-/// load.
+/// load. `T` must be `zerocopy::FromBytes`: any bytes the tool writes are then
+/// a valid `T` (no `bool`, enum or reference field whose invalid values would
+/// be undefined behaviour), checked at compile time.
 #[repr(transparent)]
 pub struct ConfigCell<T>(UnsafeCell<T>);
 
 // SAFETY: `ConfigCell` offers no way to mutate its contents; the value only
 // changes before the program runs (objcopy). Reads copy a `Sync + Copy` value.
-unsafe impl<T: Copy + Sync> Sync for ConfigCell<T> {}
+unsafe impl<T: Copy + Sync + FromBytes> Sync for ConfigCell<T> {}
 
-impl<T: Copy> ConfigCell<T> {
+impl<T: Copy + FromBytes> ConfigCell<T> {
     /// Wraps the initial (usually zeroed) value.
     pub const fn new(value: T) -> Self {
         ConfigCell(UnsafeCell::new(value))
@@ -593,7 +597,8 @@ impl<T: Copy> ConfigCell<T> {
     /// A copy of the current contents, read with a volatile load.
     pub fn get(&self) -> T {
         // SAFETY: the pointer comes from a live `UnsafeCell` so it is valid
-        // and aligned, and no `&mut` to the contents ever exists.
+        // and aligned, and no `&mut` to the contents ever exists. `T:
+        // FromBytes`, so whatever bytes objcopy put there are a valid `T`.
         unsafe { self.0.get().read_volatile() }
     }
 }

@@ -1,42 +1,37 @@
 //! The per-vCPU overflow queue: a fixed-capacity FIFO of distinct
 //! interrupt IDs, for interrupts waiting for a free list register.
 
+use heapless::Deque;
+
 use crate::state::IRQ_WORDS;
 use crate::{NUM_IRQS, QUEUE_LEN};
 
-/// Fixed-capacity FIFO of distinct interrupt IDs (a ring buffer plus a
-/// membership bitmap, so `contains` is O(1)).
+/// Fixed-capacity FIFO of distinct interrupt IDs (a `heapless` ring buffer
+/// plus a membership bitmap, so `contains` is O(1)).
 #[derive(Clone)]
 pub(crate) struct Fifo {
-    buf: [u16; QUEUE_LEN],
-    head: usize,
-    len: usize,
+    ring: Deque<u16, QUEUE_LEN>,
     /// One bit per interrupt ID in the queue.
     members: [u32; IRQ_WORDS],
 }
 
 impl Fifo {
     /// An empty queue.
-    pub(crate) const EMPTY: Fifo =
-        Fifo { buf: [0; QUEUE_LEN], head: 0, len: 0, members: [0; IRQ_WORDS] };
+    pub(crate) const EMPTY: Fifo = Fifo { ring: Deque::new(), members: [0; IRQ_WORDS] };
 
     /// Number of entries.
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.ring.len()
     }
 
     /// No entries?
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.ring.is_empty()
     }
 
     /// No room left?
     pub(crate) fn is_full(&self) -> bool {
-        self.len >= QUEUE_LEN
-    }
-
-    fn slot(&self, i: usize) -> usize {
-        (self.head + i) % QUEUE_LEN
+        self.ring.is_full()
     }
 
     fn mark(&mut self, irq: u16, on: bool) {
@@ -52,16 +47,12 @@ impl Fifo {
 
     /// The `i`-th entry from the front.
     pub(crate) fn get(&self, i: usize) -> Option<u16> {
-        if i < self.len {
-            self.buf.get(self.slot(i)).copied()
-        } else {
-            None
-        }
+        self.ring.get(i).copied()
     }
 
     /// The oldest entry.
     pub(crate) fn front(&self) -> Option<u16> {
-        self.get(0)
+        self.ring.front().copied()
     }
 
     /// Appends `irq` (nothing to do if already queued); false if full or
@@ -70,24 +61,16 @@ impl Fifo {
         if self.contains(irq) {
             return true;
         }
-        if self.is_full() || usize::from(irq) >= NUM_IRQS {
+        if usize::from(irq) >= NUM_IRQS || self.ring.push_back(irq).is_err() {
             return false;
         }
-        let s = self.slot(self.len);
-        match self.buf.get_mut(s) {
-            Some(e) => *e = irq,
-            None => return false,
-        }
-        self.len += 1;
         self.mark(irq, true);
         true
     }
 
     /// Removes and returns the oldest entry.
     pub(crate) fn pop_front(&mut self) -> Option<u16> {
-        let irq = self.front()?;
-        self.head = self.slot(1);
-        self.len -= 1;
+        let irq = self.ring.pop_front()?;
         self.mark(irq, false);
         Some(irq)
     }
@@ -103,18 +86,7 @@ impl Fifo {
         if !self.contains(irq) {
             return;
         }
-        let mut kept = 0;
-        for i in 0..self.len {
-            let Some(e) = self.get(i) else { continue };
-            if e != irq {
-                let s = self.slot(kept);
-                if let Some(d) = self.buf.get_mut(s) {
-                    *d = e;
-                }
-                kept += 1;
-            }
-        }
-        self.len = kept;
+        self.ring.retain(|&e| e != irq);
         self.mark(irq, false);
     }
 }

@@ -99,15 +99,12 @@ pub fn fdt_patch() -> Vec<Vec<u8>> {
 /// `n` pseudo-random inputs of `len` bytes (for the operation-list targets, whose inputs
 /// are `arbitrary` encodings that are not worth writing by hand).
 pub fn noise(seed: u64, n: usize, len: usize) -> Vec<Vec<u8>> {
-    let mut x = seed;
+    let mut rng = fastrand::Rng::with_seed(seed);
     (0..n)
         .map(|_| {
-            (0..len)
-                .map(|_| {
-                    x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-                    (x >> 33) as u8
-                })
-                .collect()
+            let mut v = vec![0u8; len];
+            rng.fill(&mut v);
+            v
         })
         .collect()
 }

@@ -776,13 +776,8 @@ mod tests {
     fn random_hostile_indices_never_escape_the_rings() {
         let fixture = Fixture::new(4);
         let (mut client, mut virt) = (fixture.handle(), fixture.handle());
-        let mut seed = 0x2545_f491_u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut rng = fastrand::Rng::with_seed(0x2545_f491);
+        let mut next = || rng.u32(..);
         let fields = [
             (&fixture.req, REQ_HEAD),
             (&fixture.req, REQ_TAIL),

@@ -383,13 +383,8 @@ mod tests {
     fn random_hostile_indices_never_escape_the_ring() {
         let fixture = Fixture::new(8);
         let (mut producer, mut consumer) = (fixture.handle(), fixture.handle());
-        let mut seed = 0x1234_5678_u32;
-        let mut next = || {
-            seed ^= seed << 13;
-            seed ^= seed >> 17;
-            seed ^= seed << 5;
-            seed
-        };
+        let mut rng = fastrand::Rng::with_seed(0x1234_5678);
+        let mut next = || rng.u32(..);
         let mut buf = [0u8; 32];
         for _ in 0..10_000 {
             let (field, value) = (if next() % 2 == 0 { TAIL } else { HEAD }, next());

@@ -556,17 +556,7 @@ mod tests {
     const BUFS: u64 = BASE + 0x10000;
     const RAM: usize = 8 << 20;
 
-    /// A tiny deterministic random number generator.
-    struct Rng(u64);
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-            self.0 >> 33
-        }
-        fn below(&mut self, n: u64) -> u64 {
-            self.next() % n
-        }
-    }
+    use fastrand::Rng;
 
     type Pending = (BlockOp, u64, u32, Option<BufferId>, u32);
 
@@ -622,7 +612,7 @@ mod tests {
                 fail: false,
                 ops: Vec::new(),
                 notifies: 0,
-                rng: Rng(1),
+                rng: Rng::with_seed(1),
             }
         }
 
@@ -632,7 +622,7 @@ mod tests {
                 if self.pending.is_empty() {
                     return;
                 }
-                let i = self.rng.below(self.pending.len() as u64) as usize;
+                let i = self.rng.u64(..self.pending.len() as u64) as usize;
                 let (op, block, count, buf, tag) = self.pending.swap_remove(i);
                 let start = (block * BACKEND_BLOCK) as usize;
                 let len = count as usize * BACKEND_BLOCK as usize;
@@ -801,7 +791,7 @@ mod tests {
                 if self.dev.in_flight() == 0 && self.dev.backend().pending.is_empty() {
                     return;
                 }
-                let n = 1 + self.dev.backend_mut().rng.below(3) as usize;
+                let n = 1 + self.dev.backend_mut().rng.u64(..3) as usize;
                 self.dev.backend_mut().execute(n);
                 self.poll();
             }
@@ -830,7 +820,7 @@ mod tests {
     }
 
     fn bytes(rng: &mut Rng, n: u64) -> Vec<u8> {
-        (0..n).map(|_| rng.next() as u8).collect()
+        (0..n).map(|_| rng.u8(..)).collect()
     }
 
     #[test]
@@ -847,16 +837,16 @@ mod tests {
         let mut rig = Rig::new(64);
         rig.dev.backend_mut().direct = direct;
         let mut reference = rig.dev.backend().disk.clone();
-        let mut rng = Rng(42);
+        let mut rng = Rng::with_seed(42);
         let sectors = 64 * SECTORS_PER_BLOCK;
         for _round in 0..60 {
             let mut reads = Vec::new();
             let mut writes = Vec::new();
-            for _ in 0..1 + rng.below(12) {
-                let n = 1 + rng.below(20);
-                let sector = rng.below(sectors - n);
+            for _ in 0..1 + rng.u64(..12) {
+                let n = 1 + rng.u64(..20);
+                let sector = rng.u64(..sectors - n);
                 let (a, b) = ((sector * 512) as usize, ((sector + n) * 512) as usize);
-                if rng.below(10) < 7 {
+                if rng.u64(..10) < 7 {
                     let data = bytes(&mut rng, n * 512);
                     reference[a..b].copy_from_slice(&data);
                     writes.push(rig.request(VIRTIO_BLK_T_OUT, sector, n * 512, Some(&data)));

@@ -7,6 +7,8 @@
 use std::cell::Cell;
 use std::collections::VecDeque;
 
+use fastrand::Rng;
+
 use virtio::block::{
     BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId, BufferRange,
 };
@@ -24,23 +26,12 @@ thread_local! {
     static SUBMITS: Cell<u64> = const { Cell::new(0) };
 }
 
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 16
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// Mostly small, sometimes anything.
-    fn value(&mut self) -> u64 {
-        match self.below(4) {
-            0 => self.next() << 16 | self.next(),
-            1 => BASE + self.below(RAM as u64 + 64),
-            _ => self.below(64),
-        }
+/// Mostly small, sometimes anything.
+fn value(rng: &mut Rng) -> u64 {
+    match rng.u64(..4) {
+        0 => rng.u64(..),
+        1 => BASE + rng.u64(..RAM as u64 + 64),
+        _ => rng.u64(..64),
     }
 }
 
@@ -164,25 +155,25 @@ impl Guest {
 
     /// A buffer address: usually in the data area, sometimes anywhere.
     fn addr(&mut self) -> u64 {
-        match self.rng.below(8) {
-            0 => self.rng.value(),
-            1 => BASE + RAM as u64 - self.rng.below(32),
-            _ => DATA + self.rng.below(0x4000),
+        match self.rng.u64(..8) {
+            0 => value(&mut self.rng),
+            1 => BASE + RAM as u64 - self.rng.u64(..32),
+            _ => DATA + self.rng.u64(..0x4000),
         }
     }
 
     fn descriptor(&mut self) -> [u8; 16] {
         let mut d = [0u8; 16];
         d[..8].copy_from_slice(&self.addr().to_le_bytes());
-        let len = match self.rng.below(6) {
-            0 => self.rng.next() as u32,
-            1 => 16 * self.rng.below(12) as u32,
+        let len = match self.rng.u64(..6) {
+            0 => self.rng.u32(..),
+            1 => 16 * self.rng.u64(..12) as u32,
             2 => 0,
-            _ => self.rng.below(1100) as u32,
+            _ => self.rng.u64(..1100) as u32,
         };
         d[8..12].copy_from_slice(&len.to_le_bytes());
-        d[12..14].copy_from_slice(&(self.rng.below(8) as u16).to_le_bytes());
-        d[14..].copy_from_slice(&(self.rng.below(10) as u16).to_le_bytes());
+        d[12..14].copy_from_slice(&(self.rng.u64(..8) as u16).to_le_bytes());
+        d[14..].copy_from_slice(&(self.rng.u64(..10) as u16).to_le_bytes());
         d
     }
 
@@ -196,11 +187,11 @@ impl Guest {
         head: u16,
     ) {
         let ring = self.ring(q);
-        let head = if self.rng.below(300) == 0 { 8 } else { head };
+        let head = if self.rng.u64(..300) == 0 { 8 } else { head };
         let i = &mut self.avail_idx[q as usize];
         mem.write(ring + 0x104 + u64::from(*i % 8) * 2, &head.to_le_bytes()).unwrap();
-        *i = match self.rng.below(300) {
-            0 => self.rng.next() as u16,
+        *i = match self.rng.u64(..300) {
+            0 => self.rng.u16(..),
             _ => i.wrapping_add(1),
         };
         mem.write(ring + 0x102, &i.to_le_bytes()).unwrap();
@@ -210,20 +201,20 @@ impl Guest {
     /// Writes a request chain (header, data, status; sometimes through an indirect table)
     /// with mostly sensible values. Returns its head.
     fn plausible_request(&mut self, mem: &mut SliceMemory<'_>, ring: u64) -> u16 {
-        let hdr = DATA + self.rng.below(0x100) * 16;
+        let hdr = DATA + self.rng.u64(..0x100) * 16;
         let mut h = [0u8; 16];
-        h[0] = [0, 1, 1, 0, 4, 8, 11][self.rng.below(7) as usize];
-        h[8] = self.rng.below(140) as u8;
+        h[0] = [0, 1, 1, 0, 4, 8, 11][self.rng.u64(..7) as usize];
+        h[8] = self.rng.u64(..140) as u8;
         mem.write(hdr, &h).unwrap();
-        let len = [512, 1024, 1536, 100, 0, 4096][self.rng.below(6) as usize];
+        let len = [512, 1024, 1536, 100, 0, 4096][self.rng.u64(..6) as usize];
         let write = if h[0] == 1 { 0 } else { 2 };
         let parts = [
             (hdr, 16u32, 1u16),
-            (DATA + 0x1000 + self.rng.below(0x2000), len, 1 | write),
-            (DATA + 0x3000 + self.rng.below(0x800), 1, 2),
+            (DATA + 0x1000 + self.rng.u64(..0x2000), len, 1 | write),
+            (DATA + 0x3000 + self.rng.u64(..0x800), 1, 2),
         ];
-        let indirect = self.rng.below(3) == 0;
-        let head = self.rng.below(8) as u16;
+        let indirect = self.rng.u64(..3) == 0;
+        let head = self.rng.u64(..8) as u16;
         for (k, &(addr, len, flags)) in parts.iter().enumerate() {
             let (table, index) = if indirect {
                 (DATA + 0x3800, k as u64)
@@ -250,24 +241,24 @@ impl Guest {
     }
 
     fn act<D: VirtioDevice>(&mut self, t: &mut MmioTransport<D>, mem: &mut SliceMemory<'_>) {
-        let q = self.rng.below(u64::from(self.queues)) as u32;
+        let q = self.rng.u64(..u64::from(self.queues)) as u32;
         let ring = self.ring(q);
-        match self.rng.below(16) {
+        match self.rng.u64(..16) {
             0..=3 => {
                 let d = self.descriptor();
-                mem.write(ring + self.rng.below(8) * 16, &d).unwrap();
+                mem.write(ring + self.rng.u64(..8) * 16, &d).unwrap();
             }
             4 | 5 => {
                 // An indirect table entry or a request header in the data area.
                 let d = self.descriptor();
-                mem.write(DATA + self.rng.below(0x100) * 16, &d).unwrap();
+                mem.write(DATA + self.rng.u64(..0x100) * 16, &d).unwrap();
                 let mut h = [0u8; 16];
-                h[0] = [0, 1, 4, 8, 11][self.rng.below(5) as usize];
-                h[8] = self.rng.below(140) as u8;
-                mem.write(DATA + self.rng.below(0x100) * 16, &h).unwrap();
+                h[0] = [0, 1, 4, 8, 11][self.rng.u64(..5) as usize];
+                h[8] = self.rng.u64(..140) as u8;
+                mem.write(DATA + self.rng.u64(..0x100) * 16, &h).unwrap();
             }
             6 => {
-                let head = self.rng.below(8) as u16;
+                let head = self.rng.u64(..8) as u16;
                 self.publish(t, mem, q, head);
             }
             7 | 8 => {
@@ -276,29 +267,29 @@ impl Guest {
             }
             9 => {
                 // used_event / avail flags.
-                let at = ring + 0x100 + [0, 0x14][self.rng.below(2) as usize];
-                mem.write(at, &(self.rng.below(12) as u16).to_le_bytes()).unwrap();
+                let at = ring + 0x100 + [0, 0x14][self.rng.u64(..2) as usize];
+                mem.write(at, &(self.rng.u64(..12) as u16).to_le_bytes()).unwrap();
             }
             10 | 11 => {
                 t.process(mem);
             }
             12 => {
-                let offset = self.rng.below(0x140) & !3;
-                let width = [1, 2, 4, 8][self.rng.below(4) as usize];
-                let value = self.rng.value();
+                let offset = self.rng.u64(..0x140) & !3;
+                let width = [1, 2, 4, 8][self.rng.u64(..4) as usize];
+                let value = value(&mut self.rng);
                 t.write(mem, offset, width, value);
             }
             13 => {
-                let offset = self.rng.below(0x140);
-                t.read(offset, [1, 2, 3, 4, 8][self.rng.below(5) as usize]);
+                let offset = self.rng.u64(..0x140);
+                t.read(offset, [1, 2, 3, 4, 8][self.rng.u64(..5) as usize]);
             }
-            14 if self.rng.below(8) == 0 => {
-                let at = BASE + self.rng.below(RAM as u64 - 8);
-                let v = self.rng.value().to_le_bytes();
-                mem.write(at, &v[..1 + self.rng.below(8) as usize]).unwrap();
+            14 if self.rng.u64(..8) == 0 => {
+                let at = BASE + self.rng.u64(..RAM as u64 - 8);
+                let v = value(&mut self.rng).to_le_bytes();
+                mem.write(at, &v[..1 + self.rng.u64(..8) as usize]).unwrap();
             }
             _ => {
-                t.write(mem, QUEUE_NOTIFY, 4, self.rng.below(3));
+                t.write(mem, QUEUE_NOTIFY, 4, self.rng.u64(..3));
             }
         }
     }
@@ -318,10 +309,10 @@ fn run<D: VirtioDevice>(
     each: impl Fn(&mut D),
     reached: &mut Reached,
 ) {
-    let mut guest = Guest { rng: Rng(seed), queues, avail_idx: [0; 2] };
+    let mut guest = Guest { rng: Rng::with_seed(seed), queues, avail_idx: [0; 2] };
     let mut ram = vec![0u8; RAM];
     for b in ram.iter_mut() {
-        *b = guest.rng.next() as u8;
+        *b = guest.rng.u8(..);
     }
     let mut mem = SliceMemory::new(BASE, &mut ram);
     let mut t = MmioTransport::new(make());

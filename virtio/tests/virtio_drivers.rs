@@ -460,7 +460,7 @@ struct FakeDisk {
     pending: Vec<Op>,
     max_pending: usize,
     done: VecDeque<(u32, bool)>,
-    seed: u64,
+    rng: fastrand::Rng,
 }
 
 impl FakeDisk {
@@ -473,7 +473,7 @@ impl FakeDisk {
             pending: Vec::new(),
             max_pending: 0,
             done: VecDeque::new(),
-            seed: 7,
+            rng: fastrand::Rng::with_seed(7),
         }
     }
 
@@ -482,8 +482,7 @@ impl FakeDisk {
         if self.pending.is_empty() {
             return;
         }
-        self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-        let i = (self.seed >> 33) as usize % self.pending.len();
+        let i = self.rng.usize(..self.pending.len());
         let (op, block, count, buf, tag) = self.pending.swap_remove(i);
         let (start, len) = ((block * BACKEND_BLOCK) as usize, count as usize * 4096);
         if op != BlockOp::Flush {

@@ -507,7 +507,7 @@ mod tests {
         bufs: Vec<Option<Vec<u8>>>,
         pending: Vec<(BlockOp, u64, u32, Option<BufferId>, u32)>,
         done: VecDeque<(u32, bool)>,
-        seed: u64,
+        rng: fastrand::Rng,
         flushes: usize,
     }
 
@@ -516,8 +516,7 @@ mod tests {
             if self.pending.is_empty() {
                 return false;
             }
-            self.seed = self.seed.wrapping_mul(6364136223846793005).wrapping_add(1);
-            let i = (self.seed >> 33) as usize % self.pending.len();
+            let i = self.rng.usize(..self.pending.len());
             let (op, block, count, buf, tag) = self.pending.swap_remove(i);
             let (start, len) = (block as usize * 4096, count as usize * 4096);
             match op {
@@ -619,7 +618,7 @@ mod tests {
             bufs: Vec::new(),
             pending: Vec::new(),
             done: VecDeque::new(),
-            seed: 7,
+            rng: fastrand::Rng::with_seed(7),
             flushes: 0,
         };
         let bus = Bus { dma: dma.clone(), data: data.clone() };

@@ -1665,20 +1665,8 @@ mod tests {
         }
     }
 
-    /// xorshift64: a fixed, dependency-free pseudo-random sequence.
-    struct Rng(u64);
-
-    impl Rng {
-        fn next(&mut self) -> u64 {
-            self.0 ^= self.0 << 13;
-            self.0 ^= self.0 >> 7;
-            self.0 ^= self.0 << 17;
-            self.0
-        }
-        fn below(&mut self, n: usize) -> usize {
-            (self.next() % n as u64) as usize
-        }
-    }
+    /// The shared seeded test PRNG (docs/dependencies.md).
+    use fastrand::Rng;
 
     #[test]
     fn random_mutations_never_panic() {
@@ -1689,27 +1677,27 @@ mod tests {
             }),
         ];
         let patches = [full_patch(), Patch::default()];
-        let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+        let mut rng = Rng::with_seed(0x9e37_79b9_7f4a_7c15);
         let mut out = vec![0u8; 8192];
         let mut again = vec![0u8; 8192];
         let mut accepted = 0;
         for i in 0..20_000 {
             let mut blob = bases[i % 2].clone();
-            match rng.below(4) {
+            match rng.usize(..4) {
                 0 => {
-                    for _ in 0..1 + rng.below(4) {
-                        let bit = rng.below(blob.len() * 8);
+                    for _ in 0..1 + rng.usize(..4) {
+                        let bit = rng.usize(..blob.len() * 8);
                         blob[bit / 8] ^= 1 << (bit % 8);
                     }
                 }
                 1 => {
                     // A header field set to a nearby or random value.
-                    let field = 4 * (1 + rng.below(9));
+                    let field = 4 * (1 + rng.usize(..9));
                     let old = u32_at(&blob, field);
-                    let new = match rng.below(3) {
-                        0 => old.wrapping_add(rng.below(64) as u32).wrapping_sub(32),
-                        1 => rng.next() as u32,
-                        _ => rng.below(blob.len() + 8) as u32,
+                    let new = match rng.usize(..3) {
+                        0 => old.wrapping_add(rng.usize(..64) as u32).wrapping_sub(32),
+                        1 => rng.u32(..),
+                        _ => rng.usize(..blob.len() + 8) as u32,
                     };
                     set_u32(&mut blob, field, new);
                 }
@@ -1717,16 +1705,16 @@ mod tests {
                     // A structure word set to a small value (token or length).
                     let off = u32_at(&blob, hdr::OFF_DT_STRUCT) as usize;
                     let size = u32_at(&blob, hdr::SIZE_DT_STRUCT) as usize;
-                    let at = off + 4 * rng.below(size / 4);
-                    set_u32(&mut blob, at, rng.below(16) as u32);
+                    let at = off + 4 * rng.usize(..size / 4);
+                    set_u32(&mut blob, at, rng.usize(..16) as u32);
                 }
                 _ => {
-                    let at = rng.below(blob.len());
-                    blob[at] = rng.next() as u8;
+                    let at = rng.usize(..blob.len());
+                    blob[at] = rng.u8(..);
                 }
             }
-            let p = &patches[rng.below(2)];
-            let out_len = if rng.below(8) == 0 { rng.below(out.len()) } else { out.len() };
+            let p = &patches[rng.usize(..2)];
+            let out_len = if rng.usize(..8) == 0 { rng.usize(..out.len()) } else { out.len() };
             let _ = check(&blob);
             if let Ok(n) = patch(&blob, &mut out[..out_len], p) {
                 accepted += 1;

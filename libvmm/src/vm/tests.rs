@@ -618,13 +618,8 @@ fn faults_from_unknown_vcpus_are_ignored() {
 fn random_faults_and_notifications_never_panic() {
     let mut s = Setup::new();
     let mut vm = s.vm(2);
-    let mut x: u64 = 0x2545_f491_4f6c_dd1d;
-    let mut next = || {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        x
-    };
+    let mut rng = fastrand::Rng::with_seed(0x2545_f491_4f6c_dd1d);
+    let mut next = || rng.u64(..);
     let interesting = [0, 1, 31, 27, 33, GICD, GICD + 0xf00, RAM_BASE, u64::MAX, 0x8400_0009];
     for i in 0..30_000 {
         let pick = |r: u64| {

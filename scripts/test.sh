@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Everything CI checks (`make test`):
 #   1. host: rustfmt, clippy (host and aarch64, -D warnings), cargo test,
-#      the aarch64 build of every crate and example;
+#      cargo deny (where installed), the aarch64 build of every crate and
+#      example;
 #   2. with a Microkit SDK (MICROKIT_SDK, else /opt/microkit-sdk): every
 #      example built and booted in QEMU, its output checked by
 #      scripts/systest.py; a release-config build checked for release labels;
@@ -21,6 +22,19 @@ step "clippy ($target, crates and examples)"
 cargo clippy --workspace --exclude libvmm-build --target $target -- -D warnings
 step "host tests"
 cargo test
+step "cargo deny (deny.toml: licences, bans, sources; advisories where a database is here)"
+if cargo deny --version >/dev/null 2>&1; then
+    cargo deny --offline check licenses bans sources
+    # The RustSec database comes from GitHub (`cargo deny fetch`), out of CI's reach:
+    # advisories are checked only against a copy already on this machine.
+    if compgen -G "${CARGO_HOME:-$HOME/.cargo}/advisory-dbs/*/.git" >/dev/null; then
+        cargo deny --offline check advisories
+    else
+        echo "advisories skipped: no RustSec database on this machine (cargo deny fetch)"
+    fi
+else
+    echo "cargo deny skipped: cargo-deny is not installed (cargo install cargo-deny --locked)"
+fi
 step "build ($target)"
 cargo build --workspace --exclude libvmm-build --release --target $target
 

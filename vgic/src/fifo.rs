@@ -47,7 +47,11 @@ impl Fifo {
 
     /// The `i`-th entry from the front.
     pub(crate) fn get(&self, i: usize) -> Option<u16> {
-        self.ring.get(i).copied()
+        let (front, back) = self.ring.as_slices();
+        match i.checked_sub(front.len()) {
+            None => front.get(i).copied(),
+            Some(j) => back.get(j).copied(),
+        }
     }
 
     /// The oldest entry.
@@ -86,7 +90,11 @@ impl Fifo {
         if !self.contains(irq) {
             return;
         }
-        self.ring.retain(|&e| e != irq);
+        let old = core::mem::replace(&mut self.ring, Deque::new());
+        for e in old.into_iter().filter(|&e| e != irq) {
+            // Never full: at most as many entries as were there.
+            let _ = self.ring.push_back(e);
+        }
         self.mark(irq, false);
     }
 }
@@ -122,6 +130,28 @@ mod tests {
         q.remove(9);
         assert_eq!((0..q.len()).filter_map(|i| q.get(i)).collect::<Vec<_>>(), vec![1, 3, 4]);
         assert!(!q.contains(2) && q.contains(4));
+    }
+
+    #[test]
+    fn fifo_get_and_remove_across_the_wrap() {
+        let mut q = Fifo::EMPTY;
+        for i in 0..QUEUE_LEN as u16 - 2 {
+            q.push_back(i);
+        }
+        for _ in 0..QUEUE_LEN - 4 {
+            q.pop_front();
+        }
+        // Two entries at the end of the ring, three wrapped to its start.
+        for i in [100, 101, 102] {
+            q.push_back(i);
+        }
+        let want = [QUEUE_LEN as u16 - 4, QUEUE_LEN as u16 - 3, 100, 101, 102];
+        assert_eq!((0..q.len()).filter_map(|i| q.get(i)).collect::<Vec<_>>(), want);
+        assert_eq!(q.get(5), None);
+        q.remove(want[1]);
+        q.remove(101);
+        assert_eq!((0..q.len()).filter_map(|i| q.get(i)).collect::<Vec<_>>(), [want[0], 100, 102]);
+        assert!(!q.contains(101) && q.contains(102));
     }
 
     #[test]

@@ -27,6 +27,8 @@
 
 use core::fmt;
 
+use zerocopy::big_endian::U32;
+
 /// Deepest node nesting accepted (the root node is at depth 1).
 pub const MAX_DEPTH: usize = 64;
 
@@ -48,18 +50,42 @@ const MIN_VERSION: u32 = 16;
 /// Newest `last_comp_version` accepted: the layout this code understands.
 const MAX_LAST_COMP_VERSION: u32 = 17;
 
+/// The version-17 header (devicetree specification v0.4, §5.2): big-endian
+/// fields, alignment 1. Its derives and the size assertion check the layout at
+/// compile time; [`hdr`] takes the field offsets from it.
+#[repr(C)]
+#[derive(zerocopy::FromBytes, zerocopy::IntoBytes, zerocopy::KnownLayout, zerocopy::Immutable)]
+struct FdtHeader {
+    magic: U32,
+    totalsize: U32,
+    off_dt_struct: U32,
+    off_dt_strings: U32,
+    off_mem_rsvmap: U32,
+    version: U32,
+    last_comp_version: U32,
+    boot_cpuid_phys: U32,
+    size_dt_strings: U32,
+    size_dt_struct: U32,
+}
+
+const _: () = assert!(size_of::<FdtHeader>() == HEADER_SIZE);
+const _: () = assert!(core::mem::offset_of!(FdtHeader, boot_cpuid_phys) == 28);
+
 /// Byte offsets of the header fields.
 mod hdr {
-    pub const MAGIC: usize = 0;
-    pub const TOTALSIZE: usize = 4;
-    pub const OFF_DT_STRUCT: usize = 8;
-    pub const OFF_DT_STRINGS: usize = 12;
-    pub const OFF_MEM_RSVMAP: usize = 16;
-    pub const VERSION: usize = 20;
-    pub const LAST_COMP_VERSION: usize = 24;
-    pub const BOOT_CPUID_PHYS: usize = 28;
-    pub const SIZE_DT_STRINGS: usize = 32;
-    pub const SIZE_DT_STRUCT: usize = 36;
+    use super::FdtHeader;
+    use core::mem::offset_of;
+
+    pub const MAGIC: usize = offset_of!(FdtHeader, magic);
+    pub const TOTALSIZE: usize = offset_of!(FdtHeader, totalsize);
+    pub const OFF_DT_STRUCT: usize = offset_of!(FdtHeader, off_dt_struct);
+    pub const OFF_DT_STRINGS: usize = offset_of!(FdtHeader, off_dt_strings);
+    pub const OFF_MEM_RSVMAP: usize = offset_of!(FdtHeader, off_mem_rsvmap);
+    pub const VERSION: usize = offset_of!(FdtHeader, version);
+    pub const LAST_COMP_VERSION: usize = offset_of!(FdtHeader, last_comp_version);
+    pub const BOOT_CPUID_PHYS: usize = offset_of!(FdtHeader, boot_cpuid_phys);
+    pub const SIZE_DT_STRINGS: usize = offset_of!(FdtHeader, size_dt_strings);
+    pub const SIZE_DT_STRUCT: usize = offset_of!(FdtHeader, size_dt_struct);
 }
 
 const PROP_BOOTARGS: &str = "bootargs";

@@ -70,7 +70,10 @@ struct Vmm {
 /// This PD's guest CID and its peer's, from the system description.
 fn cids() -> Option<(u32, u32)> {
     let name = pd_name();
-    sdf::VSOCK_CIDS.iter().find(|(pd, _, _)| *pd == name.as_str()).map(|&(_, cid, peer)| (cid, peer))
+    sdf::VSOCK_CIDS
+        .iter()
+        .find(|(pd, _, _)| *pd == name.as_str())
+        .map(|&(_, cid, peer)| (cid, peer))
 }
 
 fn devices() -> Option<Devices> {

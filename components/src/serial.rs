@@ -6,6 +6,7 @@
 //! for a signal (`producer_signalled`) and waits, and the driver leaves input
 //! in the UART's FIFO (hardware flow control) while its RX queue is full.
 
+pub mod label;
 pub mod pl011;
 pub mod virt_rx;
 pub mod virt_tx;

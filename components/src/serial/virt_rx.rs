@@ -1,17 +1,26 @@
 //! The serial RX virtualiser: input from the driver to one client at a time.
 //!
-//! Input goes to the *current* client (the first one at start). Typing the
-//! escape byte [`SWITCH`] (Ctrl-\) then a digit `d` makes client `d` current;
-//! the two bytes are not delivered. When the current client's queue is full,
-//! the virtualiser stops taking bytes from the driver and asks the client
-//! for a signal: input waits (back to the UART's FIFO) instead of being
-//! dropped.
+//! Input goes to the *current* client (the first one at start). A switch
+//! sequence, as in sDDF's C virtualiser, makes another client current: the
+//! switch byte (by default [`SWITCH`], `Ctrl-\`), then the client's number
+//! (0-based, up to four decimal digits), then Enter (`\r`; `\n` is taken
+//! too). None of these bytes is delivered. The switch byte typed twice
+//! delivers one switch byte. A number with no client behind it, or any
+//! other byte in the middle of a sequence, ends the sequence (logged) and
+//! that byte is not delivered; the current client stays.
+//!
+//! When the current client's queue is full, the virtualiser stops taking
+//! bytes from the driver and asks the client for a signal: input waits
+//! (back to the UART's FIFO) instead of being dropped.
 
 use crate::Notify;
 use sddf_bindings::serial::SerialQueueHandle;
 
-/// The byte that starts a client switch: Ctrl-\ (0x1c).
+/// The default byte that starts a client switch: `Ctrl-\` (0x1c), as in sDDF.
 pub const SWITCH: u8 = 0x1c;
+
+/// Most digits in a client number (sDDF: 4).
+const MAX_DIGITS: u8 = 4;
 
 /// How often one notification retries a client queue that reports room but takes nothing.
 const RETRIES: u32 = 16;
@@ -24,24 +33,55 @@ pub struct Client {
     pub channel: u8,
 }
 
+/// Where the input stands in a switch sequence.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Escape {
+    /// Not in one: bytes are input.
+    None,
+    /// The switch byte came.
+    Started,
+    /// The switch byte and `count` digits, so far `value`.
+    Number { value: u32, count: u8 },
+}
+
+/// What to do with one byte of input.
+enum Action {
+    /// Deliver it to the current client.
+    Deliver,
+    /// Take it and go to this state.
+    Consume(Escape),
+    /// Take it, end the sequence and make client `n` current if it exists.
+    Switch(u32),
+}
+
 /// The RX virtualiser for up to `N` clients.
 pub struct VirtRx<const N: usize> {
     driver: SerialQueueHandle,
     driver_channel: u8,
     clients: [Option<Client>; N],
     current: usize,
-    escape: bool,
+    switch: u8,
+    escape: Escape,
 }
 
 impl<const N: usize> VirtRx<N> {
-    /// A virtualiser over the driver's RX queue (we consume).
+    /// A virtualiser over the driver's RX queue (we consume), whose switch
+    /// byte is [`SWITCH`].
     pub fn new(
         driver: SerialQueueHandle,
         driver_channel: u8,
         clients: [Option<Client>; N],
     ) -> Self {
         let current = clients.iter().position(Option::is_some).unwrap_or(0);
-        VirtRx { driver, driver_channel, clients, current, escape: false }
+        VirtRx { driver, driver_channel, clients, current, switch: SWITCH, escape: Escape::None }
+    }
+
+    /// The same with `byte` as the switch byte. A digit, `\r` or `\n` would
+    /// make some sequences ambiguous; the PD should pick a control byte
+    /// nobody types otherwise.
+    pub fn with_switch(mut self, byte: u8) -> Self {
+        self.switch = byte;
+        self
     }
 
     /// The client input goes to.
@@ -57,44 +97,36 @@ impl<const N: usize> VirtRx<N> {
         // Bounded: a client whose index flips could otherwise keep us here.
         let mut retries = RETRIES;
         loop {
-            // Look at a byte; take it only once it is delivered (or is a switch).
+            // Look at a byte; take it only once it is delivered (or consumed).
             let mut byte = [0u8];
             if self.driver.peek_batch(&mut byte) == 0 {
                 break;
             }
-            let byte = byte[0];
-            if self.escape {
-                match byte.checked_sub(b'0').map(usize::from) {
-                    Some(d) if d < N && self.clients[d].is_some() => {
-                        log::info!(target: "serial", "input now goes to client {d}");
-                        self.current = d;
-                        self.take();
-                        took = true;
-                        continue;
-                    }
-                    _ => {} // not a switch: deliver the byte as it is
-                }
-            } else if byte == SWITCH {
-                self.escape = true;
-                self.driver.skip(1);
-                took = true;
-                continue;
-            }
-            match self.clients.get_mut(self.current).and_then(Option::as_mut) {
-                Some(client) => {
-                    if client.queue.enqueue_batch(&[byte]) == 0 {
-                        // Full: wait for the client's signal, unless it drained meanwhile.
-                        if client.queue.request_consumer_signal() && retries > 0 {
-                            retries -= 1;
-                            continue;
+            match self.action(byte[0]) {
+                Action::Consume(next) => self.escape = next,
+                Action::Switch(n) => self.switch_to(n),
+                Action::Deliver => {
+                    match self.clients.get_mut(self.current).and_then(Option::as_mut) {
+                        Some(client) => {
+                            if client.queue.enqueue_batch(&byte) == 0 {
+                                // Full: wait for the client's signal, unless it drained meanwhile.
+                                if client.queue.request_consumer_signal() && retries > 0 {
+                                    retries -= 1;
+                                    continue;
+                                }
+                                break;
+                            }
+                            notify.add(client.channel);
+                            self.escape = Escape::None;
                         }
-                        break;
+                        None => {
+                            log::warn!(target: "serial", "no client for input; byte dropped");
+                            self.escape = Escape::None;
+                        }
                     }
-                    notify.add(client.channel);
                 }
-                None => log::warn!(target: "serial", "no client for input; byte dropped"),
             }
-            self.take();
+            self.driver.skip(1);
             took = true;
         }
         if took && self.driver.require_producer_signal() {
@@ -104,10 +136,41 @@ impl<const N: usize> VirtRx<N> {
         notify
     }
 
-    /// Takes the byte looked at, which ends an escape.
-    fn take(&mut self) {
-        self.escape = false;
-        self.driver.skip(1);
+    /// What `byte` does in the current state (nothing changes yet: a byte to
+    /// deliver may have to wait).
+    fn action(&self, byte: u8) -> Action {
+        let digit = byte.is_ascii_digit().then(|| u32::from(byte - b'0'));
+        match (self.escape, digit) {
+            (Escape::None, _) if byte == self.switch => Action::Consume(Escape::Started),
+            (Escape::None, _) => Action::Deliver,
+            (Escape::Started, _) if byte == self.switch => Action::Deliver,
+            (Escape::Started, Some(d)) => Action::Consume(Escape::Number { value: d, count: 1 }),
+            (Escape::Number { value, .. }, _) if byte == b'\r' || byte == b'\n' => {
+                Action::Switch(value)
+            }
+            (Escape::Number { value, count }, Some(d)) if count < MAX_DIGITS => {
+                Action::Consume(Escape::Number { value: value * 10 + d, count: count + 1 })
+            }
+            _ => {
+                log::warn!(target: "serial", "input switch: unexpected byte {byte:#04x}; sequence dropped");
+                Action::Consume(Escape::None)
+            }
+        }
+    }
+
+    /// Ends a switch sequence for client `n`: it becomes current if it exists.
+    fn switch_to(&mut self, n: u32) {
+        self.escape = Escape::None;
+        match usize::try_from(n).ok().filter(|&n| self.clients.get(n).is_some_and(Option::is_some))
+        {
+            Some(n) => {
+                log::info!(target: "serial", "input now goes to client {n}");
+                self.current = n;
+            }
+            None => {
+                log::warn!(target: "serial", "input switch: no client {n}; input stays with client {}", self.current)
+            }
+        }
     }
 }
 
@@ -136,14 +199,90 @@ mod tests {
     }
 
     #[test]
-    fn input_goes_to_the_current_client_and_switches_on_escape() {
+    fn input_goes_to_the_current_client_and_switches_on_the_sequence() {
         let (mut v, mut drv, mut a, mut b) = virt();
-        drv.enqueue_batch(b"ls\n\x1c1pwd\n\x1c9x\x1c0y");
+        drv.enqueue_batch(b"ls\n\x1c1\rpwd\n\x1c0\ry");
         let n = v.handle();
         assert!(n.contains(1) && n.contains(2));
         assert_eq!(drain(&mut a), b"ls\ny");
-        assert_eq!(drain(&mut b), b"pwd\n9x", "an escape without a client is kept");
+        assert_eq!(drain(&mut b), b"pwd\n");
         assert_eq!(v.current(), 0);
+    }
+
+    #[test]
+    fn a_line_feed_ends_the_number_too_and_leading_zeros_count_as_digits() {
+        let (mut v, mut drv, mut a, mut b) = virt();
+        drv.enqueue_batch(b"\x1c0001\nb\x1c0\na");
+        v.handle();
+        assert_eq!(drain(&mut b), b"b");
+        assert_eq!(drain(&mut a), b"a");
+    }
+
+    #[test]
+    fn the_switch_byte_twice_is_delivered_once() {
+        let (mut v, mut drv, mut a, _) = virt();
+        drv.enqueue_batch(b"a\x1c\x1cb\x1c\x1c\x1c\x1c");
+        v.handle();
+        assert_eq!(drain(&mut a), b"a\x1cb\x1c\x1c");
+        assert_eq!(v.current(), 0);
+    }
+
+    #[test]
+    fn a_switch_to_no_client_is_ignored_and_its_bytes_dropped() {
+        let (mut v, mut drv, mut a, mut b) = virt();
+        // Client 2 is past N, 9999 too; 12345 has too many digits (the 5th
+        // ends it); a letter or Enter after the switch byte ends it.
+        drv.enqueue_batch(b"\x1c2\rA\x1c9999\rB\x1c12345\rC\x1cxD\x1c\rE");
+        v.handle();
+        assert_eq!(v.current(), 0);
+        // Only the byte that broke a sequence is lost: the `\r` after "1234" + "5" is input.
+        assert_eq!(drain(&mut a), b"AB\rCDE");
+        assert!(drain(&mut b).is_empty());
+    }
+
+    #[test]
+    fn an_unmapped_client_slot_is_no_target() {
+        let (drv, mut drv_side) = queue(64);
+        let (b, mut b_client) = queue(16);
+        let mut v = VirtRx::new(drv, 0, [None, Some(Client { queue: b, channel: 2 })]);
+        assert_eq!(v.current(), 1, "input starts with the first mapped client");
+        drv_side.enqueue_batch(b"\x1c0\rx");
+        v.handle();
+        assert_eq!(v.current(), 1);
+        assert_eq!(drain(&mut b_client), b"x");
+    }
+
+    #[test]
+    fn a_sequence_split_across_notifications_still_switches() {
+        let (mut v, mut drv, _, mut b) = virt();
+        for part in [&b"\x1c"[..], b"1", b"\r", b"z"] {
+            drv.enqueue_batch(part);
+            v.handle();
+        }
+        assert_eq!(v.current(), 1);
+        assert_eq!(drain(&mut b), b"z");
+    }
+
+    #[test]
+    fn the_switch_byte_is_configurable() {
+        let (mut v, mut drv, mut a, mut b) = virt();
+        v = v.with_switch(0x1d);
+        drv.enqueue_batch(b"\x1c\x1d1\rq\x1d\x1d");
+        v.handle();
+        assert_eq!(drain(&mut a), b"\x1c", "the default byte is plain input now");
+        assert_eq!(drain(&mut b), b"q\x1d");
+    }
+
+    #[test]
+    fn a_literal_switch_byte_waits_for_room_like_any_input() {
+        let (mut v, mut drv, mut a, _) = virt();
+        let mut input = [b'.'; 16].to_vec();
+        input.extend_from_slice(b"\x1c\x1c!");
+        drv.enqueue_batch(&input);
+        v.handle();
+        assert_eq!(drain(&mut a), [b'.'; 16]);
+        v.handle();
+        assert_eq!(drain(&mut a), b"\x1c!");
     }
 
     #[test]

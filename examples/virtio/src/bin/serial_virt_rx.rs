@@ -1,5 +1,10 @@
 //! `serial_virt_rx`: the serial RX virtualiser PD, up to four clients.
-//! Ctrl-\ then a digit switches which client gets the input.
+//!
+//! Input goes to the first mapped client. `Ctrl-\`, the client's number
+//! (client N is labelled `[vmN]` by `serial_virt_tx`), then Enter switches
+//! it; `Ctrl-\` twice types one `Ctrl-\`. A debug build logs each switch
+//! (`input now goes to client N`) on the kernel's console; a release build
+//! says nothing.
 
 #![no_std]
 #![no_main]
@@ -16,6 +21,9 @@ use sddf_components::serial::virt_rx::{Client, VirtRx};
 
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
+/// The byte that starts a switch sequence: `Ctrl-\` (0x1c), as in sDDF.
+const SWITCH: u8 = 0x1c;
+
 struct Virt(Option<VirtRx<4>>);
 
 impl Handler for Virt {
@@ -27,7 +35,8 @@ impl Handler for Virt {
         };
         let clients =
             serial_virt::clients().map(|c| c.map(|(queue, channel)| Client { queue, channel }));
-        Virt(Some(VirtRx::new(drv, pd::channel(&serial_virt::drv_ch), clients)))
+        let virt = VirtRx::new(drv, pd::channel(&serial_virt::drv_ch), clients).with_switch(SWITCH);
+        Virt(Some(virt))
     }
 
     fn notified(&mut self, _: ChannelSet) {

@@ -1,4 +1,9 @@
 //! `serial_virt_tx`: the serial TX virtualiser PD, up to four clients.
+//!
+//! With one client mapped, its output reaches the UART unchanged. With more,
+//! each line of client N's output starts with the label `[vmN] ` (the number
+//! `serial_virt_rx` takes to switch input to that client), in a colour per
+//! client; build with `SERIAL_COLOUR=0` in the environment for plain labels.
 
 #![no_std]
 #![no_main]
@@ -11,9 +16,19 @@ mod serial_virt;
 use libvmm::logging::{self, Levels};
 use libvmm::microkit::{ChannelSet, Handler};
 use log::LevelFilter;
+use sddf_components::serial::label::{Colour, Label};
 use sddf_components::serial::virt_tx::{Client, VirtTx};
 
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
+
+/// Client N's label, used when more than one client is mapped.
+const LABELS: [&[u8]; 4] = [b"[vm0] ", b"[vm1] ", b"[vm2] ", b"[vm3] "];
+/// Client N's label colour.
+const COLOURS: [Colour; 4] = [Colour::Green, Colour::Cyan, Colour::Yellow, Colour::Magenta];
+/// Whether labels are coloured: `SERIAL_COLOUR=0` at build time turns it off.
+fn colour() -> bool {
+    option_env!("SERIAL_COLOUR") != Some("0")
+}
 
 struct Virt(Option<VirtTx<4>>);
 
@@ -24,8 +39,16 @@ impl Handler for Virt {
             log::error!(target: "serial", "the driver's TX queue is not mapped");
             return Virt(None);
         };
-        let clients =
-            serial_virt::clients().map(|c| c.map(|(queue, channel)| Client { queue, channel }));
+        let mut found = serial_virt::clients();
+        let mapped = found.iter().flatten().count();
+        let clients = core::array::from_fn(|i| {
+            let (queue, channel) = found[i].take()?;
+            let label = (mapped > 1).then(|| Label::new(LABELS[i], colour().then_some(COLOURS[i])));
+            Some(Client { queue, channel, label: label.flatten() })
+        });
+        if mapped > 1 {
+            log::info!(target: "serial", "{mapped} clients: client N's lines start with [vmN]");
+        }
         Virt(Some(VirtTx::new(drv, pd::channel(&serial_virt::drv_ch), clients)))
     }
 

@@ -5,6 +5,10 @@
 //! every hop is lossless: a producer facing a full queue asks the consumer
 //! for a signal (`producer_signalled`) and waits, and the driver leaves input
 //! in the UART's FIFO (hardware flow control) while its RX queue is full.
+//!
+//! When several clients share the UART, `virt_tx` can start each client's
+//! lines with a [`label::Label`], and `virt_rx` switches input between
+//! clients on sDDF's key sequence (`Ctrl-\`, a client number, Enter).
 
 pub mod label;
 pub mod pl011;

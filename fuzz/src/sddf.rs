@@ -20,6 +20,7 @@ use sddf_bindings::blk::{
 use sddf_bindings::serial::SerialQueueHandle;
 use sddf_bindings::SharedRegion;
 use sddf_components::blk::virt::{BlkVirt, Client as BlkClient, Driver, Partition};
+use sddf_components::serial::label::{Colour, Label};
 use sddf_components::serial::virt_rx::{Client as RxClient, VirtRx};
 use sddf_components::serial::virt_tx::{Client as TxClient, VirtTx};
 use sddf_components::Notify;
@@ -136,8 +137,12 @@ fn run_in(a: &mut Arena, data: &[u8]) {
     let (c1, c1_peer) = serial_pair(a, TX_C0 + 2);
     let mut tx_clients = [c0_peer, c1_peer];
     let (tx_drv, mut tx_drv_peer) = serial_pair(a, TX_DRV);
-    let clients =
-        [Some(TxClient { queue: c0, channel: 1 }), Some(TxClient { queue: c1, channel: 2 })];
+    // One labelled client (in colour) and one plain: labels and cut lines under hostile indices.
+    let label = Label::new(b"[vm0] ", Some(Colour::Green));
+    let clients = [
+        Some(TxClient { queue: c0, channel: 1, label }),
+        Some(TxClient { queue: c1, channel: 2, label: None }),
+    ];
     let mut tx = VirtTx::<2>::new(tx_drv, 10, clients);
     let (rx_drv, mut rx_drv_peer) = serial_pair(a, RX_DRV);
     let (r0, r0_peer) = serial_pair(a, RX_C0);

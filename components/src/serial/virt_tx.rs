@@ -398,6 +398,17 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_labelled_and_a_plain_client_cut_each_other_cleanly() {
+        let (mut v, mut drv, [mut a, mut b]) = labelled(1024, [label(b"[A] "), None]);
+        for (end, bytes) in [(0, &b"x"[..]), (1, b"y\np"), (0, b"z\n"), (1, b"q\n")] {
+            [&mut a, &mut b][end].enqueue_batch(bytes);
+            v.handle();
+        }
+        // Each cut line ends before the other client's bytes; the plain client gets no label.
+        assert_eq!(drain(&mut drv), b"[A] x\r\ny\np\r\n[A] z\nq\n");
+    }
+
+    #[test]
     fn a_label_starts_every_line_and_only_lines() {
         let (mut v, mut drv, [mut a]) = labelled(1024, [label(b"[A] ")]);
         a.enqueue_batch(b"one\ntwo\n\nthr");

@@ -3,7 +3,8 @@
 //! Input goes to the *current* client (the first one at start). A switch
 //! sequence, as in sDDF's C virtualiser, makes another client current: the
 //! switch byte (by default [`SWITCH`], `Ctrl-\`), then the client's number
-//! (0-based, up to four decimal digits), then Enter (`\r`; `\n` is taken
+//! (up to four decimal digits; client slot `i` is number `i` by default, as
+//! in sDDF, or `first + i` with [`VirtRx::with_first_number`]), then Enter (`\r`; `\n` is taken
 //! too). None of these bytes is delivered. The switch byte typed twice
 //! delivers one switch byte. A number with no client behind it, or any
 //! other byte in the middle of a sequence, ends the sequence (logged) and
@@ -61,6 +62,7 @@ pub struct VirtRx<const N: usize> {
     clients: [Option<Client>; N],
     current: usize,
     switch: u8,
+    first: u32,
     escape: Escape,
 }
 
@@ -73,7 +75,8 @@ impl<const N: usize> VirtRx<N> {
         clients: [Option<Client>; N],
     ) -> Self {
         let current = clients.iter().position(Option::is_some).unwrap_or(0);
-        VirtRx { driver, driver_channel, clients, current, switch: SWITCH, escape: Escape::None }
+        let escape = Escape::None;
+        VirtRx { driver, driver_channel, clients, current, switch: SWITCH, first: 0, escape }
     }
 
     /// The same with `byte` as the switch byte. A digit, `\r` or `\n` would
@@ -84,7 +87,15 @@ impl<const N: usize> VirtRx<N> {
         self
     }
 
-    /// The client input goes to.
+    /// The same with client slot `i` switched to by number `first + i`
+    /// (sDDF, and the default: 0), so the numbers users type can match the
+    /// labels they see.
+    pub fn with_first_number(mut self, first: u32) -> Self {
+        self.first = first;
+        self
+    }
+
+    /// The client (slot) input goes to.
     pub fn current(&self) -> usize {
         self.current
     }
@@ -158,17 +169,19 @@ impl<const N: usize> VirtRx<N> {
         }
     }
 
-    /// Ends a switch sequence for client `n`: it becomes current if it exists.
+    /// Ends a switch sequence for the client numbered `n`: it becomes
+    /// current if it exists.
     fn switch_to(&mut self, n: u32) {
         self.escape = Escape::None;
-        match usize::try_from(n).ok().filter(|&n| self.clients.get(n).is_some_and(Option::is_some))
-        {
-            Some(n) => {
+        let slot = n.checked_sub(self.first).and_then(|i| usize::try_from(i).ok());
+        match slot.filter(|&i| self.clients.get(i).is_some_and(Option::is_some)) {
+            Some(i) => {
                 log::info!(target: "serial", "input now goes to client {n}");
-                self.current = n;
+                self.current = i;
             }
             None => {
-                log::warn!(target: "serial", "input switch: no client {n}; input stays with client {}", self.current)
+                let current = self.current as u64 + u64::from(self.first);
+                log::warn!(target: "serial", "input switch: no client {n}; input stays with client {current}");
             }
         }
     }
@@ -271,6 +284,17 @@ mod tests {
         v.handle();
         assert_eq!(drain(&mut a), b"\x1c", "the default byte is plain input now");
         assert_eq!(drain(&mut b), b"q\x1d");
+    }
+
+    #[test]
+    fn numbers_can_start_at_one() {
+        let (mut v, mut drv, mut a, mut b) = virt();
+        v = v.with_first_number(1);
+        drv.enqueue_batch(b"\x1c0\rx\x1c2\ry\x1c3\rz\x1c1\rw");
+        v.handle();
+        assert_eq!(drain(&mut a), b"xw", "0 is no client; 1 is slot 0");
+        assert_eq!(drain(&mut b), b"yz", "2 is slot 1; 3 is no client");
+        assert_eq!(v.current(), 0);
     }
 
     #[test]

@@ -1,8 +1,8 @@
 //! `serial_virt_rx`: the serial RX virtualiser PD, up to four clients.
 //!
 //! Input goes to the first mapped client. `Ctrl-\`, the client's number
-//! (client N is labelled `[vmN]` by `serial_virt_tx`), then Enter switches
-//! it; `Ctrl-\` twice types one `Ctrl-\`. A debug build logs each switch
+//! (the one in its `[vmN]` label from `serial_virt_tx`: client `i` is
+//! `i + 1`), then Enter switches it; `Ctrl-\` twice types one `Ctrl-\`. A debug build logs each switch
 //! (`input now goes to client N`) on the kernel's console; a release build
 //! says nothing.
 
@@ -23,6 +23,8 @@ static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
 /// The byte that starts a switch sequence: `Ctrl-\` (0x1c), as in sDDF.
 const SWITCH: u8 = 0x1c;
+/// The number of client 0 (`client0_*` symbols), as in its label `[vm1]`.
+const FIRST_NUMBER: u32 = 1;
 
 struct Virt(Option<VirtRx<4>>);
 
@@ -35,7 +37,9 @@ impl Handler for Virt {
         };
         let clients =
             serial_virt::clients().map(|c| c.map(|(queue, channel)| Client { queue, channel }));
-        let virt = VirtRx::new(drv, pd::channel(&serial_virt::drv_ch), clients).with_switch(SWITCH);
+        let virt = VirtRx::new(drv, pd::channel(&serial_virt::drv_ch), clients)
+            .with_switch(SWITCH)
+            .with_first_number(FIRST_NUMBER);
         Virt(Some(virt))
     }
 

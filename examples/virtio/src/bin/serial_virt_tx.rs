@@ -1,9 +1,10 @@
 //! `serial_virt_tx`: the serial TX virtualiser PD, up to four clients.
 //!
 //! With one client mapped, its output reaches the UART unchanged. With more,
-//! each line of client N's output starts with the label `[vmN] ` (the number
-//! `serial_virt_rx` takes to switch input to that client), in a colour per
-//! client; build with `SERIAL_COLOUR=0` in the environment for plain labels.
+//! each line of the output of client `i` (its `client<i>_*` symbols, 0 to 3)
+//! starts with the label `[vm<i+1>] `, the number `serial_virt_rx` takes to
+//! switch input to it, in a colour per client; build with `SERIAL_COLOUR=0`
+//! in the environment for plain labels.
 
 #![no_std]
 #![no_main]
@@ -21,9 +22,9 @@ use sddf_components::serial::virt_tx::{Client, VirtTx};
 
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
-/// Client N's label, used when more than one client is mapped.
-const LABELS: [&[u8]; 4] = [b"[vm0] ", b"[vm1] ", b"[vm2] ", b"[vm3] "];
-/// Client N's label colour.
+/// Client `i`'s label, used when more than one client is mapped.
+const LABELS: [&[u8]; 4] = [b"[vm1] ", b"[vm2] ", b"[vm3] ", b"[vm4] "];
+/// Client `i`'s label colour.
 const COLOURS: [Colour; 4] = [Colour::Green, Colour::Cyan, Colour::Yellow, Colour::Magenta];
 /// Whether labels are coloured: `SERIAL_COLOUR=0` at build time turns it off.
 fn colour() -> bool {
@@ -47,7 +48,7 @@ impl Handler for Virt {
             Some(Client { queue, channel, label: label.flatten() })
         });
         if mapped > 1 {
-            log::info!(target: "serial", "{mapped} clients: client N's lines start with [vmN]");
+            log::info!(target: "serial", "{mapped} clients: lines labelled [vm1] to [vm4] by client slot");
         }
         Virt(Some(VirtTx::new(drv, pd::channel(&serial_virt::drv_ch), clients)))
     }

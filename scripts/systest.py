@@ -403,13 +403,153 @@ def scenario_hostile_simple(q):
 def scenario_hostile_virtio(q):
     hostile_run(q, virtio=True)
 
+# multi_vm (docs/multi_vm.md): two guests on one console, each line
+# labelled "[vmN] " (coloured: ESC[3Xm ... ESC[0m), input switched with
+# Ctrl-\ N Enter; one disk with an MBR, partition N being guest N's /dev/vda;
+# vsock between CID 3 (guest 1) and CID 4 (guest 2).
+MULTI_VM_DISK = os.path.join(TOP, "build", "multi_vm", "systest-disk.img")
+MULTI_VM_PART_BYTES = 60 << 20
+MULTI_VM_PARTS = [(1 << 20) + i * MULTI_VM_PART_BYTES for i in range(2)]  # scripts/mkdisk.py's layout
+MULTI_VM_STREAM = "64M"
+
+
+def vm_line(n, text):
+    """A regex for a console line of guest n that starts with `text` (a regex)."""
+    return rf"^(?:\x1b\[\d+m)?\[vm{n}\] (?:\x1b\[0m)?{text}"
+
+
+def vm_switch(q, n):
+    """Sends input to guest n from now on (the RX virtualiser's switch sequence)."""
+    q.send(f"\x1c{n}\r")
+
+
+def vm_run(q, n, command, expect, timeout=60, what=None):
+    """Types `command` into guest n's shell and waits for its line `expect`."""
+    vm_switch(q, n)
+    q.send(command + "\n")
+    return q.expect(vm_line(n, expect), timeout, what or f"vm{n}: output of {command!r}")
+
+
+def vm_pattern(n, size):
+    """What `yes vmN-data | head -c SIZE` writes."""
+    line = f"vm{n}-data\n".encode()
+    return (line * (size // len(line) + 1))[:size]
+
+
+def multi_vm_boot(q, n, timeout=240):
+    q.expect(vm_line(n, "GUEST READY"), timeout, f"guest {n}'s GUEST READY")
+
+
+def scenario_multi_vm(q):
+    q.expect(r"VMM1\|INFO\|core: multi_vm VMM: .* guest CID 3, peer CID 4", 120, "vmm1 with CIDs 3 and 4")
+    q.expect(r"VMM2\|INFO\|core: multi_vm VMM: .* guest CID 4, peer CID 3", 120, "vmm2 with CIDs 4 and 3")
+    # The two guests boot side by side: wait for both, in whichever order.
+    seen = set()
+    while len(seen) < 2:
+        m = q.expect(vm_line(r"([12])", "GUEST READY"), 300, "both guests' GUEST READY")
+        seen.add(m.group(1))
+    time.sleep(2)
+    for n in (1, 2):
+        vm_run(q, n, "dmesg -n 1; echo VM$((0+" + str(n) + "))-ALIVE > /tmp/alive; cat /tmp/alive", rf"VM{n}-ALIVE")
+        size = MULTI_VM_PART_BYTES >> 9
+        vm_run(q, n, "cat /sys/block/vda/size", rf"{size}$", what=f"vm{n}: /dev/vda is its 60 MiB partition")
+    # Each guest writes its pattern at the start and at the end of its
+    # /dev/vda; a write past the end fails.
+    for n in (1, 2):
+        vm_run(q, n, f"yes vm{n}-data | head -c 1048576 > /tmp/p; "
+                     "dd if=/tmp/p of=/dev/vda bs=1M conv=fsync 2>&1 | tail -1",
+               r"1\+0 records out", 120, f"vm{n}: pattern written")
+        last = MULTI_VM_PART_BYTES // 4096 - 1
+        vm_run(q, n, f"dd if=/tmp/p of=/dev/vda bs=4096 count=1 seek={last} conv=fsync 2>&1 | tail -1",
+               r"1\+0 records out", 60, f"vm{n}: last block written")
+        vm_run(q, n, f"dd if=/tmp/p of=/dev/vda bs=4096 count=1 seek={last + 1} conv=fsync 2>&1 "
+                     "| grep -q 'No space left\\|I/O error\\|Invalid' && echo PAST-END-""REFUSED",
+               r"PAST-END-REFUSED", 60, f"vm{n}: a write past its partition refused")
+    # vsock: 64 MiB each way, checked byte by byte, then 100 connections.
+    vm_run(q, 2, "vsock-test cid", r"VSOCK CID 4", what="guest 2's CID")
+    vm_run(q, 2, "vsock-test serve 1234 &", r"VSOCK SERVE listening on port 1234")
+    vm_run(q, 1, "vsock-test cid", r"VSOCK CID 3", what="guest 1's CID")
+    m = vm_run(q, 1, f"vsock-test send 4 1234 {MULTI_VM_STREAM}", r"VSOCK SEND (OK.*|FAIL.*)$", 1800,
+               "64 MiB from guest 1 to guest 2")
+    if not m.group(1).startswith("OK"):
+        raise Failure(f"vsock send: {m.group(1)}")
+    print(f"\n[systest] vsock 1 -> 2: {m.group(1)}", flush=True)
+    m = vm_run(q, 1, f"vsock-test recv 4 1234 {MULTI_VM_STREAM}", r"VSOCK RECV (OK.*|FAIL.*)$", 1800,
+               "64 MiB from guest 2 to guest 1")
+    if not m.group(1).startswith("OK"):
+        raise Failure(f"vsock recv: {m.group(1)}")
+    print(f"\n[systest] vsock 2 -> 1: {m.group(1)}", flush=True)
+    m = vm_run(q, 1, "vsock-test cycles 4 1234 100", r"VSOCK (CYCLES OK 100|.*FAIL.*)$", 600,
+               "100 connect/send/close cycles")
+    if "FAIL" in m.group(1):
+        raise Failure(f"vsock cycles: {m.group(1)}")
+    vm_run(q, 1, "vsock-test send 4 9 1K", r"VSOCK SEND FAIL connect \(errno 104\)", 60,
+           "a connection to a closed port refused (ECONNRESET)")
+    vm_run(q, 1, "vsock-test send 7 9 1K", r"VSOCK SEND FAIL connect \(errno \d+\)", 60,
+           "a connection to an unknown CID refused")
+    # Guest 1 reboots while guest 2 sends to it: guest 2's connection ends
+    # with an error, then a new connection works.
+    vm_run(q, 1, "vsock-test serve 1235 &", r"VSOCK SERVE listening on port 1235")
+    vm_switch(q, 2)
+    q.send("vsock-test send 3 1235 4G\n")
+    time.sleep(5)
+    vm_switch(q, 1)
+    q.send("reboot -f\n")
+    m = q.expect(vm_line(2, r"VSOCK SEND (FAIL.*|OK.*)$"), 120, "guest 2's transfer ending when guest 1 reboots")
+    if not m.group(1).startswith("FAIL"):
+        raise Failure(f"the transfer to a rebooting guest did not fail: {m.group(1)}")
+    print(f"\n[systest] guest 2 saw: {m.group(1)}", flush=True)
+    multi_vm_boot(q, 1)
+    time.sleep(2)
+    vm_run(q, 1, "dmesg -n 1; vsock-test serve 1235 &", r"VSOCK SERVE listening on port 1235")
+    m = vm_run(q, 2, "vsock-test send 3 1235 1M", r"VSOCK SEND (OK.*|FAIL.*)$", 300, "a new connection after the reboot")
+    if not m.group(1).startswith("OK"):
+        raise Failure(f"vsock after reboot: {m.group(1)}")
+    vm_run(q, 2, "cat /tmp/alive", r"VM2-ALIVE", what="guest 2 never rebooted")
+    # Guest 1 powers off alone; guest 2 runs on; then guest 2 powers off.
+    vm_switch(q, 1)
+    q.send("poweroff -f\n")
+    q.expect(r"VMM1\|.*guest powered off \(PSCI SYSTEM_OFF\)", 60, "vmm1 seeing guest 1's SYSTEM_OFF")
+    vm_run(q, 2, "echo STILL-""HERE", r"STILL-HERE", what="guest 2 running after guest 1's poweroff")
+    vm_switch(q, 2)
+    q.send("poweroff -f\n")
+    q.expect(r"VMM2\|.*guest powered off \(PSCI SYSTEM_OFF\)", 60, "vmm2 seeing guest 2's SYSTEM_OFF")
+    q.kill()
+    with open(MULTI_VM_DISK, "rb") as f:
+        disk = f.read()
+    want = bytearray(len(disk))
+    want[:512] = disk[:512]  # the MBR
+    for n, start in enumerate(MULTI_VM_PARTS, 1):
+        p = vm_pattern(n, 1 << 20)
+        want[start:start + len(p)] = p
+        end = start + MULTI_VM_PART_BYTES
+        want[end - 4096:end] = p[:4096]
+    if disk != want:
+        at = next(i for i in range(len(disk)) if disk[i] != want[i])
+        raise Failure(f"the disk image differs from what the guests wrote in their partitions at byte {at:#x}: "
+                      f"{disk[at:at + 16]!r}, expected {bytes(want[at:at + 16])!r}")
+    print("[systest] disk image: each guest's writes inside its own partition, nothing elsewhere", flush=True)
+
+
+def setup_multi_vm(extra):
+    """A fresh 128 MiB disk with an MBR and two 60 MiB partitions."""
+    os.makedirs(os.path.dirname(MULTI_VM_DISK), exist_ok=True)
+    subprocess.run([sys.executable, os.path.join(TOP, "scripts", "mkdisk.py"), MULTI_VM_DISK,
+                    "--size", "128M", "--table", "mbr", "--parts", "60M,60M"], check=True)
+    return [f"DISK={MULTI_VM_DISK}", "SERIAL_COLOUR=1"]
+
+
+SETUP["multi-vm"] = setup_multi_vm
+
+
 SCENARIOS = {name[len("scenario_"):].replace("_", "-"): f
              for name, f in globals().items() if name.startswith("scenario_")}
 
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("example", choices=sorted(SCENARIOS))
+    # Scenario names use dashes; an example's own name (multi_vm) works too.
+    ap.add_argument("example", type=lambda e: e.replace("_", "-"), choices=sorted(SCENARIOS))
     ap.add_argument("--timeout-scale", type=float, default=float(os.environ.get("SYSTEST_TIMEOUT_SCALE", 1)),
                     help="multiply every timeout (slow machines)")
     ap.add_argument("--dir", help="getting-started: the directory of the crate to boot")
@@ -417,13 +557,17 @@ def main():
     ap.add_argument("--board", help="BOARD= (default: the Makefile's, qemu_virt_aarch64)")
     ap.add_argument("--build-dir", help="BUILD_DIR= for the images and the log (default build/<example>)")
     args = ap.parse_args()
-    global VIRTIO_DISK
+    global VIRTIO_DISK, MULTI_VM_DISK
     extra = [f"BOARD={args.board}"] if args.board else []
-    build_dir = os.path.join(TOP, "build", args.example)
+    name = args.example.replace("-", "_")
+    if not os.path.isdir(os.path.join(TOP, "examples", name)):
+        name = args.example  # hostile-*, getting-started
+    build_dir = os.path.join(TOP, "build", name)
     if args.build_dir:
         build_dir = os.path.abspath(args.build_dir)
         extra.append(f"BUILD_DIR={build_dir}")
         VIRTIO_DISK = os.path.join(build_dir, "systest-disk.img")
+        MULTI_VM_DISK = os.path.join(build_dir, "systest-disk.img")
     log_path = os.path.join(build_dir, "systest.log")
     os.makedirs(os.path.dirname(log_path), exist_ok=True)
     if args.example == "getting-started":
@@ -432,7 +576,7 @@ def main():
         make_dir, make_args = args.dir, args.make_args
     else:
         make_dir = TOP
-        make_args = [f"EXAMPLE={args.example}", *(SETUP[args.example](extra) if args.example in SETUP else []),
+        make_args = [f"EXAMPLE={name}", *(SETUP[args.example](extra) if args.example in SETUP else []),
                      *extra, *args.make_args]
     q = Qemu(make_dir, make_args, log_path, args.timeout_scale)
     start = time.monotonic()

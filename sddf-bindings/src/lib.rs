@@ -7,6 +7,8 @@
 //! - [`blk`]: request/response rings and the storage-info region.
 //! - [`timer`]: the timer driver's protected-call protocol (no shared memory).
 //! - [`config`]: `#[repr(C)]` mirrors of the sdfgen config structs.
+//! - [`vsock`]: our own VMM-to-VMM packet channel for virtio-vsock (not an
+//!   sDDF ABI; docs/vsock.md).
 //!
 //! The peer behind a queue is not trusted: whatever it writes into shared
 //! memory, no operation panics or touches memory outside its regions. Queue
@@ -27,6 +29,7 @@ pub mod shared;
 #[cfg(test)]
 mod testing;
 pub mod timer;
+pub mod vsock;
 
 pub use shared::{ConfigCell, SharedAtomic, SharedRegion};
 

@@ -1,6 +1,7 @@
 //! Index arithmetic of an sDDF single-producer/single-consumer ring.
 //!
-//! Indices are free-running `u32`s: length = `tail - head` (wrapping), slot =
+//! Indices count entries (sDDF queues) or bytes (the vsock byte ring,
+//! [`crate::vsock`]) and are free-running `u32`s: length = `tail - head` (wrapping), slot =
 //! `index % capacity` (a mask, capacity being a power of two). Each side keeps
 //! a private shadow of the index it owns and publishes it with `Release`; it
 //! reads the peer's index with `Acquire` (sddf-abi.md §1.1, §1.3). A peer
@@ -49,7 +50,7 @@ impl CorruptionLog {
             return Some(len);
         }
         if !self.0.replace(true) {
-            warn!("sDDF {queue}: peer index is {len} entries away (capacity {}), ignoring the queue until it is sane", capacity.get());
+            warn!("{queue}: peer index is {len} away from ours (capacity {}), ignoring the queue until it is sane", capacity.get());
         }
         None
     }
@@ -93,6 +94,11 @@ impl Producer {
         self.capacity.slot(self.tail)
     }
 
+    /// Our `tail`: the free-running index the next entry goes to.
+    pub(crate) fn index(&self) -> u32 {
+        self.tail
+    }
+
     /// Publishes `count` entries written after the current tail (`Release`).
     pub(crate) fn publish(&mut self, count: u32) {
         self.tail = self.tail.wrapping_add(count);
@@ -132,6 +138,11 @@ impl Consumer {
     /// The slot of the next entry to read.
     pub(crate) fn slot(&self) -> usize {
         self.capacity.slot(self.head)
+    }
+
+    /// Our `head`: the free-running index of the next entry to read.
+    pub(crate) fn index(&self) -> u32 {
+        self.head
     }
 
     /// Releases `count` entries read from the current head (`Release`).

@@ -68,8 +68,8 @@ impl SerialQueueHandle {
         let tail = || queue.atomic_u32(offset_of!(SerialQueue, tail));
         let head = || queue.atomic_u32(offset_of!(SerialQueue, head));
         Ok(SerialQueueHandle {
-            producer: Producer::new(tail()?, head()?, capacity, "serial queue"),
-            consumer: Consumer::new(head()?, tail()?, capacity, "serial queue"),
+            producer: Producer::new(tail()?, head()?, capacity, "sDDF serial queue"),
+            consumer: Consumer::new(head()?, tail()?, capacity, "sDDF serial queue"),
             producer_signalled: queue.atomic_u32(offset_of!(SerialQueue, producer_signalled))?,
             data: data.subregion(0, capacity.get() as usize)?,
             capacity,

@@ -441,8 +441,8 @@ def multi_vm_boot(q, n, timeout=240):
 
 
 def scenario_multi_vm(q):
-    q.expect(r"VMM1\|INFO\|core: multi_vm VMM: .* guest CID 3, peer CID 4", 120, "vmm1 with CIDs 3 and 4")
-    q.expect(r"VMM2\|INFO\|core: multi_vm VMM: .* guest CID 4, peer CID 3", 120, "vmm2 with CIDs 4 and 3")
+    # (The VMMs' own log lines go to the kernel's debug console a character
+    # at a time and may interleave: the guests' lines are what is matched.)
     # The two guests boot side by side: wait for both, in whichever order.
     seen = set()
     while len(seen) < 2:

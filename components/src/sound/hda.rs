@@ -271,6 +271,9 @@ pub struct Stats {
     pub bad_positions: u64,
     /// Stream resets whose SRST never read back 1 (QEMU).
     pub srst_unseen: u64,
+    /// Wall clock ticks (WALCLK, 24 MHz) from the start of the stream to
+    /// its end, once it has finished by itself.
+    pub run_ticks: Option<u32>,
     /// The command rings' counts.
     pub ring: RingStats,
 }
@@ -293,6 +296,7 @@ pub struct Hda<R: HdaRegisters> {
     periods: PeriodRing,
     reported: u64,
     running: bool,
+    started_at: u32,
     stats: Stats,
 }
 
@@ -349,6 +353,7 @@ impl<R: HdaRegisters> Hda<R> {
             periods,
             reported: 0,
             running: false,
+            started_at: 0,
             stats,
         })
     }
@@ -437,10 +442,12 @@ impl<R: HdaRegisters> Hda<R> {
         self.periods = PeriodRing::new(cfg.periods, cfg.period_bytes, cfg.drain_periods);
         self.reported = 0;
         self.stats.periods_played = 0;
+        self.stats.run_ticks = None;
         self.refill(source);
         self.regs.write32(INTCTL, INTCTL_GIE | 1 << self.stream);
         // The BDL and the buffer must be in memory before the engine runs.
         fence(Ordering::SeqCst);
+        self.started_at = self.regs.read32(WALCLK);
         self.regs.write32(self.sd(SD_CTL), ctl | SD_CTL_RUN);
         let at = self.sd(SD_CTL);
         if !poll(cfg.poll_budget, || self.regs.read32(at), |v| v & SD_CTL_RUN != 0) {
@@ -546,6 +553,7 @@ impl<R: HdaRegisters> Hda<R> {
             source.played(played as u32);
         }
         if self.periods.finished() {
+            self.stats.run_ticks = Some(self.regs.read32(WALCLK).wrapping_sub(self.started_at));
             return match self.stop() {
                 Ok(()) => Event::Finished,
                 Err(e) => Event::Failed(e),

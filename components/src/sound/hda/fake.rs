@@ -384,6 +384,8 @@ pub struct FakeHda {
     pub rirb_wp_override: Option<u16>,
     /// Knob: GCTL.CRST never clears.
     pub crst_stuck: bool,
+    /// WALCLK.
+    pub walclk: u32,
     pending: VecDeque<(u32, u32, u32)>,
     /// Controller resets seen.
     pub resets: u32,
@@ -425,6 +427,7 @@ impl FakeHda {
             inject: vec![],
             rirb_wp_override: None,
             crst_stuck: false,
+            walclk: 0,
             pending: VecDeque::new(),
             resets: 0,
             rirbwp_reads: 0,
@@ -652,6 +655,7 @@ impl FakeHda {
             STATESTS => u32::from(self.statests),
             INTCTL => self.intctl,
             INTSTS => self.intsts(),
+            WALCLK => self.walclk,
             CORBLBASE => self.corb.0,
             CORBUBASE => self.corb.1,
             CORBWP => u32::from(self.corb_wp),

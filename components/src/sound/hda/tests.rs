@@ -112,8 +112,11 @@ fn start_programs_the_stream_descriptor_and_its_bdl() {
 fn plays_the_counter_whole_and_in_order() {
     let (model, mut hda) = bring_up(vec![FakeCodec::qemu_output(0)]);
     let mut src = CounterSource::new(48000);
+    model.0.borrow_mut().walclk = u32::MAX - 10;
     hda.start(&mut src).unwrap();
+    model.0.borrow_mut().walclk = 26_000_000; // wraps: 26 M + 11 ticks later
     play_to_end(&model, &mut hda, &mut src, 512);
+    assert_eq!(hda.stats().run_ticks, Some(26_000_011));
     let m = model.0.borrow();
     assert_counter_then_silence(&m.played, 48000);
     // 192000 bytes: 187.5 periods of audio, the half period padded, then

@@ -225,7 +225,7 @@ pub enum PciError {
     /// A BAR's size mask is not of the form 1..10..0 (the function is
     /// broken, or nothing answers).
     BadBar(u8),
-    /// A 64-bit BAR in the last BAR slot (index 5), which has no upper half.
+    /// A 64-bit BAR in the last BAR slot, which has no upper half.
     Bar64AtEnd,
     /// The window has no room for a BAR of this index (or it cannot be
     /// reached: a 32-bit BAR above 4 GiB).
@@ -236,7 +236,7 @@ impl core::fmt::Display for PciError {
     fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
         match self {
             PciError::BadBar(i) => write!(f, "BAR{i} has an invalid size mask"),
-            PciError::Bar64AtEnd => f.write_str("a 64-bit BAR in slot 5"),
+            PciError::Bar64AtEnd => f.write_str("a 64-bit BAR in the last BAR slot"),
             PciError::NoRoom(i) => write!(f, "no room for BAR{i} in the memory window"),
         }
     }
@@ -248,11 +248,18 @@ fn bar_offset(index: u8) -> u16 {
 
 /// Sizes the function's BARs (PCI 3.0 §6.2.5.1): with decoding off, each
 /// BAR is written with all ones and read back; the original values and the
-/// command register are restored after. Unimplemented BARs are `None`.
+/// command register are restored after. Unimplemented BARs are `None`. A
+/// type 0 header has six BARs, a type 1 (PCI-PCI bridge) header two (its
+/// later dwords are bus numbers and windows), other types none.
 pub fn size_bars(cfg: &mut impl ConfigSpace, bdf: Bdf) -> Result<[Option<Bar>; BARS], PciError> {
+    let count = match cfg.read32(bdf, HEADER) >> 16 & 0x7f {
+        0 => BARS as u8,
+        1 => 2,
+        _ => 0,
+    };
     let command = cfg.read32(bdf, COMMAND) as u16;
     cfg.write16(bdf, COMMAND, command & !(CMD_MEMORY | 1));
-    let result = size_bars_decoding_off(cfg, bdf);
+    let result = size_bars_decoding_off(cfg, bdf, count);
     cfg.write16(bdf, COMMAND, command);
     result
 }
@@ -260,10 +267,11 @@ pub fn size_bars(cfg: &mut impl ConfigSpace, bdf: Bdf) -> Result<[Option<Bar>; B
 fn size_bars_decoding_off(
     cfg: &mut impl ConfigSpace,
     bdf: Bdf,
+    count: u8,
 ) -> Result<[Option<Bar>; BARS], PciError> {
     let mut bars = [None; BARS];
     let mut index = 0u8;
-    while usize::from(index) < BARS {
+    while index < count {
         let at = bar_offset(index);
         let original = cfg.read32(bdf, at);
         cfg.write32(bdf, at, u32::MAX);
@@ -279,7 +287,7 @@ fn size_bars_decoding_off(
             (BarKind::Memory32, u64::from(mask & !0xf) | 0xffff_ffff_0000_0000)
         };
         if kind == BarKind::Memory64 {
-            if usize::from(index) + 1 >= BARS {
+            if index + 1 >= count {
                 return Err(PciError::Bar64AtEnd);
             }
             let high_at = bar_offset(index + 1);
@@ -645,6 +653,26 @@ mod tests {
         bus.add(1, 0, 0x2668_8086, 0x040300, false, &[]);
         bus.get(bdf(1, 0)).unwrap().regs[9] = 0x4; // 64-bit type in BAR5
         assert_eq!(size_bars(&mut bus, bdf(1, 0)), Err(PciError::Bar64AtEnd));
+    }
+
+    #[test]
+    fn a_bridge_has_two_bars_and_its_bus_numbers_are_left_alone() {
+        let mut bus = FakeBus::default();
+        bus.add(
+            4,
+            0,
+            0x0001_1b36,
+            0x060400,
+            false,
+            &[B::M32(0x1000), B::M32(0x1000), B::M32(0x1000)],
+        );
+        let f = bus.get(bdf(4, 0)).unwrap();
+        f.regs[3] = 1 << 16; // header type 1
+        f.regs[6] = 0x00_02_01_00; // primary 0, secondary 1, subordinate 2
+        let sized = size_bars(&mut bus, bdf(4, 0)).unwrap();
+        assert_eq!(sized.iter().flatten().count(), 2);
+        assert_eq!(bus.reg(bdf(4, 0), BAR0 + 8), 0x00_02_01_00);
+        assert_eq!(bus.writes, 2 * 2 + 2, "two BARs sized, the command register twice");
     }
 
     #[test]

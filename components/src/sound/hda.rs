@@ -293,6 +293,7 @@ pub struct Hda<R: HdaRegisters> {
     path: OutputPath,
     codecs: u16,
     stream: u8,
+    streams: u8,
     periods: PeriodRing,
     reported: u64,
     running: bool,
@@ -350,6 +351,7 @@ impl<R: HdaRegisters> Hda<R> {
             path,
             codecs,
             stream: iss,
+            streams: iss + oss + bss,
             periods,
             reported: 0,
             running: false,
@@ -498,7 +500,7 @@ impl<R: HdaRegisters> Hda<R> {
         if status & !INTSTS_GIS == 0 {
             self.stats.spurious_irqs += 1;
         }
-        for i in (0..30u8).filter(|i| status & 1 << i != 0) {
+        for i in (0..self.streams).filter(|i| status & 1 << i != 0) {
             let at = sd(i, SD_STS);
             let sts = self.regs.read8(at);
             self.regs.write8(at, sts & (SD_STS_BCIS | SD_STS_FIFOE | SD_STS_DESE));
@@ -592,6 +594,11 @@ fn reset_controller(regs: &mut impl HdaRegisters, budget: u32) -> Result<u16, In
     );
     if codecs == 0 {
         return Err(InitError::NoCodec);
+    }
+    // Codecs have 521 us to speak up (§4.3); with no timer here, a slower
+    // one gets a sixteenth of the budget in further reads.
+    for _ in 0..budget / 16 {
+        codecs |= regs.read16(STATESTS) & 0x7fff;
     }
     regs.write16(STATESTS, codecs);
     regs.write16(WAKEEN, 0);

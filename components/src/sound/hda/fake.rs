@@ -386,6 +386,10 @@ pub struct FakeHda {
     pub crst_stuck: bool,
     /// WALCLK.
     pub walclk: u32,
+    /// Knob: a codec (address) whose STATESTS bit shows only after this
+    /// many STATESTS reads since the reset.
+    pub late_codec: Option<(u8, u32)>,
+    statests_reads: u32,
     pending: VecDeque<(u32, u32, u32)>,
     /// Controller resets seen.
     pub resets: u32,
@@ -428,6 +432,8 @@ impl FakeHda {
             rirb_wp_override: None,
             crst_stuck: false,
             walclk: 0,
+            late_codec: None,
+            statests_reads: 0,
             pending: VecDeque::new(),
             resets: 0,
             rirbwp_reads: 0,
@@ -452,7 +458,10 @@ impl FakeHda {
         self.streams = vec![FakeStream::default(); 8];
         self.pending.clear();
         self.resets += 1;
-        self.statests = self.codecs.iter().fold(0, |m, c| m | 1 << c.cad);
+        let late = self.late_codec.map(|l| l.0);
+        let present = self.codecs.iter().filter(|c| Some(c.cad) != late);
+        self.statests = present.fold(0, |m, c| m | 1 << c.cad);
+        self.statests_reads = 0;
     }
 
     /// The DMA region offset of `len` bytes at I/O address `io`.
@@ -652,7 +661,15 @@ impl FakeHda {
             GCAP => u32::from(self.gcap),
             VMAJ => 1,
             GCTL => self.gctl,
-            STATESTS => u32::from(self.statests),
+            STATESTS => {
+                self.statests_reads += 1;
+                if let Some((cad, after)) = self.late_codec {
+                    if self.statests_reads == after {
+                        self.statests |= 1 << cad;
+                    }
+                }
+                u32::from(self.statests)
+            }
             INTCTL => self.intctl,
             INTSTS => self.intsts(),
             WALCLK => self.walclk,

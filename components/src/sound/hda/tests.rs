@@ -222,6 +222,15 @@ fn no_codec_answering_the_reset_is_an_error() {
 }
 
 #[test]
+fn a_codec_that_announces_itself_late_is_still_found() {
+    let (model, dma) = model_with(vec![FakeCodec::qemu_output(0), FakeCodec::qemu_output(1)]);
+    model.0.borrow_mut().late_codec = Some((1, 4));
+    let hda = Hda::new(model.clone(), dma, config()).unwrap();
+    assert_eq!(hda.codecs(), 0b11);
+    assert_eq!(model.0.borrow().statests, 0, "both bits cleared");
+}
+
+#[test]
 fn a_controller_stuck_in_reset_is_an_error() {
     let (model, dma) = model_with(vec![FakeCodec::qemu_output(0)]);
     model.0.borrow_mut().crst_stuck = true;

@@ -22,6 +22,8 @@ step "clippy ($target, crates and examples)"
 cargo clippy --workspace --exclude libvmm-build --target $target -- -D warnings
 step "host tests"
 cargo test
+step "scripts/check-wav.py self-test"
+python3 scripts/check-wav.py --self-test
 step "cargo deny (deny.toml: licences, bans, sources; advisories where a database is here)"
 if cargo deny --version >/dev/null 2>&1; then
     cargo deny --offline check licenses bans sources

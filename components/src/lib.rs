@@ -9,6 +9,11 @@
 //!   `virtio-blk-device`);
 //! - [`blk::virt`]: the block virtualiser, which gives each client a range
 //!   of the disk;
+//! - [`pci`]: bus-0 enumeration, BAR sizing and assignment and INTx routing
+//!   on a generic ECAM host bridge, for native drivers of PCI devices;
+//! - [`sound::hda`]: a driver for an Intel High Definition Audio controller
+//!   and its codec (QEMU's `intel-hda` with `hda-output`), playing periods
+//!   from a [`sound::PeriodSource`];
 //! - [`timer`]: timeouts for several clients on one hardware timer (sDDF's
 //!   timer protocol).
 //!
@@ -25,8 +30,10 @@ extern crate std;
 
 pub mod blk;
 mod notify;
+pub mod pci;
 mod regs;
 pub mod serial;
+pub mod sound;
 pub mod timer;
 
 pub use notify::Notify;

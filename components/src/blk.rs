@@ -5,6 +5,7 @@
 //! uses, and a client's block number into a disk block number; the driver
 //! never touches data, only the device's rings.
 
+pub mod partition;
 pub mod probe;
 pub mod virt;
 pub mod virtio;

@@ -7,5 +7,17 @@
 
 pub mod partition;
 pub mod probe;
+#[cfg(test)]
+mod testing;
 pub mod virt;
 pub mod virtio;
+
+use sddf_bindings::SharedRegion;
+
+/// DMA memory: a region the device can reach, and its I/O address.
+pub struct Dma {
+    /// The region, mapped in this PD.
+    pub region: SharedRegion,
+    /// Its address as the device sees it.
+    pub io_addr: u64,
+}

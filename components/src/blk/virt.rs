@@ -1,5 +1,6 @@
 //! The block virtualiser: several clients on one disk, each in its own
-//! range of blocks.
+//! range of blocks: an explicit range, or a partition of the disk's MBR or
+//! GPT (the virtualiser reads the table itself).
 //!
 //! A client's request names an offset into its data region and a block
 //! relative to its range; the virtualiser checks both and forwards the
@@ -13,28 +14,57 @@
 //! queue: while the driver's queue is full it waits where it is.
 //!
 //! Until the driver publishes its storage info, requests wait in the
-//! clients' queues; then each client's info (its range's size) is published.
-//! Data is not touched here: on non-coherent hardware the cache maintenance
-//! sDDF's C virtualiser does would have to be added.
+//! clients' queues. Then, if a client was given a [`Partition::Table`]
+//! partition, the virtualiser reads the table into its own buffer (block 0,
+//! then a GPT's entry array; [`super::partition`]) with requests of its own
+//! (id [`TABLE_REQUEST`]), which take no client's slot or response room.
+//! Then each client's info is published: its range's size, or 0 blocks
+//! (with an error line naming the reason) when its partition is missing,
+//! unaligned, or the table unreadable or invalid. A client never gets the
+//! whole disk by accident. If the driver never answers a table read, the
+//! clients wait. Data is not touched here: on non-coherent hardware the
+//! cache maintenance sDDF's C virtualiser does (and an invalidate of the
+//! table buffer before parsing) would have to be added.
 
+use super::partition::{self, BlockRead, GptHeader, Head, PartitionTable, HEAD_BYTES};
+use super::Dma;
 use crate::Notify;
 use sddf_bindings::blk::{
     BlkQueueHandle, BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo, StorageInfoHandle,
     BLK_TRANSFER_SIZE,
 };
 
-/// A client's range of the disk, in 4 KiB blocks.
+/// The id of the virtualiser's own partition-table reads (client requests
+/// go to the driver under slot numbers, which are smaller).
+pub const TABLE_REQUEST: u32 = u32::MAX;
+
+/// Which part of the disk a client gets.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Partition {
-    /// First disk block.
-    pub start: u64,
-    /// Length; `None`: to the end of the disk.
-    pub blocks: Option<u64>,
+pub enum Partition {
+    /// An explicit range of 4 KiB blocks; no table is read for it.
+    Blocks {
+        /// First disk block.
+        start: u64,
+        /// Length; `None`: to the end of the disk.
+        blocks: Option<u64>,
+    },
+    /// Partition `n` of the disk's MBR or GPT, numbered from 1 as Linux
+    /// numbers them (`/dev/vda<n>`: MBR slot or GPT entry `n`). It must
+    /// start and end on a 4 KiB boundary.
+    Table(u32),
 }
 
 impl Partition {
-    /// The whole disk.
-    pub const WHOLE_DISK: Partition = Partition { start: 0, blocks: None };
+    /// The whole disk, without reading any table.
+    pub const WHOLE_DISK: Partition = Partition::Blocks { start: 0, blocks: None };
+    /// No storage at all (a client slot the system wires but should not use).
+    pub const NONE: Partition = Partition::Blocks { start: 0, blocks: Some(0) };
+
+    /// Client `i` gets table partition `i + 1`, for each of `C` clients:
+    /// the first partition to client 0, the second to client 1, ...
+    pub fn in_table_order<const C: usize>() -> [Partition; C] {
+        core::array::from_fn(|i| Partition::Table(i as u32 + 1))
+    }
 }
 
 /// One client, as the system description wires it.
@@ -49,13 +79,15 @@ pub struct Client {
     pub data_size: u64,
     /// Our channel to the client.
     pub channel: u8,
-    /// The client's range of the disk.
+    /// The client's part of the disk.
     pub partition: Partition,
 }
 
 struct State {
     c: Client,
-    /// Blocks in the client's range, once the disk size is known.
+    /// First disk block of the client's range, once known.
+    start: u64,
+    /// Blocks in the client's range, once known.
     blocks: u64,
     in_flight: u32,
 }
@@ -68,6 +100,37 @@ pub struct Driver {
     pub info: StorageInfoHandle,
     /// Our channel to the driver.
     pub channel: u8,
+    /// Our buffer for the partition table, which the device writes (its
+    /// I/O address): 4 KiB at least; 64 KiB holds any usual GPT. Only
+    /// needed when a client has a [`Partition::Table`].
+    pub table_buffer: Option<Dma>,
+}
+
+/// Where the start-up is.
+enum Phase {
+    /// Waiting for the driver's storage info.
+    Disk,
+    /// Reading the partition table: `step`'s read is sent or to send.
+    Table { disk: BlkStorageInfo, step: Step, sent: bool },
+    /// The clients' infos are published.
+    Ready,
+}
+
+#[derive(Clone, Copy)]
+enum Step {
+    /// Block 0: the MBR and the GPT header.
+    Head,
+    /// The GPT entry array.
+    Entries(GptHeader, BlockRead),
+}
+
+impl Step {
+    fn read(&self) -> (u64, u16) {
+        match self {
+            Step::Head => (0, 1),
+            Step::Entries(_, r) => (r.block, r.count),
+        }
+    }
 }
 
 /// The block virtualiser: up to `C` clients, up to `S` requests in flight.
@@ -75,7 +138,7 @@ pub struct BlkVirt<const C: usize, const S: usize> {
     driver: Driver,
     clients: [Option<State>; C],
     slots: [Option<(u8, u32)>; S],
-    ready: bool,
+    phase: Phase,
     next: usize,
 }
 
@@ -84,24 +147,24 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
     pub fn new(driver: Driver, clients: [Option<Client>; C]) -> Self {
         BlkVirt {
             driver,
-            clients: clients.map(|c| c.map(|c| State { c, blocks: 0, in_flight: 0 })),
+            clients: clients.map(|c| c.map(|c| State { c, start: 0, blocks: 0, in_flight: 0 })),
             slots: [None; S],
-            ready: false,
+            phase: Phase::Disk,
             next: 0,
         }
     }
 
     /// Whether the clients' infos are published.
     pub fn is_ready(&self) -> bool {
-        self.ready
+        matches!(self.phase, Phase::Ready)
     }
 
     /// Does all there is to do; call it on every notification.
     pub fn handle(&mut self) -> Notify {
         let mut notify = Notify::NONE;
-        if !self.ready {
+        if !self.is_ready() {
             notify.merge(self.start());
-            if !self.ready {
+            if !self.is_ready() {
                 return notify;
             }
         }
@@ -110,17 +173,143 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
         notify
     }
 
-    /// Publishes the clients' infos once the driver's is there.
+    /// Waits for the driver's info, reads the table if a client needs it,
+    /// then publishes the clients' infos.
     fn start(&mut self) -> Notify {
         let mut notify = Notify::NONE;
-        let Some(disk) = self.driver.info.read() else { return notify };
-        for s in self.clients.iter_mut().flatten() {
-            let p = s.c.partition;
-            let left = disk.capacity.saturating_sub(p.start);
-            s.blocks = p.blocks.map_or(left, |b| b.min(left));
-            if s.blocks == 0 {
-                log::error!(target: "blk", "client on channel {}: its range starts past the disk's {} blocks", s.c.channel, disk.capacity);
+        loop {
+            match self.phase {
+                Phase::Ready => return notify,
+                Phase::Disk => {
+                    let Some(disk) = self.driver.info.read() else { return notify };
+                    let wants_table = self
+                        .clients
+                        .iter()
+                        .flatten()
+                        .any(|s| matches!(s.c.partition, Partition::Table(_)));
+                    if !wants_table {
+                        notify.merge(self.publish(&disk, None));
+                        return notify;
+                    }
+                    let buffer = self.driver.table_buffer.as_ref().map_or(0, |b| b.region.len());
+                    let usable = partition::check_sector_size(disk.sector_size).and(match buffer {
+                        n if n < BLK_TRANSFER_SIZE => Err(partition::Error::BufferTooSmall(n)),
+                        _ => Ok(()),
+                    });
+                    if let Err(e) = usable {
+                        notify.merge(self.publish(&disk, Some(Err(e))));
+                        return notify;
+                    }
+                    self.phase = Phase::Table { disk, step: Step::Head, sent: false };
+                }
+                Phase::Table { disk, step, sent } => {
+                    if !sent {
+                        if !self.send_table_read(step) {
+                            return notify; // the driver's queue is full: next time
+                        }
+                        self.phase = Phase::Table { disk, step, sent: true };
+                        notify.add(self.driver.channel);
+                    }
+                    let Some(resp) = self.table_response() else { return notify };
+                    match self.advance(&disk, step, resp) {
+                        Ok(step) => self.phase = Phase::Table { disk, step, sent: false },
+                        Err(table) => {
+                            notify.merge(self.publish(&disk, Some(table)));
+                            return notify;
+                        }
+                    }
+                }
             }
+        }
+    }
+
+    /// Asks the driver for `step`'s blocks, into the table buffer.
+    fn send_table_read(&mut self, step: Step) -> bool {
+        let Some(buffer) = &self.driver.table_buffer else { return false };
+        let (block, count) = step.read();
+        let req = BlkReq::new(BlkReqCode::Read, buffer.io_addr, block, count, TABLE_REQUEST);
+        self.driver.queue.enqueue_req(req).is_ok()
+    }
+
+    /// The driver's answer to our table read, if it came.
+    fn table_response(&mut self) -> Option<BlkResp> {
+        while let Some(resp) = self.driver.queue.dequeue_resp() {
+            if resp.id == TABLE_REQUEST {
+                return Some(resp);
+            }
+            log::error!(target: "blk", "driver answered unknown request {}", resp.id);
+        }
+        None
+    }
+
+    /// The next read, or (as `Err`) the end of reading: the table or why not.
+    fn advance(
+        &self,
+        disk: &BlkStorageInfo,
+        step: Step,
+        resp: BlkResp,
+    ) -> Result<Step, Result<PartitionTable, partition::Error>> {
+        let (block, _) = step.read();
+        if resp.status() != Some(BlkRespStatus::Ok) {
+            log::error!(target: "blk", "the driver answered the partition-table read of block {block} with status {}", resp.status);
+            return Err(Err(partition::Error::ReadFailed { block }));
+        }
+        let Some(buffer) = &self.driver.table_buffer else {
+            return Err(Err(partition::Error::BufferTooSmall(0)));
+        };
+        let disk_sectors = disk.capacity.saturating_mul(partition::SECTORS_PER_BLOCK);
+        match step {
+            Step::Head => {
+                let mut head = [0u8; HEAD_BYTES];
+                if buffer.region.read(0, &mut head).is_err() {
+                    return Err(Err(partition::Error::ReadFailed { block }));
+                }
+                match partition::parse_head(&head, disk_sectors) {
+                    Ok(Head::Mbr(table)) => Err(Ok(table)),
+                    Ok(Head::Gpt(h)) => match h.entries_read(buffer.region.len()) {
+                        Ok(r) => Ok(Step::Entries(h, r)),
+                        Err(e) => Err(Err(e)),
+                    },
+                    Err(e) => Err(Err(e)),
+                }
+            }
+            Step::Entries(h, r) => Err(h.parse_entries(disk_sectors, |at, out| {
+                buffer.region.read(r.offset + at, out).is_ok()
+            })),
+        }
+    }
+
+    /// Publishes the clients' infos: each client's range from its
+    /// [`Partition`] (and `table`, if read).
+    fn publish(
+        &mut self,
+        disk: &BlkStorageInfo,
+        table: Option<Result<PartitionTable, partition::Error>>,
+    ) -> Notify {
+        match &table {
+            Some(Ok(t)) => log_table(t),
+            Some(Err(e)) => log::error!(target: "blk", "partition table: {e}"),
+            None => {}
+        }
+        let mut notify = Notify::NONE;
+        for s in self.clients.iter_mut().flatten() {
+            let range = match (s.c.partition, &table) {
+                (Partition::Blocks { start, blocks }, _) => {
+                    let left = disk.capacity.saturating_sub(start);
+                    let blocks = blocks.map_or(left, |b| b.min(left));
+                    if blocks == 0 {
+                        log::error!(target: "blk", "client on channel {}: its range starts past the disk's {} blocks", s.c.channel, disk.capacity);
+                    }
+                    Ok((start, blocks))
+                }
+                (Partition::Table(n), Some(Ok(t))) => t.blocks(n).map(|r| (r.start, r.blocks)),
+                (Partition::Table(_), Some(Err(e))) => Err(*e),
+                (Partition::Table(n), None) => Err(partition::Error::NoSuchPartition(n)),
+            };
+            (s.start, s.blocks) = range.unwrap_or_else(|e| {
+                log::error!(target: "blk", "client on channel {}: no storage: {e}", s.c.channel);
+                (0, 0)
+            });
             let mut info = BlkStorageInfo::zeroed();
             info.read_only = disk.read_only;
             info.sector_size = disk.sector_size;
@@ -132,10 +321,9 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
                 notify.add(s.c.channel);
             }
         }
-        self.ready = true;
+        self.phase = Phase::Ready;
         notify
     }
-
     /// Driver responses back to their clients.
     fn responses(&mut self) -> Notify {
         let mut notify = Notify::NONE;
@@ -229,15 +417,24 @@ fn check(s: &State, req: &BlkReq) -> Result<BlkReq, BlkRespStatus> {
     Ok(BlkReq::new(
         code,
         s.c.data_io + req.io_or_offset,
-        s.c.partition.start + req.block_number,
+        s.start + req.block_number,
         req.count,
         req.id,
     ))
 }
 
+/// Logs the table found, one line per partition.
+fn log_table(t: &PartitionTable) {
+    log::info!(target: "blk", "partition table: {:?}, {} partitions", t.scheme(), t.entries().len());
+    for e in t.entries() {
+        log::info!(target: "blk", "  partition {}: LBA {}, {} sectors, {:?}", e.number, e.first_lba, e.sectors, e.kind);
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+    use crate::blk::partition::image;
     use sddf_bindings::SharedRegion;
     use std::vec::Vec;
 
@@ -257,17 +454,31 @@ pub(crate) mod tests {
     struct Rig {
         virt: BlkVirt<2, 8>,
         drv: BlkQueueHandle,
+        drv_req: SharedRegion,
         drv_info: StorageInfoHandle,
         clients: Vec<(BlkQueueHandle, StorageInfoHandle)>,
+        /// The virtualiser's partition-table buffer, at [`BUF_IO`].
+        buf: Option<SharedRegion>,
     }
 
+    const BUF_IO: u64 = 0x9000_0000;
+
     fn rig(client_cap: u32) -> Rig {
-        let (dq, drv) = queue(16);
+        let parts = [
+            Partition::Blocks { start: 0, blocks: Some(100) },
+            Partition::Blocks { start: 100, blocks: None },
+        ];
+        rig_with(client_cap, parts, 0)
+    }
+
+    /// Two clients on `parts`, a table buffer of `buffer` bytes (0: none).
+    fn rig_with(client_cap: u32, parts: [Partition; 2], buffer: usize) -> Rig {
+        let (dreq, dresp) = (SharedRegion::leak_zeroed(8192), SharedRegion::leak_zeroed(8192));
+        let dq = BlkQueueHandle::new(dreq.clone(), dresp.clone(), 16).unwrap();
+        let drv = BlkQueueHandle::new(dreq.clone(), dresp, 16).unwrap();
         let (di, drv_info) = info();
         let mut clients = Vec::new();
         let mut cs: [Option<Client>; 2] = [None, None];
-        let parts =
-            [Partition { start: 0, blocks: Some(100) }, Partition { start: 100, blocks: None }];
         for (k, part) in parts.into_iter().enumerate() {
             let (q, theirs) = queue(client_cap);
             let (i, their_info) = info();
@@ -281,8 +492,10 @@ pub(crate) mod tests {
             });
             clients.push((theirs, their_info));
         }
-        let virt = BlkVirt::new(Driver { queue: dq, info: di, channel: 0 }, cs);
-        Rig { virt, drv, drv_info, clients }
+        let buf = (buffer > 0).then(|| SharedRegion::leak_zeroed(buffer));
+        let table_buffer = buf.clone().map(|region| Dma { region, io_addr: BUF_IO });
+        let virt = BlkVirt::new(Driver { queue: dq, info: di, channel: 0, table_buffer }, cs);
+        Rig { virt, drv, drv_req: dreq, drv_info, clients, buf }
     }
 
     fn publish_disk(r: &mut Rig, blocks: u64) -> Notify {
@@ -292,6 +505,172 @@ pub(crate) mod tests {
         r.drv_info.write(&d).unwrap();
         r.drv_info.set_ready(true);
         r.virt.handle()
+    }
+
+    /// A 1 MiB disk (256 blocks) with a GPT: partition 1 at blocks 8..72,
+    /// partition 2 at 72..136.
+    fn gpt_disk() -> Vec<u8> {
+        let mut d = std::vec![0u8; 1 << 20];
+        let g = image::Gpt::standard(2048);
+        image::gpt(&mut d, &g, &[Some((64, 575)), Some((576, 1087))]);
+        d
+    }
+
+    /// Answers the virtualiser's next table read from `disk`.
+    fn serve_table_read(r: &mut Rig, disk: &[u8]) -> (u64, u16) {
+        let req = r.drv.dequeue_req().expect("a table read");
+        assert_eq!(req.code(), Some(BlkReqCode::Read));
+        assert_eq!((req.id, req.io_or_offset), (TABLE_REQUEST, BUF_IO));
+        let (at, len) = (req.block_number as usize * 4096, usize::from(req.count) * 4096);
+        r.buf.as_ref().unwrap().write(0, &disk[at..at + len]).unwrap();
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, req.count, req.id)).unwrap();
+        (req.block_number, req.count)
+    }
+
+    /// Serves table reads until the clients' infos are published.
+    fn serve_table(r: &mut Rig, disk: &[u8]) {
+        for _ in 0..3 {
+            if r.virt.is_ready() {
+                return;
+            }
+            serve_table_read(r, disk);
+            r.virt.handle();
+        }
+        assert!(r.virt.is_ready());
+    }
+
+    fn capacities(r: &Rig) -> [Option<u64>; 2] {
+        [0, 1].map(|k| r.clients[k].1.read().map(|i| i.capacity))
+    }
+
+    #[test]
+    fn reads_a_gpt_then_gives_each_client_its_partition() {
+        let mut r = rig_with(4, Partition::in_table_order(), 64 * 1024);
+        for id in 0..4 {
+            r.clients[0].0.enqueue_req(BlkReq::new(BlkReqCode::Read, 0, id.into(), 1, id)).unwrap();
+        }
+        r.clients[1].0.enqueue_req(BlkReq::new(BlkReqCode::Write, 0, 63, 1, 9)).unwrap();
+        assert!(publish_disk(&mut r, 256).contains(0), "the driver is asked for block 0");
+        assert_eq!(serve_table_read(&mut r, &gpt_disk()), (0, 1));
+        assert!(r.virt.handle().contains(0), "then for the entry array");
+        assert_eq!(capacities(&r), [None, None], "nothing is published while reading");
+        assert!(r.virt.slots.iter().all(Option::is_none), "no client slot is used");
+        assert_eq!(r.clients[0].0.req_free(), 0, "the client's requests wait in its queue");
+        assert_eq!(serve_table_read(&mut r, &gpt_disk()), (0, 5), "16 KiB from LBA 2");
+        let n = r.virt.handle();
+        assert!(n.contains(1) && n.contains(2) && n.contains(0));
+        assert_eq!(capacities(&r), [Some(64), Some(64)]);
+        let fwd: Vec<_> = core::iter::from_fn(|| r.drv.dequeue_req()).collect();
+        let blocks: Vec<_> = fwd.iter().map(|q| q.block_number).collect();
+        assert_eq!(blocks, [8, 9, 10, 11, 72 + 63], "all four of client 0, then client 1");
+    }
+
+    #[test]
+    fn reads_an_mbr_in_one_request() {
+        let mut d = std::vec![0u8; 1 << 20];
+        image::mbr(&mut d, &[(0x83, 2040, 8), (0x83, 8, 800)]);
+        let mut r = rig_with(8, Partition::in_table_order(), 4096);
+        publish_disk(&mut r, 256);
+        assert_eq!(serve_table_read(&mut r, &d), (0, 1));
+        r.virt.handle();
+        assert!(r.virt.is_ready());
+        assert_eq!(capacities(&r), [Some(1), Some(100)]);
+        r.clients[1].0.enqueue_req(BlkReq::new(BlkReqCode::Read, 0, 99, 1, 1)).unwrap();
+        r.clients[1].0.enqueue_req(BlkReq::new(BlkReqCode::Read, 0, 100, 1, 2)).unwrap();
+        r.virt.handle();
+        assert_eq!(r.drv.dequeue_req().map(|q| q.block_number), Some(1 + 99));
+        assert!(r.drv.dequeue_req().is_none());
+        let past = r.clients[1].0.dequeue_resp().unwrap();
+        assert_eq!((past.id, past.status()), (2, Some(BlkRespStatus::ErrInvalidParam)));
+    }
+
+    #[test]
+    fn a_driver_error_leaves_table_clients_without_storage() {
+        let mut r = rig_with(8, [Partition::Table(1), Partition::WHOLE_DISK], 64 * 1024);
+        publish_disk(&mut r, 256);
+        let req = r.drv.dequeue_req().unwrap();
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::ErrIo, 0, req.id)).unwrap();
+        r.virt.handle();
+        assert!(r.virt.is_ready());
+        assert_eq!(capacities(&r), [Some(0), Some(256)], "the explicit range is unaffected");
+        r.clients[0].0.enqueue_req(BlkReq::new(BlkReqCode::Read, 0, 0, 1, 5)).unwrap();
+        r.virt.handle();
+        assert!(r.drv.dequeue_req().is_none());
+        let resp = r.clients[0].0.dequeue_resp().unwrap();
+        assert_eq!(resp.status(), Some(BlkRespStatus::ErrInvalidParam));
+    }
+
+    #[test]
+    fn bad_or_missing_tables_and_partitions_give_zero_blocks_never_the_disk() {
+        let blank = std::vec![0u8; 1 << 20];
+        let mut mbr_gap = blank.clone();
+        image::mbr(&mut mbr_gap, &[(0x83, 63, 800)]); // 1: unaligned; 2: none
+        let mut bad_crc = gpt_disk();
+        bad_crc[1024 + 100] ^= 1;
+        let mut past_end = blank.clone();
+        image::mbr(&mut past_end, &[(0x83, 8, 8), (0x83, 2040, 16)]);
+        for disk in [blank, mbr_gap, bad_crc, past_end] {
+            let mut r = rig_with(8, Partition::in_table_order(), 64 * 1024);
+            publish_disk(&mut r, 256);
+            serve_table(&mut r, &disk);
+            assert_eq!(capacities(&r), [Some(0), Some(0)]);
+            r.clients[1].0.enqueue_req(BlkReq::new(BlkReqCode::Write, 0, 0, 1, 1)).unwrap();
+            r.virt.handle();
+            assert!(r.drv.dequeue_req().is_none(), "nothing reaches the disk");
+        }
+    }
+
+    #[test]
+    fn without_a_buffer_or_with_4k_sectors_no_table_is_read() {
+        for (buffer, sector_size) in [(0, 512), (2048, 512), (64 * 1024, 4096)] {
+            let mut r = rig_with(
+                8,
+                [Partition::Table(1), Partition::Blocks { start: 8, blocks: Some(8) }],
+                buffer,
+            );
+            let mut d = BlkStorageInfo::zeroed();
+            d.capacity = 256;
+            d.sector_size = sector_size;
+            r.drv_info.write(&d).unwrap();
+            r.drv_info.set_ready(true);
+            r.virt.handle();
+            assert!(r.virt.is_ready() && r.drv.dequeue_req().is_none());
+            assert_eq!(capacities(&r), [Some(0), Some(8)]);
+        }
+    }
+
+    #[test]
+    fn explicit_ranges_need_no_table_read() {
+        let mut r = rig_with(8, [Partition::WHOLE_DISK, Partition::NONE], 64 * 1024);
+        publish_disk(&mut r, 256);
+        assert!(r.virt.is_ready() && r.drv.dequeue_req().is_none());
+        assert_eq!(capacities(&r), [Some(256), Some(0)]);
+    }
+
+    #[test]
+    fn a_full_driver_queue_delays_the_table_read() {
+        let mut r = rig_with(8, Partition::in_table_order(), 64 * 1024);
+        let head = r.drv_req.atomic_u32(0).unwrap();
+        head.store(100, core::sync::atomic::Ordering::Relaxed); // reads as full
+        assert!(publish_disk(&mut r, 256).is_empty());
+        head.store(0, core::sync::atomic::Ordering::Relaxed);
+        assert!(r.virt.handle().contains(0));
+        serve_table(&mut r, &gpt_disk());
+        assert_eq!(capacities(&r), [Some(64), Some(64)]);
+    }
+
+    #[test]
+    fn stray_driver_responses_during_the_table_read_are_dropped() {
+        let mut r = rig_with(8, Partition::in_table_order(), 64 * 1024);
+        publish_disk(&mut r, 256);
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, 1, 3)).unwrap();
+        r.virt.handle();
+        assert!(!r.virt.is_ready());
+        serve_table(&mut r, &gpt_disk());
+        assert_eq!(capacities(&r), [Some(64), Some(64)]);
+        // A late answer under our id once ready is logged and dropped.
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, 1, TABLE_REQUEST)).unwrap();
+        assert!(r.virt.handle().is_empty());
     }
 
     #[test]
@@ -423,7 +802,10 @@ pub(crate) mod tests {
             channel: 1,
             partition: Partition::WHOLE_DISK,
         };
-        let mut virt = BlkVirt::<1, 4>::new(Driver { queue: dq, info: di, channel: 0 }, [Some(c)]);
+        let mut virt = BlkVirt::<1, 4>::new(
+            Driver { queue: dq, info: di, channel: 0, table_buffer: None },
+            [Some(c)],
+        );
         let mut d = BlkStorageInfo::zeroed();
         d.capacity = 10;
         drv_info.write(&d).unwrap();

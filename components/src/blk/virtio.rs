@@ -87,13 +87,7 @@ const CELL: usize = 32;
 /// Bytes of DMA memory the driver needs.
 pub const DMA_SIZE: usize = CELLS_AT + CELL * MAX_SLOTS;
 
-/// DMA memory: a region the device can reach, and its I/O address.
-pub struct Dma {
-    /// The region, mapped in this PD.
-    pub region: SharedRegion,
-    /// Its address as the device sees it.
-    pub io_addr: u64,
-}
+pub use super::Dma;
 
 /// Why the device could not be brought up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -459,149 +453,14 @@ mod tests {
     //! The driver against this project's virtio-blk device model (the
     //! `virtio` crate), which checks every ring access against virtio 1.2.
     use super::*;
-    use std::collections::VecDeque;
+    use crate::blk::testing::{Device, Disk};
     use std::vec;
     use std::vec::Vec;
-    use virtio::block::{
-        BackendBusy, BlockBackend, BlockDevice, BlockInfo, BlockOp, BufferId, BufferRange,
-    };
-    use virtio::{GuestMemory, MemoryError, MmioTransport};
 
     const DMA_IO: u64 = 0x1000_0000;
     const DATA_IO: u64 = 0x2000_0000;
     const DATA_SIZE: usize = 64 * 4096;
     const DISK_BLOCKS: u64 = 256;
-
-    /// The device's view of memory: the DMA region and the data region.
-    struct Bus {
-        dma: SharedRegion,
-        data: SharedRegion,
-    }
-
-    impl Bus {
-        fn locate(&self, io: u64, len: usize) -> Result<(&SharedRegion, usize), MemoryError> {
-            let err = MemoryError::OutOfRange { gpa: io, len: len as u64 };
-            for (base, region) in [(DMA_IO, &self.dma), (DATA_IO, &self.data)] {
-                if io >= base && io - base + len as u64 <= region.len() as u64 {
-                    return Ok((region, (io - base) as usize));
-                }
-            }
-            Err(err)
-        }
-    }
-
-    impl GuestMemory for Bus {
-        fn read(&self, gpa: u64, buf: &mut [u8]) -> Result<(), MemoryError> {
-            let (r, off) = self.locate(gpa, buf.len())?;
-            r.read(off, buf).map_err(|_| MemoryError::OutOfRange { gpa, len: 0 })
-        }
-        fn write(&mut self, gpa: u64, data: &[u8]) -> Result<(), MemoryError> {
-            let (r, off) = self.locate(gpa, data.len())?;
-            r.write(off, data).map_err(|_| MemoryError::OutOfRange { gpa, len: 0 })
-        }
-    }
-
-    /// A RAM disk that completes requests in random order, a few at a time.
-    struct Disk {
-        disk: Vec<u8>,
-        bufs: Vec<Option<Vec<u8>>>,
-        pending: Vec<(BlockOp, u64, u32, Option<BufferId>, u32)>,
-        done: VecDeque<(u32, bool)>,
-        rng: fastrand::Rng,
-        flushes: usize,
-    }
-
-    impl Disk {
-        fn execute_one(&mut self) -> bool {
-            if self.pending.is_empty() {
-                return false;
-            }
-            let i = self.rng.usize(..self.pending.len());
-            let (op, block, count, buf, tag) = self.pending.swap_remove(i);
-            let (start, len) = (block as usize * 4096, count as usize * 4096);
-            match op {
-                BlockOp::Read => self.bufs[buf.unwrap().0 as usize].as_mut().unwrap()[..len]
-                    .copy_from_slice(&self.disk[start..start + len]),
-                BlockOp::Write => self.disk[start..start + len]
-                    .copy_from_slice(&self.bufs[buf.unwrap().0 as usize].as_ref().unwrap()[..len]),
-                BlockOp::Flush => self.flushes += 1,
-            }
-            self.done.push_back((tag, true));
-            true
-        }
-    }
-
-    impl BlockBackend for Disk {
-        fn info(&self) -> Option<BlockInfo> {
-            Some(BlockInfo { capacity: DISK_BLOCKS, read_only: false, optimal_blocks: 1 })
-        }
-        fn alloc(&mut self, blocks: u32) -> Option<BufferId> {
-            self.bufs.push(Some(vec![0; blocks as usize * 4096]));
-            Some(BufferId(self.bufs.len() as u32 - 1))
-        }
-        fn free(&mut self, buf: BufferId) {
-            self.bufs[buf.0 as usize] = None;
-        }
-        fn read_buffer(&self, buf: BufferId, at: usize, dst: &mut [u8]) -> Result<(), BufferRange> {
-            let cells = self.bufs[buf.0 as usize].as_ref().unwrap();
-            dst.copy_from_slice(cells.get(at..at + dst.len()).ok_or(BufferRange)?);
-            Ok(())
-        }
-        fn write_buffer(
-            &mut self,
-            buf: BufferId,
-            at: usize,
-            src: &[u8],
-        ) -> Result<(), BufferRange> {
-            let cells = self.bufs[buf.0 as usize].as_mut().unwrap();
-            cells.get_mut(at..at + src.len()).ok_or(BufferRange)?.copy_from_slice(src);
-            Ok(())
-        }
-        fn submit(
-            &mut self,
-            op: BlockOp,
-            block: u64,
-            count: u32,
-            buf: Option<BufferId>,
-            tag: u32,
-        ) -> Result<(), BackendBusy> {
-            if self.pending.len() >= 6 {
-                return Err(BackendBusy);
-            }
-            self.pending.push((op, block, count, buf, tag));
-            Ok(())
-        }
-        fn complete(&mut self) -> Option<(u32, bool)> {
-            self.done.pop_front()
-        }
-        fn notify(&mut self) {}
-    }
-
-    /// The device model behind the driver's registers.
-    struct Device {
-        t: MmioTransport<BlockDevice<Disk, 8>>,
-        bus: Bus,
-        irq: bool,
-    }
-
-    impl Registers for Device {
-        fn read(&mut self, offset: usize) -> u32 {
-            self.t.read(offset as u64, 4) as u32
-        }
-        fn write(&mut self, offset: usize, value: u32) {
-            let irq = self.t.write(&mut self.bus, offset as u64, 4, u64::from(value));
-            self.irq |= irq.is_raised();
-        }
-    }
-
-    impl Device {
-        /// Runs the disk one operation; returns whether the interrupt fired.
-        fn step(&mut self) -> bool {
-            self.t.device_mut().backend_mut().execute_one();
-            self.irq |= self.t.process(&mut self.bus).is_raised();
-            core::mem::take(&mut self.irq)
-        }
-    }
 
     struct Rig {
         drv: VirtioBlk<Device>,
@@ -613,16 +472,8 @@ mod tests {
     fn rig() -> Rig {
         let dma = SharedRegion::leak_zeroed(DMA_SIZE);
         let data = SharedRegion::leak_zeroed(DATA_SIZE);
-        let disk = Disk {
-            disk: vec![0; DISK_BLOCKS as usize * 4096],
-            bufs: Vec::new(),
-            pending: Vec::new(),
-            done: VecDeque::new(),
-            rng: fastrand::Rng::with_seed(7),
-            flushes: 0,
-        };
-        let bus = Bus { dma: dma.clone(), data: data.clone() };
-        let device = Device { t: MmioTransport::new(BlockDevice::new(disk)), bus, irq: false };
+        let disk = Disk::new(vec![0; DISK_BLOCKS as usize * 4096]);
+        let device = Device::new(disk, vec![(DMA_IO, dma.clone()), (DATA_IO, data.clone())]);
         let (req, resp) = (SharedRegion::leak_zeroed(4096), SharedRegion::leak_zeroed(4096));
         let ours = BlkQueueHandle::new(req.clone(), resp.clone(), 64).unwrap();
         let virt = BlkQueueHandle::new(req, resp, 64).unwrap();

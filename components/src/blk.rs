@@ -5,6 +5,8 @@
 //! uses, and a client's block number into a disk block number; the driver
 //! never touches data, only the device's rings.
 
+#[cfg(test)]
+mod end_to_end;
 pub mod partition;
 pub mod probe;
 #[cfg(test)]

@@ -175,29 +175,78 @@ impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         use Error::*;
         match *self {
-            SectorSize(s) => write!(f, "the disk has {s}-byte sectors; partition tables are only read with 512-byte sectors"),
-            BufferTooSmall(n) => write!(f, "the partition-table buffer has {n} bytes; it needs at least 4096"),
-            ReadFailed { block } => write!(f, "reading block {block} of the partition table failed"),
-            NoMbrSignature(b) => write!(f, "no partition table: sector 0 ends in {:#04x} {:#04x}, not 0x55 0xaa", b[0], b[1]),
-            BadBootIndicator { slot, value } => write!(f, "sector 0 is not an MBR: slot {slot} has boot indicator {value:#04x} (0x00 or 0x80 expected)"),
+            SectorSize(s) => write!(
+                f,
+                "the disk has {s}-byte sectors; partition tables are only read with 512-byte \
+                 sectors"
+            ),
+            BufferTooSmall(0) => f.write_str("no buffer for the partition table is mapped"),
+            BufferTooSmall(n) => {
+                write!(f, "the partition-table buffer has {n} bytes; it needs at least 4096")
+            }
+            ReadFailed { block } => {
+                write!(f, "reading block {block} of the partition table failed")
+            }
+            NoMbrSignature([a, b]) => {
+                write!(f, "no partition table: sector 0 ends in {a:#04x} {b:#04x}, not 0x55 0xaa")
+            }
+            BadBootIndicator { slot, value } => write!(
+                f,
+                "sector 0 is not an MBR: slot {slot} has boot indicator {value:#04x} (0x00 or \
+                 0x80 expected)"
+            ),
             OnTheMbr(n) => write!(f, "MBR partition {n} starts at LBA 0, on the MBR itself"),
-            PastDiskEnd { number, end, disk } => write!(f, "partition {number} ends at LBA {end}, past the disk's {disk} sectors"),
+            PastDiskEnd { number, end, disk } => {
+                write!(f, "partition {number} ends at LBA {end}, past the disk's {disk} sectors")
+            }
             Overlap(a, b) => write!(f, "partitions {a} and {b} overlap"),
-            GptSignature => f.write_str("protective MBR, but no GPT header (\"EFI PART\") at LBA 1"),
-            GptRevision(r) => write!(f, "GPT revision {:#x}.{:#x} is not 1.x", r >> 16, r & 0xffff),
+            GptSignature => {
+                f.write_str("protective MBR, but no GPT header (\"EFI PART\") at LBA 1")
+            }
+            GptRevision(r) => {
+                write!(f, "GPT revision {:#x}.{:#x} is not 1.x", r >> 16, r & 0xffff)
+            }
             GptHeaderSize(s) => write!(f, "GPT header size {s} is outside 92..=512"),
-            GptHeaderCrc { stored, computed } => write!(f, "GPT header CRC32 is {stored:#010x}, its bytes give {computed:#010x}"),
+            GptHeaderCrc { stored, computed } => {
+                write!(f, "GPT header CRC32 is {stored:#010x}, its bytes give {computed:#010x}")
+            }
             GptMyLba(l) => write!(f, "the primary GPT header says it is at LBA {l}, not 1"),
-            GptUsableArea { first, last, disk } => write!(f, "GPT usable LBAs {first}..={last} do not fit a disk of {disk} sectors"),
-            GptEntrySize(s) => write!(f, "GPT entry size {s} is under 128 or not a multiple of 8"),
-            GptEntriesPlace { lba, bytes } => write!(f, "the GPT entry array ({bytes} bytes at LBA {lba}) is not outside the usable area and inside the disk"),
-            GptEntriesTooBig { entries, entry_size, buffer } => write!(f, "the GPT entry array ({entries} entries of {entry_size} bytes) does not fit the {buffer}-byte buffer"),
-            GptEntriesCrc { stored, computed } => write!(f, "GPT entry array CRC32 is {stored:#010x}, its bytes give {computed:#010x}"),
-            GptEntryRange { number, first, last } => write!(f, "GPT partition {number} (LBAs {first}..={last}) is not inside the usable area"),
+            GptUsableArea { first, last, disk } => {
+                write!(f, "GPT usable LBAs {first}..={last} do not fit a disk of {disk} sectors")
+            }
+            GptEntrySize(s) => {
+                write!(f, "GPT entry size {s} is under 128 or not a multiple of 8")
+            }
+            GptEntriesPlace { lba, bytes } => write!(
+                f,
+                "the GPT entry array ({bytes} bytes at LBA {lba}) is not outside the usable \
+                 area and inside the disk"
+            ),
+            GptEntriesTooBig { entries, entry_size, buffer } => write!(
+                f,
+                "the GPT entry array ({entries} entries of {entry_size} bytes) does not fit \
+                 the {buffer}-byte buffer"
+            ),
+            GptEntriesCrc { stored, computed } => write!(
+                f,
+                "GPT entry array CRC32 is {stored:#010x}, its bytes give {computed:#010x}"
+            ),
+            GptEntryRange { number, first, last } => write!(
+                f,
+                "GPT partition {number} (LBAs {first}..={last}) is not inside the usable area"
+            ),
             TooManyPartitions => write!(f, "more than {MAX_PARTITIONS} partitions"),
             NoSuchPartition(n) => write!(f, "the table has no partition {n}"),
-            Extended { number, kind } => write!(f, "partition {number} is an MBR extended partition (type {kind:#04x}); logical partitions are not supported"),
-            Unaligned { number, first, sectors } => write!(f, "partition {number} (LBA {first}, {sectors} sectors) does not start and end on a 4 KiB boundary (multiples of 8 sectors)"),
+            Extended { number, kind } => write!(
+                f,
+                "partition {number} is an MBR extended partition (type {kind:#04x}); logical \
+                 partitions are not supported"
+            ),
+            Unaligned { number, first, sectors } => write!(
+                f,
+                "partition {number} (LBA {first}, {sectors} sectors) does not start and end on \
+                 a 4 KiB boundary (multiples of 8 sectors)"
+            ),
         }
     }
 }
@@ -280,6 +329,10 @@ pub struct BlockRange {
 }
 
 /// The used partitions of a table, in table order.
+///
+/// About 5 KiB: it is filled in place ([`PartitionTable::read_head`],
+/// [`PartitionTable::read_gpt_entries`]) rather than returned by value.
+/// After an error it is left empty.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PartitionTable {
     scheme: Scheme,
@@ -287,9 +340,51 @@ pub struct PartitionTable {
     len: usize,
 }
 
+impl Default for PartitionTable {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
 impl PartitionTable {
-    fn new(scheme: Scheme) -> Self {
-        PartitionTable { scheme, entries: [Entry::EMPTY; MAX_PARTITIONS], len: 0 }
+    /// An empty table.
+    pub const fn new() -> Self {
+        PartitionTable { scheme: Scheme::Mbr, entries: [Entry::EMPTY; MAX_PARTITIONS], len: 0 }
+    }
+
+    /// Reads LBA 0 and 1 (the first [`HEAD_BYTES`] of block 0) of a disk of
+    /// `disk_sectors` sectors. `Ok(None)`: an MBR, read into `self`;
+    /// `Ok(Some(header))`: a GPT, whose entries are to be read next with
+    /// [`PartitionTable::read_gpt_entries`].
+    pub fn read_head(
+        &mut self,
+        head: &[u8; HEAD_BYTES],
+        disk_sectors: u64,
+    ) -> Result<Option<GptHeader>, Error> {
+        self.len = 0;
+        let r = self.parse_head(head, disk_sectors);
+        self.clear_on_error(r)
+    }
+
+    /// Reads a GPT's entry array through `read(offset, bytes)` (offsets from
+    /// the array's start; `false`: those bytes are not there), each byte once.
+    pub fn read_gpt_entries(
+        &mut self,
+        header: &GptHeader,
+        disk_sectors: u64,
+        read: impl FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), Error> {
+        self.len = 0;
+        self.scheme = Scheme::Gpt;
+        let r = self.parse_entries(header, disk_sectors, read);
+        self.clear_on_error(r)
+    }
+
+    fn clear_on_error<T>(&mut self, r: Result<T, Error>) -> Result<T, Error> {
+        if r.is_err() {
+            self.len = 0;
+        }
+        r
     }
 
     fn push(&mut self, e: Entry) -> Result<(), Error> {
@@ -320,7 +415,7 @@ impl PartitionTable {
     }
 
     /// Refuses entries past the disk's end or overlapping each other.
-    fn check(self, disk_sectors: u64) -> Result<Self, Error> {
+    fn check(&self, disk_sectors: u64) -> Result<(), Error> {
         for (i, e) in self.entries().iter().enumerate() {
             if e.end_lba() > disk_sectors {
                 let (number, end) = (e.number, e.end_lba());
@@ -330,17 +425,84 @@ impl PartitionTable {
                 return Err(Error::Overlap(o.number, e.number));
             }
         }
-        Ok(self)
+        Ok(())
     }
-}
 
-/// What block 0 says.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Head {
-    /// An MBR: the table is complete.
-    Mbr(PartitionTable),
-    /// A GPT: its entry array is still to be read.
-    Gpt(GptHeader),
+    fn parse_head(
+        &mut self,
+        head: &[u8; HEAD_BYTES],
+        disk_sectors: u64,
+    ) -> Result<Option<GptHeader>, Error> {
+        let mbr = &head[..SECTOR_SIZE];
+        let signature = [mbr[MBR_SIGNATURE], mbr[MBR_SIGNATURE + 1]];
+        if signature != [0x55, 0xaa] {
+            return Err(Error::NoMbrSignature(signature));
+        }
+        let slots = || (0..4).map(|i| &mbr[MBR_ENTRIES + 16 * i..MBR_ENTRIES + 16 * (i + 1)]);
+        if let Some((i, e)) = slots().enumerate().find(|(_, e)| e[0] & 0x7f != 0) {
+            return Err(Error::BadBootIndicator { slot: i as u8 + 1, value: e[0] });
+        }
+        if slots().any(|e| e[4] == MBR_PROTECTIVE) {
+            return parse_gpt_header(&head[SECTOR_SIZE..], disk_sectors).map(Some);
+        }
+        self.scheme = Scheme::Mbr;
+        for (i, e) in slots().enumerate() {
+            let (kind, first_lba, sectors) = (e[4], le32(e, 8), le32(e, 12));
+            if kind == 0 || sectors == 0 {
+                continue;
+            }
+            let number = i as u32 + 1;
+            if first_lba == 0 {
+                return Err(Error::OnTheMbr(number));
+            }
+            let (first_lba, sectors) = (u64::from(first_lba), u64::from(sectors));
+            self.push(Entry { number, first_lba, sectors, kind: Kind::Mbr(kind) })?;
+        }
+        self.check(disk_sectors).map(|()| None)
+    }
+
+    fn parse_entries(
+        &mut self,
+        h: &GptHeader,
+        disk_sectors: u64,
+        mut read: impl FnMut(usize, &mut [u8]) -> bool,
+    ) -> Result<(), Error> {
+        let mut crc = Crc32::new();
+        let mut first_error = None;
+        let mut chunk = [0u8; GPT_ENTRY_MIN as usize];
+        let size = h.entry_size as usize;
+        let failed = Error::ReadFailed { block: h.entries_lba / SECTORS_PER_BLOCK };
+        for i in 0..h.entries as usize {
+            let at = i * size; // the array fits a buffer: no overflow
+            if !read(at, &mut chunk) {
+                return Err(failed);
+            }
+            crc.update(&chunk);
+            if let Err(e) = h.entry(i as u32 + 1, &chunk).and_then(|e| match e {
+                Some(e) => self.push(e),
+                None => Ok(()),
+            }) {
+                first_error.get_or_insert(e);
+            }
+            let mut done = chunk.len();
+            while done < size {
+                let n = (size - done).min(chunk.len());
+                if !read(at + done, &mut chunk[..n]) {
+                    return Err(failed);
+                }
+                crc.update(&chunk[..n]);
+                done += n;
+            }
+        }
+        let computed = crc.finish();
+        if computed != h.entries_crc {
+            return Err(Error::GptEntriesCrc { stored: h.entries_crc, computed });
+        }
+        match first_error {
+            Some(e) => Err(e),
+            None => self.check(disk_sectors),
+        }
+    }
 }
 
 /// The fields of a checked primary GPT header that reading the entries needs.
@@ -388,37 +550,6 @@ pub fn check_sector_size(sector_size: u16) -> Result<(), Error> {
     }
 }
 
-/// Reads LBA 0 and 1 (the first [`HEAD_BYTES`] of block 0) of a disk of
-/// `disk_sectors` sectors: an MBR's table, or the GPT header to go on with.
-pub fn parse_head(head: &[u8; HEAD_BYTES], disk_sectors: u64) -> Result<Head, Error> {
-    let mbr = &head[..SECTOR_SIZE];
-    let signature = [mbr[MBR_SIGNATURE], mbr[MBR_SIGNATURE + 1]];
-    if signature != [0x55, 0xaa] {
-        return Err(Error::NoMbrSignature(signature));
-    }
-    let slots = || (0..4).map(|i| &mbr[MBR_ENTRIES + 16 * i..MBR_ENTRIES + 16 * (i + 1)]);
-    if let Some((i, e)) = slots().enumerate().find(|(_, e)| e[0] & 0x7f != 0) {
-        return Err(Error::BadBootIndicator { slot: i as u8 + 1, value: e[0] });
-    }
-    if slots().any(|e| e[4] == MBR_PROTECTIVE) {
-        return parse_gpt_header(&head[SECTOR_SIZE..], disk_sectors).map(Head::Gpt);
-    }
-    let mut table = PartitionTable::new(Scheme::Mbr);
-    for (i, e) in slots().enumerate() {
-        let (kind, first_lba, sectors) = (e[4], le32(e, 8), le32(e, 12));
-        if kind == 0 || sectors == 0 {
-            continue;
-        }
-        let number = i as u32 + 1;
-        if first_lba == 0 {
-            return Err(Error::OnTheMbr(number));
-        }
-        let (first_lba, sectors) = (u64::from(first_lba), u64::from(sectors));
-        table.push(Entry { number, first_lba, sectors, kind: Kind::Mbr(kind) })?;
-    }
-    table.check(disk_sectors).map(Head::Mbr)
-}
-
 fn parse_gpt_header(h: &[u8], disk_sectors: u64) -> Result<GptHeader, Error> {
     if &h[..8] != GPT_SIGNATURE {
         return Err(Error::GptSignature);
@@ -462,7 +593,8 @@ fn parse_gpt_header(h: &[u8], disk_sectors: u64) -> Result<GptHeader, Error> {
     let (lba, bytes) = (header.entries_lba, header.entries_bytes());
     let end = lba.checked_add(bytes.div_ceil(SECTOR_SIZE as u64));
     let placed = end.is_some_and(|end| {
-        lba >= 2 && end <= disk_sectors && (end <= first || lba > last) // [lba, end) misses [first, last]
+        // Inside the disk, after the header, and [lba, end) misses [first, last].
+        lba >= 2 && end <= disk_sectors && (end <= first || lba > last)
     });
     if !placed {
         return Err(Error::GptEntriesPlace { lba, bytes });
@@ -493,51 +625,6 @@ impl GptHeader {
         Ok(BlockRead { block, count: count.max(1), offset })
     }
 
-    /// Reads the entry array through `read(offset, bytes)` (offsets from the
-    /// array's start; `false`: those bytes are not there), each byte once.
-    pub fn parse_entries(
-        &self,
-        disk_sectors: u64,
-        mut read: impl FnMut(usize, &mut [u8]) -> bool,
-    ) -> Result<PartitionTable, Error> {
-        let mut crc = Crc32::new();
-        let mut table = PartitionTable::new(Scheme::Gpt);
-        let mut first_error = None;
-        let mut chunk = [0u8; GPT_ENTRY_MIN as usize];
-        let size = self.entry_size as usize;
-        let failed = Error::ReadFailed { block: self.entries_lba / SECTORS_PER_BLOCK };
-        for i in 0..self.entries as usize {
-            let at = i * size; // the array fits a buffer: no overflow
-            if !read(at, &mut chunk) {
-                return Err(failed);
-            }
-            crc.update(&chunk);
-            if let Err(e) = self.entry(i as u32 + 1, &chunk).and_then(|e| match e {
-                Some(e) => table.push(e),
-                None => Ok(()),
-            }) {
-                first_error.get_or_insert(e);
-            }
-            let mut done = chunk.len();
-            while done < size {
-                let n = (size - done).min(chunk.len());
-                if !read(at + done, &mut chunk[..n]) {
-                    return Err(failed);
-                }
-                crc.update(&chunk[..n]);
-                done += n;
-            }
-        }
-        let computed = crc.finish();
-        if computed != self.entries_crc {
-            return Err(Error::GptEntriesCrc { stored: self.entries_crc, computed });
-        }
-        match first_error {
-            Some(e) => Err(e),
-            None => table.check(disk_sectors),
-        }
-    }
-
     /// A used entry (`None`: unused), in the usable area.
     fn entry(&self, number: u32, e: &[u8]) -> Result<Option<Entry>, Error> {
         let mut guid = [0u8; 16];
@@ -558,15 +645,17 @@ impl GptHeader {
     }
 }
 
-/// Reads a disk's table through `read_blocks(block, count, buffer)` as the
-/// virtualiser does: block 0, then the GPT entry array's blocks, each into
-/// the start of `buffer` (at least 4 KiB). The disk has `disk_blocks` 4 KiB
-/// blocks.
+/// Reads a disk's table into `table` through `read_blocks(block, count,
+/// buffer)` as the virtualiser does: block 0, then the GPT entry array's
+/// blocks, each into the start of `buffer` (at least 4 KiB). The disk has
+/// `disk_blocks` 4 KiB blocks.
 pub fn read_table(
+    table: &mut PartitionTable,
     disk_blocks: u64,
     buffer: &mut [u8],
     mut read_blocks: impl FnMut(u64, u16, &mut [u8]) -> bool,
-) -> Result<PartitionTable, Error> {
+) -> Result<(), Error> {
+    table.len = 0;
     if buffer.len() < BLK_TRANSFER_SIZE {
         return Err(Error::BufferTooSmall(buffer.len()));
     }
@@ -576,17 +665,14 @@ pub fn read_table(
     }
     let mut head = [0u8; HEAD_BYTES];
     head.copy_from_slice(&buffer[..HEAD_BYTES]);
-    let header = match parse_head(&head, disk_sectors)? {
-        Head::Mbr(table) => return Ok(table),
-        Head::Gpt(header) => header,
-    };
+    let Some(header) = table.read_head(&head, disk_sectors)? else { return Ok(()) };
     let r = header.entries_read(buffer.len())?;
     let bytes = usize::from(r.count) * BLK_TRANSFER_SIZE;
     if !read_blocks(r.block, r.count, &mut buffer[..bytes]) {
         return Err(Error::ReadFailed { block: r.block });
     }
     let array = &buffer[r.offset..];
-    header.parse_entries(disk_sectors, |at, out| {
+    table.read_gpt_entries(&header, disk_sectors, |at, out| {
         array.get(at..at + out.len()).map(|src| out.copy_from_slice(src)).is_some()
     })
 }

@@ -26,7 +26,7 @@
 //! cache maintenance sDDF's C virtualiser does (and an invalidate of the
 //! table buffer before parsing) would have to be added.
 
-use super::partition::{self, BlockRead, GptHeader, Head, PartitionTable, HEAD_BYTES};
+use super::partition::{self, BlockRead, GptHeader, PartitionTable, HEAD_BYTES};
 use super::Dma;
 use crate::Notify;
 use sddf_bindings::blk::{
@@ -211,10 +211,15 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
                         notify.add(self.driver.channel);
                     }
                     let Some(resp) = self.table_response() else { return notify };
-                    match self.advance(&disk, step, resp) {
-                        Ok(step) => self.phase = Phase::Table { disk, step, sent: false },
-                        Err(table) => {
-                            notify.merge(self.publish(&disk, Some(table)));
+                    let mut table = PartitionTable::new();
+                    match self.advance(&disk, step, resp, &mut table) {
+                        Ok(Some(step)) => self.phase = Phase::Table { disk, step, sent: false },
+                        Ok(None) => {
+                            notify.merge(self.publish(&disk, Some(Ok(&table))));
+                            return notify;
+                        }
+                        Err(e) => {
+                            notify.merge(self.publish(&disk, Some(Err(e))));
                             return notify;
                         }
                     }
@@ -242,40 +247,41 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
         None
     }
 
-    /// The next read, or (as `Err`) the end of reading: the table or why not.
+    /// Takes in the answer to `step`'s read: the next read, or `None` when
+    /// `table` is complete.
     fn advance(
         &self,
         disk: &BlkStorageInfo,
         step: Step,
         resp: BlkResp,
-    ) -> Result<Step, Result<PartitionTable, partition::Error>> {
+        table: &mut PartitionTable,
+    ) -> Result<Option<Step>, partition::Error> {
         let (block, _) = step.read();
         if resp.status() != Some(BlkRespStatus::Ok) {
             log::error!(target: "blk", "the driver answered the partition-table read of block {block} with status {}", resp.status);
-            return Err(Err(partition::Error::ReadFailed { block }));
+            return Err(partition::Error::ReadFailed { block });
         }
-        let Some(buffer) = &self.driver.table_buffer else {
-            return Err(Err(partition::Error::BufferTooSmall(0)));
-        };
+        let buffer =
+            self.driver.table_buffer.as_ref().ok_or(partition::Error::BufferTooSmall(0))?;
         let disk_sectors = disk.capacity.saturating_mul(partition::SECTORS_PER_BLOCK);
         match step {
             Step::Head => {
+                // Copied out once; the buffer is the device's to write.
                 let mut head = [0u8; HEAD_BYTES];
-                if buffer.region.read(0, &mut head).is_err() {
-                    return Err(Err(partition::Error::ReadFailed { block }));
-                }
-                match partition::parse_head(&head, disk_sectors) {
-                    Ok(Head::Mbr(table)) => Err(Ok(table)),
-                    Ok(Head::Gpt(h)) => match h.entries_read(buffer.region.len()) {
-                        Ok(r) => Ok(Step::Entries(h, r)),
-                        Err(e) => Err(Err(e)),
-                    },
-                    Err(e) => Err(Err(e)),
+                buffer
+                    .region
+                    .read(0, &mut head)
+                    .map_err(|_| partition::Error::ReadFailed { block })?;
+                match table.read_head(&head, disk_sectors)? {
+                    None => Ok(None),
+                    Some(h) => Ok(Some(Step::Entries(h, h.entries_read(buffer.region.len())?))),
                 }
             }
-            Step::Entries(h, r) => Err(h.parse_entries(disk_sectors, |at, out| {
-                buffer.region.read(r.offset + at, out).is_ok()
-            })),
+            Step::Entries(h, r) => {
+                let array =
+                    |at: usize, out: &mut [u8]| buffer.region.read(r.offset + at, out).is_ok();
+                table.read_gpt_entries(&h, disk_sectors, array).map(|()| None)
+            }
         }
     }
 
@@ -284,7 +290,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
     fn publish(
         &mut self,
         disk: &BlkStorageInfo,
-        table: Option<Result<PartitionTable, partition::Error>>,
+        table: Option<Result<&PartitionTable, partition::Error>>,
     ) -> Notify {
         match &table {
             Some(Ok(t)) => log_table(t),

@@ -18,7 +18,6 @@ use sddf_bindings::blk::{
     BlkQueueHandle, BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo, StorageInfoHandle,
     BLK_TRANSFER_SIZE,
 };
-use sddf_bindings::SharedRegion;
 
 // Virtio-MMIO registers (virtio 1.2 §4.2.2).
 const MAGIC: usize = 0x000;
@@ -454,6 +453,7 @@ mod tests {
     //! `virtio` crate), which checks every ring access against virtio 1.2.
     use super::*;
     use crate::blk::testing::{Device, Disk};
+    use sddf_bindings::SharedRegion;
     use std::vec;
     use std::vec::Vec;
 

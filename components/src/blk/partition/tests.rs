@@ -13,7 +13,9 @@ const SECTORS: u64 = (DISK / SECTOR_SIZE) as u64;
 
 fn read_with(disk: &[u8], buffer: usize) -> Result<PartitionTable, Error> {
     let mut buf = vec![0u8; buffer];
-    read_table((disk.len() / BLK_TRANSFER_SIZE) as u64, &mut buf, |block, count, out| {
+    let mut table = PartitionTable::new();
+    let blocks = (disk.len() / BLK_TRANSFER_SIZE) as u64;
+    let r = read_table(&mut table, blocks, &mut buf, |block, count, out| {
         let at = block as usize * BLK_TRANSFER_SIZE;
         match disk.get(at..at + usize::from(count) * BLK_TRANSFER_SIZE) {
             Some(src) => {
@@ -22,7 +24,8 @@ fn read_with(disk: &[u8], buffer: usize) -> Result<PartitionTable, Error> {
             }
             None => false,
         }
-    })
+    });
+    r.map(|()| table)
 }
 
 fn read(disk: &[u8]) -> Result<PartitionTable, Error> {
@@ -296,8 +299,10 @@ fn entry_array_is_read_from_its_block() {
 fn failed_reads_and_small_buffers_and_sector_sizes() {
     let d = gpt(&[Some((64, 575))]);
     let mut buf = vec![0u8; 64 * 1024];
-    assert_eq!(read_table(256, &mut buf, |_, _, _| false), Err(Error::ReadFailed { block: 0 }));
-    let entries_fail = read_table(256, &mut buf, |block, _, out| {
+    let mut t = PartitionTable::new();
+    let fail = read_table(&mut t, 256, &mut buf, |_, _, _| false);
+    assert_eq!(fail, Err(Error::ReadFailed { block: 0 }));
+    let entries_fail = read_table(&mut t, 256, &mut buf, |block, _, out| {
         out[..4096].copy_from_slice(&d[..4096]);
         block == 0 && out.len() == 4096
     });

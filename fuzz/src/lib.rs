@@ -7,6 +7,7 @@ pub mod devices;
 pub mod exit;
 pub mod fdt;
 pub mod image;
+pub mod partition;
 pub mod sddf;
 pub mod seeds;
 pub mod vgic;

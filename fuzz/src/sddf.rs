@@ -165,11 +165,11 @@ fn run_in(a: &mut Arena, data: &[u8]) {
             data_io,
             data_size,
             channel: 1 + i as u8,
-            partition: Partition { start, blocks: Some(blocks) },
+            partition: Partition::Blocks { start, blocks: Some(blocks) },
         }
     };
     let clients = [Some(make_client(a, 0)), Some(make_client(a, 1))];
-    let driver = Driver { queue: drv_q, info: drv_info, channel: 3 };
+    let driver = Driver { queue: drv_q, info: drv_info, channel: 3, table_buffer: None };
     let mut bv = BlkVirt::<2, 8>::new(driver, clients);
 
     let mut steps = 0;

@@ -114,6 +114,28 @@ pub fn vgic_mmio() -> Vec<Vec<u8>> {
     noise(1, 8, 512)
 }
 
+/// `partition_table`: disk blocks, buffer blocks, then the start of a disk with a GPT (the
+/// standard one; 256-byte entries with a gap), an MBR, and a blank disk.
+pub fn partition_table() -> Vec<Vec<u8>> {
+    use sddf_components::blk::partition::image::{self, Gpt};
+    let seed = |blocks: u64, buffer: u8, disk: &[u8]| {
+        let mut s = blocks.to_le_bytes().to_vec();
+        s.push(buffer);
+        s.extend_from_slice(disk);
+        s
+    };
+    let mut d = vec![0u8; 40 * 1024];
+    image::gpt(&mut d, &Gpt::standard(2048), &[Some((64, 575)), Some((576, 1087))]);
+    let gpt = seed(256, 15, &d);
+    let wide = Gpt { entry_size: 256, first_usable: 66, ..Gpt::standard(2048) };
+    image::gpt(&mut d, &wide, &[Some((128, 255)), None, Some((2000, 2007))]);
+    let gpt_wide = seed(256, 15, &d);
+    let mut m = vec![0u8; 512];
+    image::mbr(&mut m, &[(0x83, 2048, 32768), (0x05, 34816, 16384), (0, 0, 0), (0x83, 63, 8)]);
+    let mbr = seed(1 << 14, 0, &m);
+    vec![gpt, gpt_wide, mbr, seed(256, 0, &[])]
+}
+
 /// Every target's seeds, by target name.
 pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
@@ -126,6 +148,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("virtio_blk", noise(6, 8, 800)),
         ("exit_decode", noise(9, 8, 1000)),
         ("sddf_queues", noise(11, 8, 1000)),
+        ("partition_table", partition_table()),
     ]
 }
 

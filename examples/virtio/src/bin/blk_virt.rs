@@ -1,6 +1,12 @@
-//! `blk_virt`: the sDDF block virtualiser PD. Client 0 (the VMM) gets the
-//! whole disk; a second client (`client1` symbols) would get its own range
-//! by editing `PARTITIONS`.
+//! `blk_virt`: the sDDF block virtualiser PD, for up to two clients
+//! (`client0_*`, `client1_*` symbols).
+//!
+//! What each client gets depends on whether the system description maps a
+//! partition-table buffer (`part_buf`, with `part_buf_paddr`):
+//! - no (`system-files/virtio.system`): client 0 gets the whole disk and
+//!   client 1 nothing; no table is read, so a blank disk works;
+//! - yes: the virtualiser reads the disk's MBR or GPT into it, and client
+//!   `i` gets partition `i + 1` (client 0: `/dev/vda1` as Linux names it).
 
 #![no_std]
 #![no_main]
@@ -12,6 +18,7 @@ use libvmm::logging::{self, Levels};
 use libvmm::microkit::{ChannelSet, Handler, Patched};
 use log::LevelFilter;
 use sddf_components::blk::virt::{BlkVirt, Client, Driver, Partition};
+use sddf_components::blk::Dma;
 
 libvmm::setvar! {
     static drv_ch; static drv_req; static drv_req_size; static drv_resp; static drv_resp_size;
@@ -22,10 +29,11 @@ libvmm::setvar! {
     static client1_ch; static client1_req; static client1_req_size; static client1_resp;
     static client1_resp_size; static client1_info; static client1_info_size;
     static client1_data_paddr; static client1_data_size;
+    static part_buf; static part_buf_size; static part_buf_paddr;
 }
 
-/// Each client's range of the disk, in 4 KiB blocks.
-const PARTITIONS: [Partition; 2] = [Partition::WHOLE_DISK, Partition { start: 0, blocks: Some(0) }];
+/// The clients' parts of the disk when no table buffer is mapped.
+const WITHOUT_TABLE: [Partition; 2] = [Partition::WHOLE_DISK, Partition::NONE];
 
 /// Requests in flight through the virtualiser at most.
 const SLOTS: usize = 128;
@@ -66,6 +74,12 @@ impl Handler for Virt {
             log::error!(target: "blk", "the driver's queues and storage info must be mapped");
             return Virt(None);
         };
+        let table_buffer = pd::region("partition-table buffer", (&part_buf, &part_buf_size))
+            .map(|region| Dma { region, io_addr: part_buf_paddr.get() });
+        let partitions = match table_buffer {
+            Some(_) => Partition::in_table_order(),
+            None => WITHOUT_TABLE,
+        };
         let clients = [
             client(
                 ClientSymbols {
@@ -76,7 +90,7 @@ impl Handler for Virt {
                     data_paddr: &client0_data_paddr,
                     data_size: &client0_data_size,
                 },
-                PARTITIONS[0],
+                partitions[0],
             ),
             client(
                 ClientSymbols {
@@ -87,11 +101,13 @@ impl Handler for Virt {
                     data_paddr: &client1_data_paddr,
                     data_size: &client1_data_size,
                 },
-                PARTITIONS[1],
+                partitions[1],
             ),
         ];
-        let mut virt = BlkVirt::new(Driver { queue, info, channel: pd::channel(&drv_ch) }, clients);
-        // The driver may have published its storage info already.
+        let driver = Driver { queue, info, channel: pd::channel(&drv_ch), table_buffer };
+        let mut virt = BlkVirt::new(driver, clients);
+        // The driver may have published its storage info already (then the
+        // table read, if any, starts here).
         pd::send(virt.handle());
         Virt(Some(virt))
     }

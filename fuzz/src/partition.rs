@@ -2,7 +2,8 @@
 //! (`sddf_components::blk::partition::read_table`) on arbitrary disks.
 //!
 //! Input: the disk's size in 4 KiB blocks (8 bytes, little-endian), the table
-//! buffer's size in blocks (1 byte: 1 + n % 16), then the disk's first bytes;
+//! buffer's size (1 byte `n`: 4096 + 240 n bytes, not always whole blocks),
+//! then the disk's first bytes;
 //! the rest of the disk reads as zeros, and a read past the disk's end fails
 //! (as the driver answers it).
 //!
@@ -24,13 +25,13 @@ pub fn run(data: &[u8]) {
     let n = data.len().min(8);
     word[..n].copy_from_slice(&data[..n]);
     let disk_blocks = u64::from_le_bytes(word);
-    let buffer_blocks = 1 + usize::from(data.get(8).copied().unwrap_or(0) % 16);
+    let buffer_len = BLOCK + 240 * usize::from(data.get(8).copied().unwrap_or(0));
     let image = data.get(9..).unwrap_or(&[]);
-    let mut buffer = vec![0u8; buffer_blocks * BLOCK];
+    let mut buffer = vec![0u8; buffer_len];
     let mut table = PartitionTable::new();
     let result = read_table(&mut table, disk_blocks, &mut buffer, |block, count, out| {
         assert!(count > 0 && usize::from(count) * BLOCK == out.len(), "read of {count} blocks");
-        assert!(out.len() <= buffer_blocks * BLOCK, "read past the buffer");
+        assert!(out.len() <= buffer_len, "read past the buffer");
         if block.checked_add(u64::from(count)).is_none_or(|end| end > disk_blocks) {
             return false;
         }

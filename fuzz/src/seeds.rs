@@ -126,10 +126,10 @@ pub fn partition_table() -> Vec<Vec<u8>> {
     };
     let mut d = vec![0u8; 40 * 1024];
     image::gpt(&mut d, &Gpt::standard(2048), &[Some((64, 575)), Some((576, 1087))]);
-    let gpt = seed(256, 15, &d);
+    let gpt = seed(256, 255, &d);
     let wide = Gpt { entry_size: 256, first_usable: 66, ..Gpt::standard(2048) };
     image::gpt(&mut d, &wide, &[Some((128, 255)), None, Some((2000, 2007))]);
-    let gpt_wide = seed(256, 15, &d);
+    let gpt_wide = seed(256, 255, &d);
     let mut m = vec![0u8; 512];
     image::mbr(&mut m, &[(0x83, 2048, 32768), (0x05, 34816, 16384), (0, 0, 0), (0x83, 63, 8)]);
     let mbr = seed(1 << 14, 0, &m);

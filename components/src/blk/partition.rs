@@ -609,7 +609,7 @@ impl GptHeader {
     }
 
     /// The blocks to read so the whole entry array lands in a buffer of
-    /// `buffer` bytes.
+    /// `buffer` bytes (whole blocks, all inside the buffer).
     pub fn entries_read(&self, buffer: usize) -> Result<BlockRead, Error> {
         let start = self.entries_lba * SECTOR_SIZE as u64; // < disk end: no overflow
         let block = start / BLK_TRANSFER_SIZE as u64;
@@ -617,12 +617,14 @@ impl GptHeader {
         let too_big =
             Error::GptEntriesTooBig { entries: self.entries, entry_size: self.entry_size, buffer };
         let bytes = usize::try_from(self.entries_bytes()).map_err(|_| too_big)?;
+        // Whole blocks are read: all of them must fit.
         let span = offset.checked_add(bytes).ok_or(too_big)?;
-        if span > buffer {
+        let count = span.div_ceil(BLK_TRANSFER_SIZE).max(1);
+        if count.checked_mul(BLK_TRANSFER_SIZE).is_none_or(|read| read > buffer) {
             return Err(too_big);
         }
-        let count = u16::try_from(span.div_ceil(BLK_TRANSFER_SIZE)).map_err(|_| too_big)?;
-        Ok(BlockRead { block, count: count.max(1), offset })
+        let count = u16::try_from(count).map_err(|_| too_big)?;
+        Ok(BlockRead { block, count, offset })
     }
 
     /// A used entry (`None`: unused), in the usable area.

@@ -289,6 +289,8 @@ fn entry_array_is_read_from_its_block() {
         entries_crc: 0,
     };
     assert_eq!(g.entries_read(20 * 1024), Ok(BlockRead { block: 0, count: 5, offset: 1024 }));
+    let odd = g.entries_read(20 * 1024 - 1).unwrap_err();
+    assert!(matches!(odd, Error::GptEntriesTooBig { .. }), "17 KiB fit, 5 blocks do not");
     let far = GptHeader { entries_lba: 1981, entries: 4, ..g };
     assert_eq!(far.entries_read(4096), Ok(BlockRead { block: 247, count: 1, offset: 2560 }));
     let none = GptHeader { entries: 0, ..g };

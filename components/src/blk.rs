@@ -4,6 +4,8 @@
 //! client's data-region offset into the I/O (physical) address the device
 //! uses, and a client's block number into a disk block number; the driver
 //! never touches data, only the device's rings.
+//! `partition` reads the MBR or GPT that the virtualiser uses to find a
+//! client's partition.
 
 #[cfg(test)]
 mod end_to_end;

@@ -8,7 +8,7 @@
 //! - [`blk::virtio`]: a driver for a virtio-MMIO block device (QEMU's
 //!   `virtio-blk-device`);
 //! - [`blk::virt`]: the block virtualiser, which gives each client a range
-//!   of the disk;
+//!   of the disk or a partition of its MBR or GPT ([`blk::partition`]);
 //! - [`pci`]: bus-0 enumeration, BAR sizing and assignment and INTx routing
 //!   on a generic ECAM host bridge, for native drivers of PCI devices;
 //! - [`sound::hda`]: a driver for an Intel High Definition Audio controller

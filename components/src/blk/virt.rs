@@ -302,8 +302,9 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
             let range = match (s.c.partition, &table) {
                 (Partition::Blocks { start, blocks }, _) => {
                     let left = disk.capacity.saturating_sub(start);
+                    let wanted = blocks;
                     let blocks = blocks.map_or(left, |b| b.min(left));
-                    if blocks == 0 {
+                    if blocks == 0 && wanted != Some(0) {
                         log::error!(target: "blk", "client on channel {}: its range starts past the disk's {} blocks", s.c.channel, disk.capacity);
                     }
                     Ok((start, blocks))

@@ -269,6 +269,27 @@ pub enum Kind {
     Gpt([u8; 16]),
 }
 
+impl fmt::Display for Kind {
+    /// `type 0x83`, or the GUID as text (its first three fields are stored
+    /// little-endian): `type 0FC63DAF-8483-4772-8E79-3D69D8477DE4`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::Mbr(t) => write!(f, "type {t:#04x}"),
+            Kind::Gpt(g) => {
+                f.write_str("type ")?;
+                let order = [3, 2, 1, 0, 5, 4, 7, 6, 8, 9, 10, 11, 12, 13, 14, 15];
+                for (k, &i) in order.iter().enumerate() {
+                    if matches!(k, 4 | 6 | 8 | 10) {
+                        f.write_str("-")?;
+                    }
+                    write!(f, "{:02X}", g[i])?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
 /// One used entry of the table, in 512-byte sectors.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Entry {

@@ -434,7 +434,7 @@ fn check(s: &State, req: &BlkReq) -> Result<BlkReq, BlkRespStatus> {
 fn log_table(t: &PartitionTable) {
     log::info!(target: "blk", "partition table: {:?}, {} partitions", t.scheme(), t.entries().len());
     for e in t.entries() {
-        log::info!(target: "blk", "  partition {}: LBA {}, {} sectors, {:?}", e.number, e.first_lba, e.sectors, e.kind);
+        log::info!(target: "blk", "  partition {}: LBA {}, {} sectors, {}", e.number, e.first_lba, e.sectors, e.kind);
     }
 }
 

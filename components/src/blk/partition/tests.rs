@@ -145,6 +145,9 @@ fn gpt_with_two_partitions_and_a_gap() {
     assert_eq!(t.scheme(), Scheme::Gpt);
     assert_eq!(numbers(&t), [1, 3], "entry 2 is unused");
     assert_eq!(t.get(1).unwrap().kind, Kind::Gpt(LINUX_FS));
+    let kind = t.get(1).unwrap().kind.to_string();
+    assert_eq!(kind, "type 0FC63DAF-8483-4772-8E79-3D69D8477DE4");
+    assert_eq!(Kind::Mbr(0x83).to_string(), "type 0x83");
     assert_eq!(t.blocks(1), Ok(BlockRange { start: 8, blocks: 64 }));
     assert_eq!(t.blocks(3), Ok(BlockRange { start: 72, blocks: 64 }));
     assert_eq!(t.blocks(2), Err(Error::NoSuchPartition(2)));
@@ -351,6 +354,8 @@ fn reads_what_sfdisk_writes() {
     assert_eq!(numbers(&t), [1, 2]);
     assert_eq!(t.blocks(1), Ok(BlockRange { start: 256, blocks: 4096 }));
     assert_eq!(t.blocks(2), Ok(BlockRange { start: 4352, blocks: 11776 }));
+    let kind = t.get(2).unwrap().kind.to_string(); // as `sfdisk -d` prints it
+    assert_eq!(kind, "type 0FC63DAF-8483-4772-8E79-3D69D8477DE4");
     let t = read(&sfdisk_image(SFDISK_MBR)).unwrap();
     assert_eq!(t.scheme(), Scheme::Mbr);
     assert_eq!(t.blocks(1), Ok(BlockRange { start: 256, blocks: 4096 }));

@@ -91,6 +91,15 @@ for dir in examples/*/; do
     summary+=("$(printf '%-34s build %4ds' "$example" $((SECONDS - start)))")
     tests+=("$example	python3 scripts/systest.py $example")
 done
+# smp's default kernel is the 1-core debug one (docs/smp.md); it also runs,
+# its vCPUs still on the VMM's core, on the 4-core smp-debug kernel.
+if [ -d "$sdk/board/qemu_virt_aarch64/smp-debug" ]; then
+    step "build: smp on the smp-debug kernel"
+    start=$SECONDS
+    make -s EXAMPLE=smp MICROKIT_CONFIG=smp-debug MICROKIT_SDK="$sdk" BUILD_DIR="$PWD/build/smp-smp-debug" image
+    summary+=("$(printf '%-34s build %4ds' "smp (smp-debug)" $((SECONDS - start)))")
+    tests+=("smp-smp-debug	python3 scripts/systest.py smp --build-dir build/smp-smp-debug --make-args MICROKIT_CONFIG=smp-debug")
+fi
 # The hostile-guest test (docs/testing.md): guest/hostile/ instead of Linux,
 # 50 resets in each of simple and virtio; it builds into build/hostile-*.
 tests+=("hostile-simple	python3 scripts/systest.py hostile-simple")

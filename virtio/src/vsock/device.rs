@@ -467,3 +467,521 @@ impl<B: VsockBackend> VirtioDevice for VsockDevice<B> {
         self.run(ctx);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::memory::SliceMemory;
+    use crate::queue::VIRTQ_DESC_F_NEXT;
+    use crate::testing::vsock::{VsockWire, WireEnd};
+    use crate::testing::{DriverQueue, Rng};
+    use crate::vsock::packet::*;
+    use core::cell::RefCell;
+    use std::collections::HashMap;
+
+    const BASE: u64 = 0x4000_0000;
+    const RAM: usize = 2 << 20;
+    /// Buffers are handed out from here on, round robin.
+    const BUFS: u64 = BASE + 0x10000;
+    const QSIZE: u16 = 16;
+    const A: u64 = 3;
+    const B: u64 = 4;
+
+    type Wire = RefCell<VsockWire>;
+
+    fn pkt(src: u64, dst: u64, op: u16, len: u32) -> VsockHeader {
+        VsockHeader {
+            src_cid: src,
+            dst_cid: dst,
+            src_port: 1024,
+            dst_port: 5000,
+            len,
+            socket_type: VIRTIO_VSOCK_TYPE_STREAM,
+            op,
+            flags: 0,
+            buf_alloc: 262_144,
+            fwd_cnt: 77,
+        }
+    }
+
+    /// A guest (driver queues over its own RAM) with a vsock device on one side of a wire.
+    struct Rig<'w> {
+        ram: Vec<u8>,
+        queues: [Queue; 3],
+        drv: [DriverQueue; 3],
+        dev: VsockDevice<WireEnd<'w>>,
+        next_buf: u64,
+        /// Writable segments of each posted rx / event chain, by head.
+        posted: HashMap<(u16, u16), Vec<(u64, u32)>>,
+    }
+
+    impl<'w> Rig<'w> {
+        fn new(wire: &'w Wire, side: usize, cid: u64, peer: u64) -> Rig<'w> {
+            let mut ram = vec![0u8; RAM];
+            let mem = SliceMemory::new(BASE, &mut ram);
+            let drv = [0u64, 1, 2].map(|i| DriverQueue::at(BASE + i * 0x1000, QSIZE));
+            let mut queues =
+                [Queue::new(QUEUE_SIZE), Queue::new(QUEUE_SIZE), Queue::new(QUEUE_SIZE)];
+            for (q, d) in queues.iter_mut().zip(&drv) {
+                d.configure(q);
+                q.enable(&mem, 0).unwrap();
+            }
+            let mut dev = VsockDevice::new(cid, peer, WireEnd::new(wire, side));
+            dev.activate(0, &queues).unwrap();
+            Rig { ram, queues, drv, dev, next_buf: BUFS, posted: HashMap::new() }
+        }
+
+        fn mem(&mut self) -> SliceMemory<'_> {
+            SliceMemory::new(BASE, &mut self.ram)
+        }
+
+        fn alloc(&mut self, len: usize) -> u64 {
+            if self.next_buf + len as u64 > BASE + RAM as u64 {
+                self.next_buf = BUFS;
+            }
+            let at = self.next_buf;
+            self.next_buf += (len as u64 + 15) & !15;
+            at
+        }
+
+        fn poll(&mut self) {
+            let mut mem = SliceMemory::new(BASE, &mut self.ram);
+            let mut ctx = DeviceContext::new(&mut mem, &mut self.queues);
+            self.dev.poll(&mut ctx);
+        }
+
+        fn notify(&mut self, q: u16) {
+            let mut mem = SliceMemory::new(BASE, &mut self.ram);
+            let mut ctx = DeviceContext::new(&mut mem, &mut self.queues);
+            self.dev.queue_notify(q, &mut ctx);
+        }
+
+        /// Makes header + payload available on tx, cut into buffers at `cuts` (byte offsets).
+        fn tx(&mut self, h: &VsockHeader, payload: &[u8], cuts: &[usize]) -> u16 {
+            let mut bytes = h.to_bytes().to_vec();
+            bytes.extend_from_slice(payload);
+            let at = self.alloc(bytes.len());
+            self.mem().write(at, &bytes).unwrap();
+            let mut segs = Vec::new();
+            let mut start = 0;
+            for &end in cuts.iter().chain([bytes.len()].iter()) {
+                segs.push((at + start as u64, (end - start) as u32, false));
+                start = end;
+            }
+            self.add(TXQ, &segs)
+        }
+
+        fn add(&mut self, q: u16, segs: &[(u64, u32, bool)]) -> u16 {
+            let mut drv = self.drv[usize::from(q)].clone();
+            let head = drv.add_chain(&mut self.mem(), segs);
+            self.drv[usize::from(q)] = drv;
+            head
+        }
+
+        /// Posts a receive (or event) buffer of writable segments of `sizes` bytes.
+        fn post(&mut self, q: u16, sizes: &[u32]) -> u16 {
+            let segs: Vec<(u64, u32, bool)> =
+                sizes.iter().map(|&n| (self.alloc(n as usize), n, true)).collect();
+            let head = self.add(q, &segs);
+            self.posted.insert((q, head), segs.iter().map(|&(a, n, _)| (a, n)).collect());
+            head
+        }
+
+        fn used(&mut self, q: u16) -> Vec<(u32, u32)> {
+            let mut drv = self.drv[usize::from(q)].clone();
+            let mem = SliceMemory::new(BASE, &mut self.ram);
+            let v = std::iter::from_fn(|| drv.pop_used(&mem)).collect();
+            self.drv[usize::from(q)] = drv;
+            v
+        }
+
+        /// The first `len` bytes written to posted chain `head` of queue `q`.
+        fn written(&mut self, q: u16, head: u32, len: u32) -> Vec<u8> {
+            let segs = self.posted.remove(&(q, head as u16)).expect("a posted chain");
+            let mut out = Vec::new();
+            for (addr, n) in segs {
+                let take = n.min(len - out.len() as u32);
+                let mut b = vec![0u8; take as usize];
+                self.mem().read(addr, &mut b).unwrap();
+                out.extend(b);
+            }
+            out
+        }
+
+        /// Every packet the device put on rx since the last call: header and payload.
+        fn received(&mut self) -> Vec<(VsockHeader, Vec<u8>)> {
+            let used = self.used(RXQ);
+            used.into_iter()
+                .map(|(id, len)| {
+                    assert!(len as usize >= HEADER_SIZE, "rx used length {len}");
+                    let b = self.written(RXQ, id, len);
+                    let h = VsockHeader::from_bytes(b[..HEADER_SIZE].try_into().unwrap());
+                    assert_eq!(
+                        { h.len } as usize,
+                        b.len() - HEADER_SIZE,
+                        "len matches used length"
+                    );
+                    (h, b[HEADER_SIZE..].to_vec())
+                })
+                .collect()
+        }
+    }
+
+    fn bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
+        (0..n).map(|_| rng.next_u64() as u8).collect()
+    }
+
+    fn take_all(wire: &Wire, side: usize) -> Vec<(VsockHeader, Vec<u8>)> {
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        while let Some(h) = wire.borrow_mut().take(side, &mut buf) {
+            out.push((h, buf[..{ h.len } as usize].to_vec()));
+        }
+        out
+    }
+
+    #[test]
+    fn tx_forwards_header_and_payload_split_any_way() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        wire.borrow_mut().set_up(1, true);
+        let mut rng = Rng(1);
+        let data = bytes(&mut rng, 3000);
+        let h = pkt(A, B, VIRTIO_VSOCK_OP_RW, 3000);
+        // Linux 6.1: header and payload in separate buffers; newer: one buffer; and worse.
+        let layouts: [&[usize]; 4] = [&[44], &[], &[1, 43, 44, 45, 2000], &[20, 1000]];
+        let heads: Vec<u16> = layouts.iter().map(|cuts| a.tx(&h, &data, cuts)).collect();
+        a.notify(TXQ);
+        let used = a.used(TXQ);
+        assert_eq!(used, heads.iter().map(|&h| (u32::from(h), 0)).collect::<Vec<_>>());
+        let sent = take_all(&wire, 1);
+        assert_eq!(sent.len(), 4);
+        for (sh, payload) in sent {
+            assert_eq!(sh, h, "header forwarded unchanged");
+            assert!(payload == data);
+        }
+        assert_eq!(wire.borrow().notifications(0), 1, "one notification for the batch");
+    }
+
+    #[test]
+    fn hostile_tx_chains_are_consumed_and_dropped() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        wire.borrow_mut().set_up(1, true);
+        let h = pkt(A, B, VIRTIO_VSOCK_OP_RW, 100);
+        let short = a.tx(&h, &[], &[20]);
+        let past = a.tx(&h, &[0; 99], &[44]);
+        let huge = a.tx(&pkt(A, B, VIRTIO_VSOCK_OP_RW, 65537), &[0; 65537], &[44]);
+        let at = a.alloc(200);
+        let writable = a.add(TXQ, &[(at, 44, false), (at + 44, 100, true)]);
+        let only_writable = a.add(TXQ, &[(at, 144, true)]);
+        // A descriptor that points to itself.
+        let mut drv = a.drv[1].clone();
+        drv.set_desc(&mut a.mem(), 14, at, 44, VIRTQ_DESC_F_NEXT, 14);
+        drv.publish(&mut a.mem(), 14);
+        a.drv[1] = drv;
+        let wrong_src = a.tx(&pkt(9, B, VIRTIO_VSOCK_OP_RW, 0), &[], &[]);
+        a.notify(TXQ);
+        let used = a.used(TXQ);
+        let heads = [short, past, huge, writable, only_writable, 14, wrong_src];
+        assert_eq!(used, heads.iter().map(|&h| (u32::from(h), 0)).collect::<Vec<_>>());
+        assert_eq!(wire.borrow().queued(1), 0, "nothing reached the peer");
+        assert_eq!(a.dev.pending_rsts(), 0, "none of these is answered");
+    }
+
+    #[test]
+    fn bad_type_op_and_unknown_cid_are_answered_with_rst_from_the_device() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        wire.borrow_mut().set_up(1, true);
+        let seqpacket = VsockHeader { socket_type: 2, ..pkt(A, B, VIRTIO_VSOCK_OP_REQUEST, 0) };
+        let bad_op = pkt(A, B, 42, 0);
+        let host = pkt(A, VMADDR_CID_HOST, VIRTIO_VSOCK_OP_REQUEST, 0);
+        let stranger = VsockHeader { dst_port: 9, ..pkt(A, 77, VIRTIO_VSOCK_OP_RW, 5) };
+        for h in [seqpacket, bad_op, host, stranger] {
+            a.tx(&h, &[1; 5], &[44]);
+        }
+        a.notify(TXQ);
+        assert_eq!(a.used(TXQ).len(), 4);
+        assert_eq!(a.dev.pending_rsts(), 4, "no rx buffer yet: held");
+        for _ in 0..4 {
+            a.post(RXQ, &[64]);
+        }
+        a.notify(RXQ);
+        let got = a.received();
+        assert_eq!(got.len(), 4);
+        for ((r, payload), sent) in got.iter().zip([seqpacket, bad_op, host, stranger]) {
+            assert_eq!(*r, sent.reset_reply());
+            assert_eq!(
+                ({ r.src_cid }, { r.dst_cid }, { r.op }),
+                ({ sent.dst_cid }, A, VIRTIO_VSOCK_OP_RST)
+            );
+            assert_eq!(({ r.src_port }, { r.dst_port }), ({ sent.dst_port }, { sent.src_port }));
+            assert!(payload.is_empty());
+        }
+        assert_eq!(wire.borrow().queued(1), 0);
+    }
+
+    #[test]
+    fn request_to_a_peer_that_is_down_gets_rst_and_other_packets_still_go() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        a.post(RXQ, &[44]);
+        let req = pkt(A, B, VIRTIO_VSOCK_OP_REQUEST, 0);
+        a.tx(&req, &[], &[]);
+        a.tx(&pkt(A, B, VIRTIO_VSOCK_OP_RST, 0), &[], &[]);
+        a.notify(TXQ);
+        let got = a.received();
+        assert_eq!(got, vec![(req.reset_reply(), vec![])]);
+        assert_eq!(wire.borrow().queued(1), 1, "the RST goes to the peer's channel");
+    }
+
+    #[test]
+    fn an_rst_is_never_answered_with_an_rst() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        a.tx(&pkt(A, 2, VIRTIO_VSOCK_OP_RST, 0), &[], &[]);
+        a.tx(&VsockHeader { socket_type: 9, ..pkt(A, B, VIRTIO_VSOCK_OP_RST, 0) }, &[], &[]);
+        a.notify(TXQ);
+        assert_eq!(a.used(TXQ).len(), 2);
+        assert_eq!(a.dev.pending_rsts(), 0);
+    }
+
+    #[test]
+    fn full_rst_queue_drops_the_oldest() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        for port in 0..RST_QUEUE_CAPACITY as u32 + 3 {
+            let h = VsockHeader { src_port: port, ..pkt(A, 2, VIRTIO_VSOCK_OP_REQUEST, 0) };
+            a.tx(&h, &[], &[]);
+            a.notify(TXQ);
+            a.used(TXQ);
+        }
+        assert_eq!(a.dev.pending_rsts(), RST_QUEUE_CAPACITY);
+        for _ in 0..QSIZE {
+            a.post(RXQ, &[44]);
+        }
+        a.notify(RXQ);
+        let ports: Vec<u32> = a.received().iter().map(|(h, _)| h.dst_port).collect();
+        let want: Vec<u32> = (3..RST_QUEUE_CAPACITY as u32 + 3).collect();
+        assert_eq!(ports, want, "the 3 oldest dropped, the rest in order");
+    }
+
+    #[test]
+    fn rw_larger_than_the_rx_buffer_is_split_in_order_with_the_same_counters() {
+        let wire = Wire::default();
+        let mut b = Rig::new(&wire, 1, B, A);
+        let mut rng = Rng(5);
+        let data = bytes(&mut rng, 10_000);
+        let h = VsockHeader { flags: 0, ..pkt(A, B, VIRTIO_VSOCK_OP_RW, 10_000) };
+        assert!(wire.borrow_mut().inject(1, &h, &data));
+        let ctl = pkt(A, B, VIRTIO_VSOCK_OP_CREDIT_UPDATE, 0);
+        assert!(wire.borrow_mut().inject(1, &ctl, &[]));
+        // 4 KiB buffers as Linux posts them, a header split over two descriptors, odd sizes.
+        b.post(RXQ, &[44 + 4096]);
+        b.post(RXQ, &[10, 34, 1000]);
+        b.post(RXQ, &[45]);
+        b.poll();
+        assert_eq!(wire.borrow().queued(1), 2, "packet not finished: nothing popped");
+        for _ in 0..4 {
+            b.post(RXQ, &[44 + 2048]);
+        }
+        b.poll();
+        let got = b.received();
+        let lens: Vec<u32> = got.iter().map(|(h, _)| h.len).collect();
+        assert_eq!(lens, vec![4096, 1000, 1, 2048, 2048, 807, 0]);
+        let mut joined = Vec::new();
+        for (piece, payload) in &got[..6] {
+            assert_eq!(*piece, VsockHeader { len: piece.len, ..h }, "same header, smaller len");
+            joined.extend_from_slice(payload);
+        }
+        assert!(joined == data, "bytes in order");
+        assert_eq!(got[6].0, ctl, "control packet after the split one");
+        assert_eq!(wire.borrow().queued(1), 0);
+    }
+
+    #[test]
+    fn unusable_rx_buffers_are_returned_empty() {
+        let wire = Wire::default();
+        let mut b = Rig::new(&wire, 1, B, A);
+        wire.borrow_mut().inject(1, &pkt(A, B, VIRTIO_VSOCK_OP_RW, 8), &[7; 8]);
+        let small = b.post(RXQ, &[43]);
+        let exact = b.post(RXQ, &[44]);
+        let at = b.alloc(100);
+        let readable = b.add(RXQ, &[(at, 50, false), (at + 50, 50, true)]);
+        let good = b.post(RXQ, &[52]);
+        b.poll();
+        let used = b.used(RXQ);
+        let want = [(small, 0), (exact, 0), (readable, 0), (good, 52)];
+        assert_eq!(used, want.map(|(h, n)| (u32::from(h), n)));
+    }
+
+    #[test]
+    fn bad_packets_from_the_peer_are_dropped() {
+        let wire = Wire::default();
+        let mut b = Rig::new(&wire, 1, B, A);
+        let mut w = wire.borrow_mut();
+        w.inject(1, &pkt(A, 5, VIRTIO_VSOCK_OP_RW, 1), &[1]);
+        w.inject(1, &pkt(2, B, VIRTIO_VSOCK_OP_REQUEST, 0), &[]);
+        w.inject(1, &pkt(A, B, 0, 0), &[]);
+        w.inject(1, &pkt(A, B, VIRTIO_VSOCK_OP_SHUTDOWN, 3), &[1, 2, 3]);
+        let good = pkt(A, B, VIRTIO_VSOCK_OP_RESPONSE, 0);
+        w.inject(1, &good, &[]);
+        drop(w);
+        b.post(RXQ, &[100]);
+        b.post(RXQ, &[100]);
+        b.poll();
+        assert_eq!(b.received(), vec![(good, vec![])]);
+        assert_eq!(wire.borrow().queued(1), 0);
+    }
+
+    #[test]
+    fn full_backend_keeps_tx_chains_in_the_ring_and_loses_nothing() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        wire.borrow_mut().set_up(1, true);
+        wire.borrow_mut().set_limit(1, 3 * (44 + 1000));
+        let mut rng = Rng(9);
+        let sent: Vec<Vec<u8>> = (0..10).map(|_| bytes(&mut rng, 1000)).collect();
+        for (i, d) in sent.iter().enumerate() {
+            // One descriptor each: ten chains fit the 16-entry ring.
+            a.tx(&VsockHeader { fwd_cnt: i as u32, ..pkt(A, B, VIRTIO_VSOCK_OP_RW, 1000) }, d, &[]);
+        }
+        a.notify(TXQ);
+        assert!(a.dev.tx_blocked());
+        assert_eq!(a.used(TXQ).len(), 3, "only what fits is taken");
+        let mut got = Vec::new();
+        for _ in 0..20 {
+            got.extend(take_all(&wire, 1));
+            a.poll();
+        }
+        assert!(!a.dev.tx_blocked());
+        assert_eq!(a.used(TXQ).len(), 7);
+        let order: Vec<u32> = got.iter().map(|(h, _)| h.fwd_cnt).collect();
+        assert_eq!(order, (0..10).collect::<Vec<u32>>(), "in order");
+        assert!(got.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>() == sent);
+    }
+
+    #[test]
+    fn peer_reset_raises_one_event_once_the_guest_posts_a_buffer() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        wire.borrow_mut().set_up(1, true);
+        a.tx(&pkt(A, 2, VIRTIO_VSOCK_OP_REQUEST, 0), &[], &[]);
+        a.notify(TXQ);
+        assert_eq!(a.dev.pending_rsts(), 1);
+        wire.borrow_mut().set_up(1, false);
+        a.poll();
+        assert!(a.dev.event_pending());
+        assert_eq!(a.dev.pending_rsts(), 0, "RSTs for the old peer dropped");
+        a.poll();
+        assert!(a.used(EVENTQ).is_empty());
+        let e1 = a.post(EVENTQ, &[4]);
+        let e2 = a.post(EVENTQ, &[4]);
+        a.notify(EVENTQ);
+        a.poll();
+        assert_eq!(a.used(EVENTQ), vec![(u32::from(e1), 4)], "exactly one event");
+        assert_eq!(
+            a.written(EVENTQ, u32::from(e1), 4),
+            VIRTIO_VSOCK_EVENT_TRANSPORT_RESET.to_le_bytes()
+        );
+        assert!(!a.dev.event_pending());
+        let _ = e2;
+    }
+
+    #[test]
+    fn unusable_event_buffers_are_returned_empty() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        wire.borrow_mut().set_up(1, true);
+        wire.borrow_mut().set_up(1, false);
+        let small = a.post(EVENTQ, &[3]);
+        let split = a.post(EVENTQ, &[2, 2]);
+        a.poll();
+        assert_eq!(a.used(EVENTQ), vec![(u32::from(small), 0), (u32::from(split), 4)]);
+        assert_eq!(a.written(EVENTQ, u32::from(split), 4), [0, 0, 0, 0]);
+    }
+
+    #[test]
+    fn reset_and_activation_tell_the_peer_and_forget_state() {
+        let wire = Wire::default();
+        let mut b = Rig::new(&wire, 1, B, A);
+        assert!(wire.borrow().is_up(1));
+        wire.borrow_mut().inject(1, &pkt(A, B, VIRTIO_VSOCK_OP_RW, 500), &[3; 500]);
+        b.post(RXQ, &[144]);
+        b.poll();
+        assert_eq!(b.received().len(), 1, "first piece delivered");
+        b.dev.reset();
+        assert!(!wire.borrow().is_up(1));
+        assert_eq!(wire.borrow().queued(1), 0, "rest of the split packet dropped");
+        wire.borrow_mut().inject(1, &pkt(A, B, VIRTIO_VSOCK_OP_REQUEST, 0), &[]);
+        b.poll();
+        assert_eq!(wire.borrow().queued(1), 0, "an inactive device drains its backend");
+        b.dev.activate(0, &b.queues).unwrap();
+        assert!(wire.borrow().is_up(1));
+    }
+
+    #[test]
+    fn activation_needs_all_three_queues() {
+        let wire = Wire::default();
+        let mut dev = VsockDevice::new(A, B, WireEnd::new(&wire, 0));
+        let qs = [Queue::new(8), Queue::new(8), Queue::new(8)];
+        assert_eq!(dev.activate(0, &qs), Err(ActivateError::QueueNotReady(0)));
+        assert!(!wire.borrow().is_up(0));
+        let mut c = [0u8; 8];
+        dev.read_config(0, &mut c);
+        assert_eq!(u64::from_le_bytes(c), A);
+        assert_eq!((dev.device_id(), dev.features()), (19, VIRTIO_VSOCK_F_STREAM));
+    }
+
+    #[test]
+    #[should_panic(expected = "reserved")]
+    fn host_cid_is_refused() {
+        let wire = Wire::default();
+        VsockDevice::new(2, B, WireEnd::new(&wire, 0));
+    }
+
+    /// Guest A sends `total` bytes as RW packets of random sizes (random descriptor cuts)
+    /// through its device, the wire and B's device into B's random-sized rx buffers.
+    #[test]
+    fn two_devices_back_to_back_move_1_mib_exactly() {
+        let wire = Wire::default();
+        let mut a = Rig::new(&wire, 0, A, B);
+        let mut b = Rig::new(&wire, 1, B, A);
+        let mut rng = Rng(2024);
+        let total = 1 << 20;
+        let data = bytes(&mut rng, total);
+        let (mut sent, mut in_flight, mut got) = (0usize, 0usize, Vec::new());
+        let mut rx_posted = 0;
+        for _ in 0..100_000 {
+            while in_flight < 4 && sent < total {
+                let n = (1 + rng.below(65536) as usize).min(total - sent);
+                let h =
+                    VsockHeader { fwd_cnt: sent as u32, ..pkt(A, B, VIRTIO_VSOCK_OP_RW, n as u32) };
+                let cut = 1 + rng.below(44 + n as u64 - 1) as usize;
+                a.tx(&h, &data[sent..sent + n], &[cut]);
+                sent += n;
+                in_flight += 1;
+            }
+            a.notify(TXQ);
+            in_flight -= a.used(TXQ).len();
+            while rx_posted < 8 {
+                let size = 45 + rng.below(5000) as u32;
+                let cut = 1 + rng.below(u64::from(size) - 1) as u32;
+                b.post(RXQ, &[cut, size - cut]);
+                rx_posted += 1;
+            }
+            b.notify(RXQ);
+            for (h, payload) in b.received() {
+                rx_posted -= 1;
+                assert_eq!(({ h.src_cid }, { h.dst_cid }, { h.op }), (A, B, VIRTIO_VSOCK_OP_RW));
+                got.extend(payload);
+            }
+            if got.len() == total {
+                break;
+            }
+        }
+        assert_eq!(got.len(), total);
+        assert!(got == data, "1 MiB arrived exactly, in order");
+    }
+}

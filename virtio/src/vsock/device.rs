@@ -275,7 +275,7 @@ impl<B: VsockBackend> VsockDevice<B> {
                 Next::Rst(h) => (h, 0),
                 Next::Peer(p) => (p.header, p.offset),
             };
-            let remaining = h.len - offset;
+            let remaining = h.len.saturating_sub(offset);
             let Some(room) = rx_room(&chain, remaining) else {
                 guest_warn!(
                     "vsock: rx buffer {} unusable ({} bytes)",

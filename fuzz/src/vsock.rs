@@ -71,18 +71,19 @@ impl VsockBackend for Peer {
         let h = *h;
         assert!(self.reserved.is_none(), "send_begin with a packet reserved");
         assert!(self.our_up, "device sends while not up");
-        assert_eq!(({ h.src_cid }, { h.dst_cid }), (OWN, PEER), "addresses");
-        assert_eq!({ h.socket_type }, VIRTIO_VSOCK_TYPE_STREAM);
-        assert!(op_known(h.op), "op {}", { h.op });
-        if h.op == VIRTIO_VSOCK_OP_RW {
-            assert!(h.len <= VIRTIO_VSOCK_MAX_PKT_BUF_SIZE, "len {}", { h.len });
+        let (op, len) = (h.op.get(), h.len.get());
+        assert_eq!((h.src_cid.get(), h.dst_cid.get()), (OWN, PEER), "addresses");
+        assert_eq!(h.socket_type.get(), VIRTIO_VSOCK_TYPE_STREAM);
+        assert!(op_known(op), "op {op}");
+        if op == VIRTIO_VSOCK_OP_RW {
+            assert!(len <= VIRTIO_VSOCK_MAX_PKT_BUF_SIZE, "len {len}");
         } else {
-            assert_eq!({ h.len }, 0, "payload on op {}", { h.op });
+            assert_eq!(len, 0, "payload on op {op}");
         }
-        if h.op == VIRTIO_VSOCK_OP_REQUEST {
+        if op == VIRTIO_VSOCK_OP_REQUEST {
             assert!(self.up, "REQUEST forwarded to a peer that is down");
         }
-        if HEADER_SIZE + h.len as usize > self.room {
+        if HEADER_SIZE + len as usize > self.room {
             return false;
         }
         self.reserved = Some((h, 0));
@@ -93,16 +94,17 @@ impl VsockBackend for Peer {
         let (h, done) = self.reserved.as_mut().expect("send_payload without send_begin");
         assert!(!data.is_empty() && data.len() <= CHUNK, "chunk of {}", data.len());
         let end = offset.checked_add(data.len()).expect("offset wraps");
-        assert!(end <= h.len as usize, "payload {offset}+{} past len {}", data.len(), { h.len });
+        let len = h.len.get() as usize;
+        assert!(end <= len, "payload {offset}+{} past len {len}", data.len());
         assert_eq!(offset, *done, "payload out of order, repeated or with a hole");
         *done = end;
     }
 
     fn send_commit(&mut self) {
         let (h, done) = self.reserved.take().expect("send_commit without send_begin");
-        assert_eq!(done, h.len as usize, "committed with payload missing");
+        assert_eq!(done, h.len.get() as usize, "committed with payload missing");
         reach(0);
-        self.room -= HEADER_SIZE + h.len as usize;
+        self.room -= HEADER_SIZE + h.len.get() as usize;
     }
 
     fn recv_peek(&mut self) -> Option<VsockHeader> {
@@ -114,7 +116,8 @@ impl VsockBackend for Peer {
         let &(h, real) = self.inbox.front().expect("recv_payload with no packet");
         assert!(!buf.is_empty() && buf.len() <= CHUNK, "chunk of {}", buf.len());
         let end = offset.checked_add(buf.len()).expect("offset wraps");
-        assert!(end <= h.len as usize, "read {offset}+{} past len {}", buf.len(), { h.len });
+        let len = h.len.get() as usize;
+        assert!(end <= len, "read {offset}+{} past len {len}", buf.len());
         for (i, b) in buf.iter_mut().enumerate() {
             let at = offset + i;
             *b = if at < real { payload_byte(&h, at) } else { 0 };
@@ -143,7 +146,7 @@ impl VsockBackend for Peer {
 
 /// Payload byte `at` of packet `h` from the peer (no allocation per packet).
 fn payload_byte(h: &VsockHeader, at: usize) -> u8 {
-    (at as u8).wrapping_mul(31) ^ ({ h.src_port } as u8)
+    (at as u8).wrapping_mul(31) ^ (h.src_port.get() as u8)
 }
 
 /// What the peer does.
@@ -177,16 +180,16 @@ fn peer_op(p: &mut Peer, op: PeerOp) {
                 return;
             }
             let h = VsockHeader {
-                src_cid: src.unwrap_or(PEER),
-                dst_cid: dst.unwrap_or(OWN),
-                src_port: ports.0,
-                dst_port: ports.1,
-                len: claim.unwrap_or(u32::from(payload)),
-                socket_type: ty.unwrap_or(VIRTIO_VSOCK_TYPE_STREAM),
-                op: u16::from(op % 9),
-                flags,
-                buf_alloc: credit.0,
-                fwd_cnt: credit.1,
+                src_cid: src.unwrap_or(PEER).into(),
+                dst_cid: dst.unwrap_or(OWN).into(),
+                src_port: ports.0.into(),
+                dst_port: ports.1.into(),
+                len: claim.unwrap_or(u32::from(payload)).into(),
+                socket_type: ty.unwrap_or(VIRTIO_VSOCK_TYPE_STREAM).into(),
+                op: u16::from(op % 9).into(),
+                flags: flags.into(),
+                buf_alloc: credit.0.into(),
+                fwd_cnt: credit.1.into(),
             };
             p.inbox.push_back((h, usize::from(payload)));
         }
@@ -548,21 +551,16 @@ impl Harness<'_> {
             VsockOp::Tx { op, wrong, len, claim, at, cuts } => {
                 let payload = usize::from(len) % 3000;
                 let h = VsockHeader {
-                    src_cid: if wrong & 1 != 0 { PEER } else { OWN },
-                    dst_cid: match wrong >> 1 & 3 {
-                        0 => PEER,
-                        1 => 2,
-                        2 => 77,
-                        _ => OWN,
-                    },
-                    src_port: 1000 + u32::from(op),
-                    dst_port: 2000,
-                    len: claim.unwrap_or(payload as u32),
-                    socket_type: if wrong & 8 != 0 { 2 } else { VIRTIO_VSOCK_TYPE_STREAM },
-                    op: u16::from(op % 9),
-                    flags: 0,
-                    buf_alloc: 65536,
-                    fwd_cnt: 0,
+                    src_cid: (if wrong & 1 != 0 { PEER } else { OWN }).into(),
+                    dst_cid: [PEER, 2, 77, OWN][usize::from(wrong >> 1 & 3)].into(),
+                    src_port: (1000 + u32::from(op)).into(),
+                    dst_port: 2000.into(),
+                    len: claim.unwrap_or(payload as u32).into(),
+                    socket_type: (if wrong & 8 != 0 { 2 } else { VIRTIO_VSOCK_TYPE_STREAM }).into(),
+                    op: u16::from(op % 9).into(),
+                    flags: 0.into(),
+                    buf_alloc: 65536.into(),
+                    fwd_cnt: 0.into(),
                 };
                 let total = HEADER_SIZE + payload;
                 let at = DATA + usize::from(at) % (RAM - DATA - total);

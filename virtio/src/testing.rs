@@ -1,5 +1,5 @@
-//! Test helpers: a driver-side view of a split virtqueue in guest memory, a small
-//! deterministic random number generator, and ([`vsock`]) a loopback joining two vsock devices.
+//! Test helpers: a driver-side view of a split virtqueue in guest memory, and ([`vsock`]) a
+//! loopback joining two vsock devices.
 //!
 //! Available with `cfg(test)` and with the `test-utils` feature (for fuzzers and other
 //! crates' tests). [`DriverQueue`] writes descriptors and the available ring the way a driver
@@ -13,23 +13,6 @@ use crate::queue::{
     avail_ring_size, desc_table_size, used_ring_size, Descriptor, Queue, VIRTQ_DESC_F_NEXT,
     VIRTQ_DESC_F_WRITE,
 };
-
-/// A tiny deterministic random number generator (a 64-bit LCG), for reproducible tests.
-#[derive(Clone, Debug)]
-pub struct Rng(pub u64);
-
-impl Rng {
-    /// The next value (31 bits).
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
-        self.0 >> 33
-    }
-
-    /// A value in `0..n` (`n` > 0).
-    pub fn below(&mut self, n: u64) -> u64 {
-        self.next_u64() % n
-    }
-}
 
 /// The driver side of one split virtqueue.
 #[derive(Clone, Debug)]

@@ -24,7 +24,6 @@ use virtio::console::{Console, SerialBackend};
 use virtio::features::{VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC};
 use virtio::mmio::*;
 use virtio::testing::vsock::{VsockWire, WireEnd};
-use virtio::testing::Rng;
 use virtio::vsock::VsockDevice;
 use virtio::{GuestMemory, MemoryError, VirtioDevice};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, RespStatus, VirtIOBlk, SECTOR_SIZE};
@@ -735,7 +734,7 @@ fn stream(
     tx: (&mut Manager, &Shared<VsockDev>, VsockAddr, u32),
     rx: (&mut Manager, &Shared<VsockDev>, VsockAddr, u32),
     data: &[u8],
-    rng: &mut Rng,
+    rng: &mut fastrand::Rng,
 ) -> Vec<u8> {
     let (tx, tx_dev, rx_addr, tx_port) = tx;
     let (rx, rx_dev, tx_addr, rx_port) = rx;
@@ -746,7 +745,7 @@ fn stream(
             break;
         }
         if sent < data.len() {
-            let n = (1 + rng.below(4000) as usize).min(data.len() - sent);
+            let n = (1 + rng.usize(..4000)).min(data.len() - sent);
             match tx.send(rx_addr, tx_port, &data[sent..sent + n]) {
                 Ok(()) => sent += n,
                 Err(virtio_drivers::Error::SocketDeviceError(
@@ -790,8 +789,8 @@ fn vsock_drivers_connect_stream_both_ways_and_shut_down() {
 
     // 200 KiB A -> B and 40 KiB B -> A, in pieces up to 4000 bytes: the drivers' 512-byte rx
     // buffers make the devices split every RW packet longer than 468 bytes.
-    let mut rng = Rng(77);
-    let ab: Vec<u8> = (0..200 * 1024).map(|_| rng.next_u64() as u8).collect();
+    let mut rng = fastrand::Rng::with_seed(77);
+    let ab: Vec<u8> = (0..200 * 1024).map(|_| rng.u8(..)).collect();
     let got = stream(
         (&mut a, &ma, b_addr, a_addr.port),
         (&mut b, &mb, a_addr, b_addr.port),
@@ -800,7 +799,7 @@ fn vsock_drivers_connect_stream_both_ways_and_shut_down() {
     );
     assert_eq!((got.len(), checksum(&got)), (ab.len(), checksum(&ab)));
     assert!(got == ab, "A -> B exact");
-    let ba: Vec<u8> = (0..40 * 1024).map(|_| rng.next_u64() as u8).collect();
+    let ba: Vec<u8> = (0..40 * 1024).map(|_| rng.u8(..)).collect();
     let got = stream(
         (&mut b, &mb, a_addr, b_addr.port),
         (&mut a, &ma, b_addr, a_addr.port),

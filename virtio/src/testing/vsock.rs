@@ -49,7 +49,7 @@ impl<const CAP: usize> Pipe<CAP> {
     }
 
     fn reserve(&mut self, h: &VsockHeader) -> bool {
-        let total = HEADER_SIZE + h.len as usize;
+        let total = HEADER_SIZE + h.len.get() as usize;
         assert!(self.reserved.is_none(), "send_begin twice without send_commit");
         if self.len + total > self.limit {
             return false;
@@ -82,7 +82,7 @@ impl<const CAP: usize> Pipe<CAP> {
 
     fn pop(&mut self) {
         let h = self.peek().expect("recv_pop with no packet");
-        let total = HEADER_SIZE + h.len as usize;
+        let total = HEADER_SIZE + h.len.get() as usize;
         self.head = (self.head + total) % CAP;
         self.len -= total;
         self.packets -= 1;
@@ -156,7 +156,7 @@ impl<const CAP: usize> VsockWire<CAP> {
         if !pipe.reserve(h) {
             return false;
         }
-        pipe.payload(0, &payload[..core::cmp::min(payload.len(), h.len as usize)]);
+        pipe.payload(0, &payload[..core::cmp::min(payload.len(), h.len.get() as usize)]);
         pipe.commit();
         true
     }
@@ -166,7 +166,7 @@ impl<const CAP: usize> VsockWire<CAP> {
     pub fn take(&mut self, side: usize, payload: &mut [u8]) -> Option<VsockHeader> {
         let pipe = &mut self.to[side];
         let h = pipe.peek()?;
-        let n = core::cmp::min(payload.len(), h.len as usize);
+        let n = core::cmp::min(payload.len(), h.len.get() as usize);
         pipe.copy_out(HEADER_SIZE, &mut payload[..n]);
         pipe.pop();
         Some(h)
@@ -225,7 +225,7 @@ impl<const CAP: usize> VsockBackend for WireEnd<'_, CAP> {
         let w = self.wire.borrow();
         let pipe = &w.to[self.side];
         let h = pipe.peek().expect("recv_payload with no packet");
-        assert!(offset + buf.len() <= h.len as usize, "recv_payload past the packet's len");
+        assert!(offset + buf.len() <= h.len.get() as usize, "recv_payload past the packet's len");
         pipe.copy_out(HEADER_SIZE + offset, buf);
     }
 

@@ -7,8 +7,10 @@ use super::packet::{
 use super::VSOCK_DEVICE_ID;
 use super::{VsockBackend, CHUNK, EVENTQ, QUEUE_SIZE, RXQ, TXQ, VIRTIO_VSOCK_F_STREAM};
 use crate::device::{read_config_bytes, ActivateError, DeviceContext, VirtioDevice};
+use crate::layout::VirtioVsockConfig;
 use crate::memory::GuestMemory;
 use crate::queue::{DescriptorChain, Queue};
+use zerocopy::IntoBytes;
 
 /// Most device-generated RSTs waiting for a guest receive buffer. When full, the oldest is
 /// dropped: a guest that floods bad packets without reading its rx queue cannot grow the
@@ -29,20 +31,8 @@ struct RstQueue {
 }
 
 impl RstQueue {
-    const fn new() -> RstQueue {
-        const ZERO: VsockHeader = VsockHeader {
-            src_cid: 0,
-            dst_cid: 0,
-            src_port: 0,
-            dst_port: 0,
-            len: 0,
-            socket_type: 0,
-            op: 0,
-            flags: 0,
-            buf_alloc: 0,
-            fwd_cnt: 0,
-        };
-        RstQueue { slots: [ZERO; RST_QUEUE_CAPACITY], head: 0, len: 0 }
+    fn new() -> RstQueue {
+        RstQueue { slots: [VsockHeader::default(); RST_QUEUE_CAPACITY], head: 0, len: 0 }
     }
 
     /// Appends `h`; returns the oldest entry if it had to be dropped to make room.
@@ -199,7 +189,7 @@ impl<B: VsockBackend> VsockDevice<B> {
     fn queue_rst(&mut self, h: VsockHeader) {
         if let Some(old) = self.rsts.push(h) {
             guest_warn!("vsock: rx queue not read; device RST for port {} dropped", {
-                old.dst_port
+                old.dst_port.get()
             });
         }
     }
@@ -226,11 +216,11 @@ impl<B: VsockBackend> VsockDevice<B> {
                         self.tx_blocked = true;
                         return;
                     }
-                    send_payload(&mut self.backend, &chain, &*mem, h.len);
+                    send_payload(&mut self.backend, &chain, &*mem, h.len.get());
                     self.backend.send_commit();
                 }
                 TxAction::Reset(why) => {
-                    guest_warn!("vsock: tx to port {}: {}; RST", { h.dst_port }, why);
+                    guest_warn!("vsock: tx to port {}: {}; RST", h.dst_port.get(), why);
                     self.queue_rst(h.reset_reply());
                 }
                 TxAction::Drop(why) => guest_warn!("vsock: tx packet dropped: {}", why),
@@ -275,7 +265,7 @@ impl<B: VsockBackend> VsockDevice<B> {
                 Next::Rst(h) => (h, 0),
                 Next::Peer(p) => (p.header, p.offset),
             };
-            let remaining = h.len.saturating_sub(offset);
+            let remaining = h.len.get().saturating_sub(offset);
             let Some(room) = rx_room(&chain, remaining) else {
                 guest_warn!(
                     "vsock: rx buffer {} unusable ({} bytes)",
@@ -294,7 +284,7 @@ impl<B: VsockBackend> VsockDevice<B> {
                 }
                 Next::Peer(mut p) => {
                     p.offset += piece;
-                    if p.offset >= h.len {
+                    if p.offset >= h.len.get() {
                         self.backend.recv_pop();
                         self.rx = None;
                     } else {
@@ -388,12 +378,12 @@ fn fill_rx<B: VsockBackend, M: GuestMemory + ?Sized>(
     next: Next,
 ) -> u32 {
     let mut out = *h;
-    out.len = piece;
+    out.len = piece.into();
     if chain.write_at(mem, 0, &out.to_bytes()) != Ok(HEADER_SIZE) {
         log::warn!(target: "virtio", "vsock: rx buffer not writable; packet lost");
         return 0;
     }
-    if matches!(next, Next::Rst(_)) || h.op != VIRTIO_VSOCK_OP_RW {
+    if matches!(next, Next::Rst(_)) || h.op.get() != VIRTIO_VSOCK_OP_RW {
         return HEADER_SIZE as u32;
     }
     let mut buf = [0u8; CHUNK];
@@ -426,8 +416,8 @@ impl<B: VsockBackend> VirtioDevice for VsockDevice<B> {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        // struct virtio_vsock_config { le64 guest_cid; } (virtio 1.2 §5.10.4).
-        read_config_bytes(&self.cid.to_le_bytes(), offset, data);
+        let config = VirtioVsockConfig { guest_cid: self.cid.into() };
+        read_config_bytes(config.as_bytes(), offset, data);
     }
 
     fn activate(&mut self, _features: u64, queues: &[Queue]) -> Result<(), ActivateError> {
@@ -474,9 +464,10 @@ mod tests {
     use crate::memory::SliceMemory;
     use crate::queue::VIRTQ_DESC_F_NEXT;
     use crate::testing::vsock::{VsockWire, WireEnd};
-    use crate::testing::{DriverQueue, Rng};
+    use crate::testing::DriverQueue;
     use crate::vsock::packet::*;
     use core::cell::RefCell;
+    use fastrand::Rng;
     use std::collections::HashMap;
 
     const BASE: u64 = 0x4000_0000;
@@ -491,16 +482,16 @@ mod tests {
 
     fn pkt(src: u64, dst: u64, op: u16, len: u32) -> VsockHeader {
         VsockHeader {
-            src_cid: src,
-            dst_cid: dst,
-            src_port: 1024,
-            dst_port: 5000,
-            len,
-            socket_type: VIRTIO_VSOCK_TYPE_STREAM,
-            op,
-            flags: 0,
-            buf_alloc: 262_144,
-            fwd_cnt: 77,
+            src_cid: src.into(),
+            dst_cid: dst.into(),
+            src_port: 1024.into(),
+            dst_port: 5000.into(),
+            len: len.into(),
+            socket_type: VIRTIO_VSOCK_TYPE_STREAM.into(),
+            op: op.into(),
+            flags: 0.into(),
+            buf_alloc: 262_144.into(),
+            fwd_cnt: 77.into(),
         }
     }
 
@@ -617,7 +608,7 @@ mod tests {
                     let b = self.written(RXQ, id, len);
                     let h = VsockHeader::from_bytes(b[..HEADER_SIZE].try_into().unwrap());
                     assert_eq!(
-                        { h.len } as usize,
+                        h.len.get() as usize,
                         b.len() - HEADER_SIZE,
                         "len matches used length"
                     );
@@ -628,14 +619,16 @@ mod tests {
     }
 
     fn bytes(rng: &mut Rng, n: usize) -> Vec<u8> {
-        (0..n).map(|_| rng.next_u64() as u8).collect()
+        let mut v = vec![0u8; n];
+        rng.fill(&mut v);
+        v
     }
 
     fn take_all(wire: &Wire, side: usize) -> Vec<(VsockHeader, Vec<u8>)> {
         let mut out = Vec::new();
         let mut buf = vec![0u8; 65536];
         while let Some(h) = wire.borrow_mut().take(side, &mut buf) {
-            out.push((h, buf[..{ h.len } as usize].to_vec()));
+            out.push((h, buf[..h.len.get() as usize].to_vec()));
         }
         out
     }
@@ -645,7 +638,7 @@ mod tests {
         let wire = Wire::default();
         let mut a = Rig::new(&wire, 0, A, B);
         wire.borrow_mut().set_up(1, true);
-        let mut rng = Rng(1);
+        let mut rng = Rng::with_seed(1);
         let data = bytes(&mut rng, 3000);
         let h = pkt(A, B, VIRTIO_VSOCK_OP_RW, 3000);
         // Linux 6.1: header and payload in separate buffers; newer: one buffer; and worse.
@@ -694,10 +687,11 @@ mod tests {
         let wire = Wire::default();
         let mut a = Rig::new(&wire, 0, A, B);
         wire.borrow_mut().set_up(1, true);
-        let seqpacket = VsockHeader { socket_type: 2, ..pkt(A, B, VIRTIO_VSOCK_OP_REQUEST, 0) };
+        let seqpacket =
+            VsockHeader { socket_type: 2.into(), ..pkt(A, B, VIRTIO_VSOCK_OP_REQUEST, 0) };
         let bad_op = pkt(A, B, 42, 0);
         let host = pkt(A, VMADDR_CID_HOST, VIRTIO_VSOCK_OP_REQUEST, 0);
-        let stranger = VsockHeader { dst_port: 9, ..pkt(A, 77, VIRTIO_VSOCK_OP_RW, 5) };
+        let stranger = VsockHeader { dst_port: 9.into(), ..pkt(A, 77, VIRTIO_VSOCK_OP_RW, 5) };
         for h in [seqpacket, bad_op, host, stranger] {
             a.tx(&h, &[1; 5], &[44]);
         }
@@ -713,10 +707,10 @@ mod tests {
         for ((r, payload), sent) in got.iter().zip([seqpacket, bad_op, host, stranger]) {
             assert_eq!(*r, sent.reset_reply());
             assert_eq!(
-                ({ r.src_cid }, { r.dst_cid }, { r.op }),
-                ({ sent.dst_cid }, A, VIRTIO_VSOCK_OP_RST)
+                (r.src_cid.get(), r.dst_cid.get(), r.op.get()),
+                (sent.dst_cid.get(), A, VIRTIO_VSOCK_OP_RST)
             );
-            assert_eq!(({ r.src_port }, { r.dst_port }), ({ sent.dst_port }, { sent.src_port }));
+            assert_eq!((r.src_port, r.dst_port), (sent.dst_port, sent.src_port));
             assert!(payload.is_empty());
         }
         assert_eq!(wire.borrow().queued(1), 0);
@@ -741,7 +735,7 @@ mod tests {
         let wire = Wire::default();
         let mut a = Rig::new(&wire, 0, A, B);
         a.tx(&pkt(A, 2, VIRTIO_VSOCK_OP_RST, 0), &[], &[]);
-        a.tx(&VsockHeader { socket_type: 9, ..pkt(A, B, VIRTIO_VSOCK_OP_RST, 0) }, &[], &[]);
+        a.tx(&VsockHeader { socket_type: 9.into(), ..pkt(A, B, VIRTIO_VSOCK_OP_RST, 0) }, &[], &[]);
         a.notify(TXQ);
         assert_eq!(a.used(TXQ).len(), 2);
         assert_eq!(a.dev.pending_rsts(), 0);
@@ -752,7 +746,7 @@ mod tests {
         let wire = Wire::default();
         let mut a = Rig::new(&wire, 0, A, B);
         for port in 0..RST_QUEUE_CAPACITY as u32 + 3 {
-            let h = VsockHeader { src_port: port, ..pkt(A, 2, VIRTIO_VSOCK_OP_REQUEST, 0) };
+            let h = VsockHeader { src_port: port.into(), ..pkt(A, 2, VIRTIO_VSOCK_OP_REQUEST, 0) };
             a.tx(&h, &[], &[]);
             a.notify(TXQ);
             a.used(TXQ);
@@ -762,7 +756,7 @@ mod tests {
             a.post(RXQ, &[44]);
         }
         a.notify(RXQ);
-        let ports: Vec<u32> = a.received().iter().map(|(h, _)| h.dst_port).collect();
+        let ports: Vec<u32> = a.received().iter().map(|(h, _)| h.dst_port.get()).collect();
         let want: Vec<u32> = (3..RST_QUEUE_CAPACITY as u32 + 3).collect();
         assert_eq!(ports, want, "the 3 oldest dropped, the rest in order");
     }
@@ -771,9 +765,9 @@ mod tests {
     fn rw_larger_than_the_rx_buffer_is_split_in_order_with_the_same_counters() {
         let wire = Wire::default();
         let mut b = Rig::new(&wire, 1, B, A);
-        let mut rng = Rng(5);
+        let mut rng = Rng::with_seed(5);
         let data = bytes(&mut rng, 10_000);
-        let h = VsockHeader { flags: 0, ..pkt(A, B, VIRTIO_VSOCK_OP_RW, 10_000) };
+        let h = VsockHeader { flags: 0.into(), ..pkt(A, B, VIRTIO_VSOCK_OP_RW, 10_000) };
         assert!(wire.borrow_mut().inject(1, &h, &data));
         let ctl = pkt(A, B, VIRTIO_VSOCK_OP_CREDIT_UPDATE, 0);
         assert!(wire.borrow_mut().inject(1, &ctl, &[]));
@@ -788,7 +782,7 @@ mod tests {
         }
         b.poll();
         let got = b.received();
-        let lens: Vec<u32> = got.iter().map(|(h, _)| h.len).collect();
+        let lens: Vec<u32> = got.iter().map(|(h, _)| h.len.get()).collect();
         assert_eq!(lens, vec![4096, 1000, 1, 2048, 2048, 807, 0]);
         let mut joined = Vec::new();
         for (piece, payload) in &got[..6] {
@@ -841,11 +835,15 @@ mod tests {
         let mut a = Rig::new(&wire, 0, A, B);
         wire.borrow_mut().set_up(1, true);
         wire.borrow_mut().set_limit(1, 3 * (44 + 1000));
-        let mut rng = Rng(9);
+        let mut rng = Rng::with_seed(9);
         let sent: Vec<Vec<u8>> = (0..10).map(|_| bytes(&mut rng, 1000)).collect();
         for (i, d) in sent.iter().enumerate() {
             // One descriptor each: ten chains fit the 16-entry ring.
-            a.tx(&VsockHeader { fwd_cnt: i as u32, ..pkt(A, B, VIRTIO_VSOCK_OP_RW, 1000) }, d, &[]);
+            a.tx(
+                &VsockHeader { fwd_cnt: (i as u32).into(), ..pkt(A, B, VIRTIO_VSOCK_OP_RW, 1000) },
+                d,
+                &[],
+            );
         }
         a.notify(TXQ);
         assert!(a.dev.tx_blocked());
@@ -857,7 +855,7 @@ mod tests {
         }
         assert!(!a.dev.tx_blocked());
         assert_eq!(a.used(TXQ).len(), 7);
-        let order: Vec<u32> = got.iter().map(|(h, _)| h.fwd_cnt).collect();
+        let order: Vec<u32> = got.iter().map(|(h, _)| h.fwd_cnt.get()).collect();
         assert_eq!(order, (0..10).collect::<Vec<u32>>(), "in order");
         assert!(got.iter().map(|(_, p)| p.clone()).collect::<Vec<_>>() == sent);
     }
@@ -948,17 +946,19 @@ mod tests {
         let wire = Wire::default();
         let mut a = Rig::new(&wire, 0, A, B);
         let mut b = Rig::new(&wire, 1, B, A);
-        let mut rng = Rng(2024);
+        let mut rng = Rng::with_seed(2024);
         let total = 1 << 20;
         let data = bytes(&mut rng, total);
         let (mut sent, mut in_flight, mut got) = (0usize, 0usize, Vec::new());
         let mut rx_posted = 0;
         for _ in 0..100_000 {
             while in_flight < 4 && sent < total {
-                let n = (1 + rng.below(65536) as usize).min(total - sent);
-                let h =
-                    VsockHeader { fwd_cnt: sent as u32, ..pkt(A, B, VIRTIO_VSOCK_OP_RW, n as u32) };
-                let cut = 1 + rng.below(44 + n as u64 - 1) as usize;
+                let n = (1 + rng.usize(..65536)).min(total - sent);
+                let h = VsockHeader {
+                    fwd_cnt: (sent as u32).into(),
+                    ..pkt(A, B, VIRTIO_VSOCK_OP_RW, n as u32)
+                };
+                let cut = 1 + rng.usize(..44 + n - 1);
                 a.tx(&h, &data[sent..sent + n], &[cut]);
                 sent += n;
                 in_flight += 1;
@@ -966,15 +966,18 @@ mod tests {
             a.notify(TXQ);
             in_flight -= a.used(TXQ).len();
             while rx_posted < 8 {
-                let size = 45 + rng.below(5000) as u32;
-                let cut = 1 + rng.below(u64::from(size) - 1) as u32;
+                let size = 45 + rng.u32(..5000);
+                let cut = 1 + rng.u32(..size - 1);
                 b.post(RXQ, &[cut, size - cut]);
                 rx_posted += 1;
             }
             b.notify(RXQ);
             for (h, payload) in b.received() {
                 rx_posted -= 1;
-                assert_eq!(({ h.src_cid }, { h.dst_cid }, { h.op }), (A, B, VIRTIO_VSOCK_OP_RW));
+                assert_eq!(
+                    (h.src_cid.get(), h.dst_cid.get(), h.op.get()),
+                    (A, B, VIRTIO_VSOCK_OP_RW)
+                );
                 got.extend(payload);
             }
             if got.len() == total {

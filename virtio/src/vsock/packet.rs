@@ -7,13 +7,13 @@
 //! check for packets that come from the peer.
 
 use core::fmt;
-use core::mem::{offset_of, size_of};
 
+pub use crate::layout::VsockHeader;
 use crate::memory::{GuestMemory, MemoryError};
 use crate::queue::DescriptorChain;
 
-/// Size of `struct virtio_vsock_hdr` (virtio 1.2 §5.10.6).
-pub const HEADER_SIZE: usize = 44;
+/// Size of `struct virtio_vsock_hdr` ([`VsockHeader`], virtio 1.2 §5.10.6).
+pub const HEADER_SIZE: usize = core::mem::size_of::<VsockHeader>();
 /// Largest payload of one packet: Linux's VIRTIO_VSOCK_MAX_PKT_BUF_SIZE (64 KiB). Longer
 /// packets are dropped.
 pub const VIRTIO_VSOCK_MAX_PKT_BUF_SIZE: u32 = 64 * 1024;
@@ -39,102 +39,19 @@ pub const VIRTIO_VSOCK_TYPE_STREAM: u16 = 1;
 /// VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: the `id` of the only event (virtio 1.2 §5.10.6.6).
 pub const VIRTIO_VSOCK_EVENT_TRANSPORT_RESET: u32 = 0;
 /// Size of `struct virtio_vsock_event` (`le32 id`).
-pub const EVENT_SIZE: usize = 4;
+pub const EVENT_SIZE: usize = core::mem::size_of::<crate::layout::VirtioVsockEvent>();
 /// The well-known CID of the host (virtio 1.2 §5.10.4); never a guest's, never our peer's.
 pub const VMADDR_CID_HOST: u64 = 2;
-
-/// `struct virtio_vsock_hdr` (virtio 1.2 §5.10.6), decoded: the fields in wire order, in host
-/// byte order. On the wire every field is little-endian and the struct is packed (44 bytes);
-/// [`VsockHeader::from_bytes`] and [`VsockHeader::to_bytes`] convert.
-///
-/// The struct is `repr(C, packed)` so that its size and field offsets are the wire layout
-/// (checked at compile time below). Copy a field out (`{ h.len }`) before borrowing it.
-#[repr(C, packed)]
-#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
-pub struct VsockHeader {
-    /// Source CID (upper 32 bits reserved, zero).
-    pub src_cid: u64,
-    /// Destination CID.
-    pub dst_cid: u64,
-    /// Source port.
-    pub src_port: u32,
-    /// Destination port.
-    pub dst_port: u32,
-    /// Payload length in bytes (RW only; 0 for every other op).
-    pub len: u32,
-    /// `type`: [`VIRTIO_VSOCK_TYPE_STREAM`].
-    pub socket_type: u16,
-    /// `op`: one of `VIRTIO_VSOCK_OP_*`.
-    pub op: u16,
-    /// Op-specific flags (SHUTDOWN: bit 0 receive, bit 1 send).
-    pub flags: u32,
-    /// The sender's receive buffer space for this socket (virtio 1.2 §5.10.6.3).
-    pub buf_alloc: u32,
-    /// The sender's free-running count of payload bytes consumed.
-    pub fwd_cnt: u32,
-}
-
-const _: () = assert!(size_of::<VsockHeader>() == HEADER_SIZE);
-const _: () = assert!(offset_of!(VsockHeader, dst_cid) == 8);
-const _: () = assert!(offset_of!(VsockHeader, src_port) == 16);
-const _: () = assert!(offset_of!(VsockHeader, dst_port) == 20);
-const _: () = assert!(offset_of!(VsockHeader, len) == 24);
-const _: () = assert!(offset_of!(VsockHeader, socket_type) == 28);
-const _: () = assert!(offset_of!(VsockHeader, op) == 30);
-const _: () = assert!(offset_of!(VsockHeader, flags) == 32);
-const _: () = assert!(offset_of!(VsockHeader, buf_alloc) == 36);
-const _: () = assert!(offset_of!(VsockHeader, fwd_cnt) == 40);
-
-/// Little-endian field reader over the header bytes.
-struct Reader<'a> {
-    b: &'a [u8; HEADER_SIZE],
-    at: usize,
-}
-
-impl Reader<'_> {
-    fn take<const N: usize>(&mut self) -> [u8; N] {
-        let mut out = [0u8; N];
-        if let Some(src) = self.b.get(self.at..self.at + N) {
-            out.copy_from_slice(src);
-        }
-        self.at += N;
-        out
-    }
-}
 
 impl VsockHeader {
     /// Decodes the 44 little-endian bytes of a header.
     pub fn from_bytes(b: &[u8; HEADER_SIZE]) -> VsockHeader {
-        let mut r = Reader { b, at: 0 };
-        VsockHeader {
-            src_cid: u64::from_le_bytes(r.take()),
-            dst_cid: u64::from_le_bytes(r.take()),
-            src_port: u32::from_le_bytes(r.take()),
-            dst_port: u32::from_le_bytes(r.take()),
-            len: u32::from_le_bytes(r.take()),
-            socket_type: u16::from_le_bytes(r.take()),
-            op: u16::from_le_bytes(r.take()),
-            flags: u32::from_le_bytes(r.take()),
-            buf_alloc: u32::from_le_bytes(r.take()),
-            fwd_cnt: u32::from_le_bytes(r.take()),
-        }
+        zerocopy::transmute!(*b)
     }
 
     /// Encodes the header as 44 little-endian bytes.
     pub fn to_bytes(&self) -> [u8; HEADER_SIZE] {
-        let h = *self;
-        let mut b = [0u8; HEADER_SIZE];
-        b[0..8].copy_from_slice(&{ h.src_cid }.to_le_bytes());
-        b[8..16].copy_from_slice(&{ h.dst_cid }.to_le_bytes());
-        b[16..20].copy_from_slice(&{ h.src_port }.to_le_bytes());
-        b[20..24].copy_from_slice(&{ h.dst_port }.to_le_bytes());
-        b[24..28].copy_from_slice(&{ h.len }.to_le_bytes());
-        b[28..30].copy_from_slice(&{ h.socket_type }.to_le_bytes());
-        b[30..32].copy_from_slice(&{ h.op }.to_le_bytes());
-        b[32..36].copy_from_slice(&{ h.flags }.to_le_bytes());
-        b[36..40].copy_from_slice(&{ h.buf_alloc }.to_le_bytes());
-        b[40..44].copy_from_slice(&{ h.fwd_cnt }.to_le_bytes());
-        b
+        zerocopy::transmute!(*self)
     }
 
     /// The RST that answers this packet: addresses swapped, same type, no payload, no credit.
@@ -144,12 +61,9 @@ impl VsockHeader {
             dst_cid: self.src_cid,
             src_port: self.dst_port,
             dst_port: self.src_port,
-            len: 0,
             socket_type: self.socket_type,
-            op: VIRTIO_VSOCK_OP_RST,
-            flags: 0,
-            buf_alloc: 0,
-            fwd_cnt: 0,
+            op: VIRTIO_VSOCK_OP_RST.into(),
+            ..VsockHeader::default()
         }
     }
 }
@@ -214,7 +128,7 @@ pub fn parse_tx<M: GuestMemory + ?Sized>(
         Err(e) => return Err(TxError::Memory(e)),
     }
     let h = VsockHeader::from_bytes(&raw);
-    let len = h.len;
+    let len = h.len.get();
     if len > VIRTIO_VSOCK_MAX_PKT_BUF_SIZE {
         return Err(TxError::TooLarge(len));
     }
@@ -291,26 +205,26 @@ impl fmt::Display for DropReason {
 /// `peer`; `peer_up` says whether the peer's device is up. Checks, in order: source, type,
 /// op, payload on a control packet, destination, peer up for a REQUEST.
 pub fn classify_tx(h: &VsockHeader, own: u64, peer: u64, peer_up: bool) -> TxAction {
-    let h = *h;
-    if h.src_cid != own {
-        return TxAction::Drop(DropReason::WrongSource(h.src_cid));
+    let (ty, op, len) = (h.socket_type.get(), h.op.get(), h.len.get());
+    if h.src_cid.get() != own {
+        return TxAction::Drop(DropReason::WrongSource(h.src_cid.get()));
     }
-    let rst = if h.socket_type != VIRTIO_VSOCK_TYPE_STREAM {
-        Some(RstReason::UnknownType(h.socket_type))
-    } else if !op_known(h.op) {
-        Some(RstReason::UnknownOp(h.op))
-    } else if h.op != VIRTIO_VSOCK_OP_RW && h.len != 0 {
-        return TxAction::Drop(DropReason::PayloadOnControl { op: h.op, len: h.len });
-    } else if h.dst_cid != peer {
-        Some(RstReason::UnknownCid(h.dst_cid))
-    } else if h.op == VIRTIO_VSOCK_OP_REQUEST && !peer_up {
+    let rst = if ty != VIRTIO_VSOCK_TYPE_STREAM {
+        Some(RstReason::UnknownType(ty))
+    } else if !op_known(op) {
+        Some(RstReason::UnknownOp(op))
+    } else if op != VIRTIO_VSOCK_OP_RW && len != 0 {
+        return TxAction::Drop(DropReason::PayloadOnControl { op, len });
+    } else if h.dst_cid.get() != peer {
+        Some(RstReason::UnknownCid(h.dst_cid.get()))
+    } else if op == VIRTIO_VSOCK_OP_REQUEST && !peer_up {
         Some(RstReason::PeerDown)
     } else {
         None
     };
     match rst {
         None => TxAction::Forward,
-        Some(r) if h.op == VIRTIO_VSOCK_OP_RST => TxAction::Drop(DropReason::UnansweredRst(r)),
+        Some(r) if op == VIRTIO_VSOCK_OP_RST => TxAction::Drop(DropReason::UnansweredRst(r)),
         Some(r) => TxAction::Reset(r),
     }
 }
@@ -350,26 +264,23 @@ impl fmt::Display for RxError {
 
 /// Checks packet `h` from the peer `peer` for the guest whose CID is `own`.
 pub fn check_rx(h: &VsockHeader, own: u64, peer: u64) -> Result<(), RxError> {
-    let h = *h;
-    if h.dst_cid != own {
-        return Err(RxError::WrongDestination(h.dst_cid));
+    let (ty, op, len) = (h.socket_type.get(), h.op.get(), h.len.get());
+    if h.dst_cid.get() != own {
+        return Err(RxError::WrongDestination(h.dst_cid.get()));
     }
-    if h.src_cid != peer {
-        return Err(RxError::WrongSource(h.src_cid));
+    if h.src_cid.get() != peer {
+        return Err(RxError::WrongSource(h.src_cid.get()));
     }
-    if h.socket_type != VIRTIO_VSOCK_TYPE_STREAM {
-        return Err(RxError::UnknownType(h.socket_type));
+    if ty != VIRTIO_VSOCK_TYPE_STREAM {
+        return Err(RxError::UnknownType(ty));
     }
-    if !op_known(h.op) {
-        return Err(RxError::UnknownOp(h.op));
+    if !op_known(op) {
+        return Err(RxError::UnknownOp(op));
     }
-    let payload_ok = if h.op == VIRTIO_VSOCK_OP_RW {
-        h.len <= VIRTIO_VSOCK_MAX_PKT_BUF_SIZE
-    } else {
-        h.len == 0
-    };
+    let payload_ok =
+        if op == VIRTIO_VSOCK_OP_RW { len <= VIRTIO_VSOCK_MAX_PKT_BUF_SIZE } else { len == 0 };
     if !payload_ok {
-        return Err(RxError::BadLength { op: h.op, len: h.len });
+        return Err(RxError::BadLength { op, len });
     }
     Ok(())
 }
@@ -386,16 +297,16 @@ mod tests {
 
     fn hdr(op: u16, len: u32) -> VsockHeader {
         VsockHeader {
-            src_cid: OWN,
-            dst_cid: PEER,
-            src_port: 1000,
-            dst_port: 2000,
-            len,
-            socket_type: VIRTIO_VSOCK_TYPE_STREAM,
-            op,
-            flags: 0,
-            buf_alloc: 65536,
-            fwd_cnt: 7,
+            src_cid: OWN.into(),
+            dst_cid: PEER.into(),
+            src_port: 1000.into(),
+            dst_port: 2000.into(),
+            len: len.into(),
+            socket_type: VIRTIO_VSOCK_TYPE_STREAM.into(),
+            op: op.into(),
+            flags: 0.into(),
+            buf_alloc: 65536.into(),
+            fwd_cnt: 7.into(),
         }
     }
 
@@ -410,16 +321,16 @@ mod tests {
     #[test]
     fn header_round_trips_in_wire_order() {
         let h = VsockHeader {
-            src_cid: 0x0102_0304_0506_0708,
-            dst_cid: 0x1112_1314_1516_1718,
-            src_port: 0x2122_2324,
-            dst_port: 0x3132_3334,
-            len: 0x4142_4344,
-            socket_type: 0x5152,
-            op: 0x6162,
-            flags: 0x7172_7374,
-            buf_alloc: 0x8182_8384,
-            fwd_cnt: 0x9192_9394,
+            src_cid: 0x0102_0304_0506_0708.into(),
+            dst_cid: 0x1112_1314_1516_1718.into(),
+            src_port: 0x2122_2324.into(),
+            dst_port: 0x3132_3334.into(),
+            len: 0x4142_4344.into(),
+            socket_type: 0x5152.into(),
+            op: 0x6162.into(),
+            flags: 0x7172_7374.into(),
+            buf_alloc: 0x8182_8384.into(),
+            fwd_cnt: 0x9192_9394.into(),
         };
         let b = h.to_bytes();
         assert_eq!(b[0], 0x08, "little-endian src_cid first");
@@ -432,15 +343,11 @@ mod tests {
     #[test]
     fn reset_reply_swaps_addresses_and_carries_no_credit() {
         let r = hdr(VIRTIO_VSOCK_OP_REQUEST, 0).reset_reply();
-        let r2 = r;
-        assert_eq!(
-            ({ r.src_cid }, { r.dst_cid }, { r.src_port }, { r.dst_port }),
-            (PEER, OWN, 2000, 1000)
-        );
-        assert_eq!(
-            ({ r2.op }, { r2.len }, { r2.buf_alloc }, { r2.fwd_cnt }),
-            (VIRTIO_VSOCK_OP_RST, 0, 0, 0)
-        );
+        let addresses = (r.src_cid.get(), r.dst_cid.get(), r.src_port.get(), r.dst_port.get());
+        assert_eq!(addresses, (PEER, OWN, 2000, 1000));
+        let rest = (r.op.get(), r.len.get(), r.buf_alloc.get(), r.fwd_cnt.get());
+        assert_eq!(rest, (VIRTIO_VSOCK_OP_RST, 0, 0, 0));
+        assert_eq!(r.socket_type.get(), VIRTIO_VSOCK_TYPE_STREAM);
     }
 
     #[test]
@@ -477,30 +384,32 @@ mod tests {
         assert_eq!(c(hdr(VIRTIO_VSOCK_OP_RW, 100), false), TxAction::Forward);
         assert_eq!(c(hdr(VIRTIO_VSOCK_OP_REQUEST, 0), true), TxAction::Forward);
         assert_eq!(c(hdr(VIRTIO_VSOCK_OP_REQUEST, 0), false), TxAction::Reset(RstReason::PeerDown));
-        let wrong_src = VsockHeader { src_cid: 9, ..hdr(VIRTIO_VSOCK_OP_RW, 0) };
+        let wrong_src = VsockHeader { src_cid: 9.into(), ..hdr(VIRTIO_VSOCK_OP_RW, 0) };
         assert_eq!(c(wrong_src, true), TxAction::Drop(DropReason::WrongSource(9)));
-        let seqpacket = VsockHeader { socket_type: 2, ..hdr(VIRTIO_VSOCK_OP_REQUEST, 0) };
+        let seqpacket = VsockHeader { socket_type: 2.into(), ..hdr(VIRTIO_VSOCK_OP_REQUEST, 0) };
         assert_eq!(c(seqpacket, true), TxAction::Reset(RstReason::UnknownType(2)));
         for op in [0, 8, 0xffff] {
             assert_eq!(c(hdr(op, 0), true), TxAction::Reset(RstReason::UnknownOp(op)));
         }
-        let host = VsockHeader { dst_cid: VMADDR_CID_HOST, ..hdr(VIRTIO_VSOCK_OP_REQUEST, 0) };
+        let host =
+            VsockHeader { dst_cid: VMADDR_CID_HOST.into(), ..hdr(VIRTIO_VSOCK_OP_REQUEST, 0) };
         assert_eq!(c(host, true), TxAction::Reset(RstReason::UnknownCid(2)));
         let control = hdr(VIRTIO_VSOCK_OP_SHUTDOWN, 1);
         let want = DropReason::PayloadOnControl { op: VIRTIO_VSOCK_OP_SHUTDOWN, len: 1 };
         assert_eq!(c(control, true), TxAction::Drop(want));
-        let rst_to_host = VsockHeader { dst_cid: 2, ..hdr(VIRTIO_VSOCK_OP_RST, 0) };
+        let rst_to_host = VsockHeader { dst_cid: 2.into(), ..hdr(VIRTIO_VSOCK_OP_RST, 0) };
         let want = DropReason::UnansweredRst(RstReason::UnknownCid(2));
         assert_eq!(c(rst_to_host, true), TxAction::Drop(want));
     }
 
     #[test]
     fn checks_packets_from_the_peer() {
-        let from_peer = |op, len| VsockHeader { src_cid: PEER, dst_cid: OWN, ..hdr(op, len) };
+        let from_peer =
+            |op, len| VsockHeader { src_cid: PEER.into(), dst_cid: OWN.into(), ..hdr(op, len) };
         assert_eq!(check_rx(&from_peer(VIRTIO_VSOCK_OP_RW, 65536), OWN, PEER), Ok(()));
-        let other = VsockHeader { dst_cid: 5, ..from_peer(VIRTIO_VSOCK_OP_RW, 1) };
+        let other = VsockHeader { dst_cid: 5.into(), ..from_peer(VIRTIO_VSOCK_OP_RW, 1) };
         assert_eq!(check_rx(&other, OWN, PEER), Err(RxError::WrongDestination(5)));
-        let spoofed = VsockHeader { src_cid: 2, ..from_peer(VIRTIO_VSOCK_OP_RW, 1) };
+        let spoofed = VsockHeader { src_cid: 2.into(), ..from_peer(VIRTIO_VSOCK_OP_RW, 1) };
         assert_eq!(check_rx(&spoofed, OWN, PEER), Err(RxError::WrongSource(2)));
         let bad = |op, len| check_rx(&from_peer(op, len), OWN, PEER);
         assert_eq!(bad(9, 0), Err(RxError::UnknownOp(9)));

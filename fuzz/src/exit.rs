@@ -20,7 +20,7 @@ use libvmm::sel4::{Error, Fault, UserContext, VcpuReg};
 use libvmm::virtio::MmioDevice;
 use libvmm::vm::exit::Exit;
 use libvmm::vm::hypervisor::Hypervisor;
-use libvmm::vm::{GicLayout, Passthrough, Vm, VmConfig, Timer};
+use libvmm::vm::{GicLayout, Passthrough, Timer, Vm, VmConfig};
 use virtio::block::BlockDevice;
 use virtio::console::Console;
 

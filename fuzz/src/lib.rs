@@ -14,3 +14,4 @@ pub mod vgic;
 pub mod vgic3;
 pub mod virtio_ops;
 pub mod virtqueue;
+pub mod vsock;

@@ -146,6 +146,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("virtqueue", noise(3, 8, 600)),
         ("virtio_console", noise(5, 8, 800)),
         ("virtio_blk", noise(6, 8, 800)),
+        ("virtio_vsock", noise(21, 16, 1500)),
         ("exit_decode", noise(9, 8, 1000)),
         ("sddf_queues", noise(11, 8, 1000)),
         ("partition_table", partition_table()),

@@ -1,7 +1,7 @@
-//! Shared by `virtqueue`, `virtio_console` and `virtio_blk`: a hostile driver as a sequence of
-//! operations on one virtio-MMIO transport over 16 KiB of guest RAM (register accesses,
-//! queue set-up, descriptors, available-ring entries, raw memory pokes, notifications),
-//! interleaved with the target's own backend operations.
+//! Shared by `virtqueue`, `virtio_console`, `virtio_blk` and `virtio_vsock`: a hostile driver
+//! as a sequence of operations on one virtio-MMIO transport over 16 KiB of guest RAM (register
+//! accesses, queue set-up, descriptors, available-ring entries, raw memory pokes,
+//! notifications), interleaved with the target's own backend operations.
 //!
 //! Checks after every operation: identification registers never change, Status and
 //! InterruptStatus read back what the transport reports, InterruptStatus only holds the two
@@ -78,7 +78,7 @@ pub enum Op<B> {
 
 /// Where the driver put its queues.
 #[derive(Default, Clone, Copy)]
-struct QueueLayout {
+pub struct QueueLayout {
     size: u16,
     desc: u64,
     avail: u64,
@@ -99,8 +99,7 @@ pub fn run<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
     let mut mem = SliceMemory::new(BASE, &mut ram);
     let mut t = MmioTransport::new(device);
     let mut layout = [QueueLayout::default(); 8];
-    let ident =
-        [t.read(MAGIC_VALUE, 4), t.read(VERSION, 4), t.read(DEVICE_ID, 4), t.read(VENDOR_ID, 4)];
+    let ident = ident(&t);
     assert_eq!(ident[0], u64::from(MAGIC));
     let mut steps = 0;
     while !u.is_empty() {
@@ -113,40 +112,52 @@ pub fn run<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
             Op::Guest(g) => guest(&mut t, &mut mem, &mut layout, g),
             Op::Backend(b) => backend(t.device_mut(), b),
         }
-        let now = [
-            t.read(MAGIC_VALUE, 4),
-            t.read(VERSION, 4),
-            t.read(DEVICE_ID, 4),
-            t.read(VENDOR_ID, 4),
-        ];
-        assert_eq!(now, ident, "identification registers changed");
-        assert_eq!(t.read(STATUS, 4), u64::from(t.status()));
-        let isr = t.interrupt_status().bits();
-        assert_eq!(t.read(INTERRUPT_STATUS, 4), u64::from(isr));
-        assert_eq!(isr & !3, 0, "undefined InterruptStatus bits {isr:#x}");
-        for q in (0..8).filter_map(|i| t.queue(i)) {
-            if q.ready() {
-                let size = u64::from(q.size() as u16);
-                assert!(
-                    mem.check_range(q.desc_table(), 16 * size).is_ok(),
-                    "ready queue outside RAM"
-                );
-                assert!(mem.check_range(q.avail_ring(), 6 + 2 * size).is_ok());
-                assert!(mem.check_range(q.used_ring(), 6 + 8 * size).is_ok());
-            }
-        }
+        check_transport(&t, &mem, ident);
         check(&t);
     }
     finish(&mut t, &mut mem);
 }
 
-fn w<D: VirtioDevice>(t: &mut MmioTransport<D>, mem: &mut SliceMemory<'_>, reg: u64, v: u64) {
+/// The identification registers, read once at the start.
+pub fn ident<D: VirtioDevice>(t: &MmioTransport<D>) -> [u64; 4] {
+    [t.read(MAGIC_VALUE, 4), t.read(VERSION, 4), t.read(DEVICE_ID, 4), t.read(VENDOR_ID, 4)]
+}
+
+/// The checks made after every step: identification unchanged, Status and InterruptStatus
+/// consistent, ready queues inside RAM.
+pub fn check_transport<D: VirtioDevice, M: GuestMemory>(
+    t: &MmioTransport<D>,
+    mem: &M,
+    ident: [u64; 4],
+) {
+    assert_eq!(self::ident(t), ident, "identification registers changed");
+    assert_eq!(t.read(STATUS, 4), u64::from(t.status()));
+    let isr = t.interrupt_status().bits();
+    assert_eq!(t.read(INTERRUPT_STATUS, 4), u64::from(isr));
+    assert_eq!(isr & !3, 0, "undefined InterruptStatus bits {isr:#x}");
+    for q in (0..8).filter_map(|i| t.queue(i)) {
+        if q.ready() {
+            let size = u64::from(q.size() as u16);
+            assert!(mem.check_range(q.desc_table(), 16 * size).is_ok(), "ready queue outside RAM");
+            assert!(mem.check_range(q.avail_ring(), 6 + 2 * size).is_ok());
+            assert!(mem.check_range(q.used_ring(), 6 + 8 * size).is_ok());
+        }
+    }
+}
+
+fn w<D: VirtioDevice, M: GuestMemory>(t: &mut MmioTransport<D>, mem: &mut M, reg: u64, v: u64) {
     t.write(mem, reg, 4, v);
 }
 
-fn guest<D: VirtioDevice>(
+/// Whether `op` only writes guest memory as the driver (no register access, no device run).
+pub fn is_memory_write(op: &GuestOp) -> bool {
+    matches!(op, GuestOp::Desc { .. } | GuestOp::Avail { .. } | GuestOp::Poke { .. })
+}
+
+/// Applies one driver operation.
+pub fn guest<D: VirtioDevice, M: GuestMemory>(
     t: &mut MmioTransport<D>,
-    mem: &mut SliceMemory<'_>,
+    mem: &mut M,
     layout: &mut [QueueLayout; 8],
     op: GuestOp,
 ) {

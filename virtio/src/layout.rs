@@ -169,3 +169,69 @@ pub struct VirtioConsoleConfig {
 const _: () = assert!(size_of::<VirtioConsoleConfig>() == 12);
 const _: () = assert!(offset_of!(VirtioConsoleConfig, max_nr_ports) == 4);
 const _: () = assert!(offset_of!(VirtioConsoleConfig, emerg_wr) == 8);
+
+/// `struct virtio_vsock_hdr`: the header before every vsock packet's payload (virtio 1.2
+/// §5.10.6). 44 bytes, packed in the specification; here every field has alignment 1, so
+/// the struct has no padding without `packed`.
+#[doc(alias = "virtio_vsock_hdr")]
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VsockHeader {
+    /// Source CID (upper 32 bits reserved, zero).
+    pub src_cid: U64,
+    /// Destination CID.
+    pub dst_cid: U64,
+    /// Source port.
+    pub src_port: U32,
+    /// Destination port.
+    pub dst_port: U32,
+    /// Payload length in bytes (RW only; 0 for every other op).
+    pub len: U32,
+    /// `type`: VIRTIO_VSOCK_TYPE_STREAM.
+    pub socket_type: U16,
+    /// `op`: one of `VIRTIO_VSOCK_OP_*`.
+    pub op: U16,
+    /// Op-specific flags (SHUTDOWN: bit 0 receive, bit 1 send).
+    pub flags: U32,
+    /// The sender's receive buffer space for this socket (virtio 1.2 §5.10.6.3).
+    pub buf_alloc: U32,
+    /// The sender's free-running count of payload bytes consumed.
+    pub fwd_cnt: U32,
+}
+
+const _: () = assert!(size_of::<VsockHeader>() == 44);
+const _: () = assert!(offset_of!(VsockHeader, dst_cid) == 8);
+const _: () = assert!(offset_of!(VsockHeader, src_port) == 16);
+const _: () = assert!(offset_of!(VsockHeader, dst_port) == 20);
+const _: () = assert!(offset_of!(VsockHeader, len) == 24);
+const _: () = assert!(offset_of!(VsockHeader, socket_type) == 28);
+const _: () = assert!(offset_of!(VsockHeader, op) == 30);
+const _: () = assert!(offset_of!(VsockHeader, flags) == 32);
+const _: () = assert!(offset_of!(VsockHeader, buf_alloc) == 36);
+const _: () = assert!(offset_of!(VsockHeader, fwd_cnt) == 40);
+
+/// `struct virtio_vsock_config` (virtio 1.2 §5.10.4).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioVsockConfig {
+    /// The guest's CID.
+    pub guest_cid: U64,
+}
+
+const _: () = assert!(size_of::<VirtioVsockConfig>() == 8);
+
+/// `struct virtio_vsock_event`: one event-queue entry (virtio 1.2 §5.10.6.6).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioVsockEvent {
+    /// `VIRTIO_VSOCK_EVENT_*`.
+    pub id: U32,
+}
+
+const _: () = assert!(size_of::<VirtioVsockEvent>() == 4);

@@ -208,6 +208,12 @@ impl Queue {
         self.ready
     }
 
+    /// The used index the device has published (`idx` of the used ring, virtio 1.2 §2.7.8),
+    /// from its own count: the guest cannot change it.
+    pub fn used_index(&self) -> u16 {
+        self.next_used
+    }
+
     /// Whether the queue hit an unrecoverable guest error and stopped (the device must be
     /// reset).
     pub fn needs_reset(&self) -> bool {
@@ -498,6 +504,7 @@ mod tests {
         assert!(q.pop(&mut mem).is_none());
         q.add_used(&mut mem, h, 4);
         assert_eq!(drv.pop_used(&mem), Some((u32::from(h), 4)));
+        assert_eq!(q.used_index(), 1);
         assert!(q.needs_interrupt(&mem));
         assert!(!q.needs_interrupt(&mem), "nothing new since the last check");
     }

@@ -1,8 +1,12 @@
-//! Test helpers: a driver-side view of a split virtqueue in guest memory.
+//! Test helpers: a driver-side view of a split virtqueue in guest memory, and ([`vsock`]) a
+//! loopback joining two vsock devices.
 //!
 //! Available with `cfg(test)` and with the `test-utils` feature (for fuzzers and other
-//! crates' tests). It writes descriptors and the available ring the way a driver would and
-//! reads back the used ring; it trusts its inputs and unwraps memory errors, being test code.
+//! crates' tests). [`DriverQueue`] writes descriptors and the available ring the way a driver
+//! would and reads back the used ring; it trusts its inputs and unwraps memory errors, being
+//! test code.
+
+pub mod vsock;
 
 use crate::memory::{GuestMemory, GuestMemoryExt};
 use crate::queue::{

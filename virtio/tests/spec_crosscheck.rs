@@ -105,3 +105,47 @@ fn ring_sizes_match() {
         assert_eq!(used_ring_size(n).next_multiple_of(4), used, "used ring of {n}");
     }
 }
+
+#[test]
+fn vsock_constants_and_header_layout_match() {
+    use core::mem::offset_of;
+    use spec::vsock::{EventId, Hdr, Op, Type, F};
+    use virtio::layout::{VirtioVsockConfig, VirtioVsockEvent, VsockHeader};
+    use virtio::vsock::packet::*;
+    assert_eq!(virtio::vsock::VSOCK_DEVICE_ID, u32::from(u8::from(spec::Id::Vsock)));
+    assert_eq!(virtio::vsock::VIRTIO_VSOCK_F_STREAM, bits(F::STREAM));
+    let ops = [
+        (VIRTIO_VSOCK_OP_INVALID, Op::Invalid),
+        (VIRTIO_VSOCK_OP_REQUEST, Op::Request),
+        (VIRTIO_VSOCK_OP_RESPONSE, Op::Response),
+        (VIRTIO_VSOCK_OP_RST, Op::Rst),
+        (VIRTIO_VSOCK_OP_SHUTDOWN, Op::Shutdown),
+        (VIRTIO_VSOCK_OP_RW, Op::Rw),
+        (VIRTIO_VSOCK_OP_CREDIT_UPDATE, Op::CreditUpdate),
+        (VIRTIO_VSOCK_OP_CREDIT_REQUEST, Op::CreditRequest),
+    ];
+    for (ours, theirs) in ops {
+        assert_eq!(ours, u16::from(theirs));
+    }
+    assert_eq!(VIRTIO_VSOCK_TYPE_STREAM, u16::from(Type::Stream));
+    assert_eq!(VIRTIO_VSOCK_EVENT_TRANSPORT_RESET, u32::from(EventId::TransportReset));
+    assert_eq!(HEADER_SIZE, size_of::<Hdr>());
+    assert_eq!(size_of::<VsockHeader>(), size_of::<Hdr>());
+    let offsets = [
+        (offset_of!(VsockHeader, src_cid), offset_of!(Hdr, src_cid)),
+        (offset_of!(VsockHeader, dst_cid), offset_of!(Hdr, dst_cid)),
+        (offset_of!(VsockHeader, src_port), offset_of!(Hdr, src_port)),
+        (offset_of!(VsockHeader, dst_port), offset_of!(Hdr, dst_port)),
+        (offset_of!(VsockHeader, len), offset_of!(Hdr, len)),
+        (offset_of!(VsockHeader, socket_type), offset_of!(Hdr, type_)),
+        (offset_of!(VsockHeader, op), offset_of!(Hdr, op)),
+        (offset_of!(VsockHeader, flags), offset_of!(Hdr, flags)),
+        (offset_of!(VsockHeader, buf_alloc), offset_of!(Hdr, buf_alloc)),
+        (offset_of!(VsockHeader, fwd_cnt), offset_of!(Hdr, fwd_cnt)),
+    ];
+    for (ours, theirs) in offsets {
+        assert_eq!(ours, theirs);
+    }
+    assert_eq!(size_of::<VirtioVsockConfig>(), size_of::<spec::vsock::Config>());
+    assert_eq!(size_of::<VirtioVsockEvent>(), size_of::<spec::vsock::Event>());
+}

@@ -7,6 +7,8 @@
 //! - Its `Transport` is implemented here by forwarding every register access to our
 //!   `MmioTransport::read` / `write`. After a QueueNotify write the device and the fake
 //!   backend are serviced synchronously, so the driver's busy-wait finds the used buffer.
+//! - vsock: two of its socket drivers, each on its own device, the devices joined by
+//!   `virtio::testing::vsock`'s loopback wire, talk to each other.
 
 use std::alloc::{alloc_zeroed, dealloc, Layout};
 use std::cell::{Cell, RefCell};
@@ -21,9 +23,15 @@ use virtio::block::{BACKEND_BLOCK, SECTORS_PER_BLOCK};
 use virtio::console::{Console, SerialBackend};
 use virtio::features::{VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC};
 use virtio::mmio::*;
+use virtio::testing::vsock::{VsockWire, WireEnd};
+use virtio::vsock::VsockDevice;
 use virtio::{GuestMemory, MemoryError, VirtioDevice};
 use virtio_drivers::device::blk::{BlkReq, BlkResp, RespStatus, VirtIOBlk, SECTOR_SIZE};
 use virtio_drivers::device::console::VirtIOConsole;
+use virtio_drivers::device::socket::{
+    DisconnectReason, SocketError, VirtIOSocket, VsockAddr, VsockConnectionManager, VsockEvent,
+    VsockEventType,
+};
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
 use zerocopy::{FromBytes, FromZeros, Immutable, IntoBytes};
@@ -671,4 +679,172 @@ fn block_read_only_disk_refuses_writes() {
     let mut buf = [0u8; 512];
     blk.read_blocks(0, &mut buf).unwrap();
     assert!(buf[..] == mmio.borrow().device().backend().disk[..512]);
+}
+
+// ---------------------------------------------------------------------------------------
+// vsock: two virtio-drivers socket drivers, each with its own device, joined by a wire.
+
+type VsockDev = VsockDevice<WireEnd<'static>>;
+type Manager = VsockConnectionManager<TestHal, TestTransport<VsockDev>>;
+
+const CID_A: u64 = 3;
+const CID_B: u64 = 4;
+/// Receive space each connection offers its peer (`buf_alloc`).
+const CREDIT: u32 = 16 * 1024;
+
+/// The VMM's poll of a vsock device after a notification.
+fn service_vsock(t: &mut MmioTransport<VsockDev>) -> Interrupt {
+    t.process(&mut RamView)
+}
+
+/// A socket driver on side `side` of `wire`, as guest `cid` whose peer is `peer`.
+fn vsock_guest(
+    wire: &'static RefCell<VsockWire>,
+    side: usize,
+    cid: u64,
+    peer: u64,
+) -> (Manager, Shared<VsockDev>) {
+    let dev = VsockDevice::new(cid, peer, WireEnd::new(wire, side));
+    let mmio: Shared<_> = Rc::new(RefCell::new(MmioTransport::new(dev)));
+    let driver = VirtIOSocket::<TestHal, _>::new(TestTransport::new(&mmio, service_vsock)).unwrap();
+    assert_eq!(driver.guest_cid(), cid, "guest_cid read from config space");
+    (VsockConnectionManager::new_with_capacity(driver, CREDIT), mmio)
+}
+
+/// Both VMMs poll their devices (the wire's notifications), then both guests poll their
+/// drivers once; events are appended to `ea` / `eb`.
+fn pump(
+    a: (&mut Manager, &Shared<VsockDev>, &mut Vec<VsockEvent>),
+    b: (&mut Manager, &Shared<VsockDev>, &mut Vec<VsockEvent>),
+) {
+    a.1.borrow_mut().process(&mut RamView);
+    b.1.borrow_mut().process(&mut RamView);
+    a.2.extend(a.0.poll().unwrap());
+    b.2.extend(b.0.poll().unwrap());
+}
+
+fn has(events: &[VsockEvent], kind: &VsockEventType) -> bool {
+    events.iter().any(|e| e.event_type == *kind)
+}
+
+/// Sends `data` from `tx` (local port `tx_port`) to `rx`, in random-sized pieces within the
+/// peer's credit; `rx` reads it, returning credit as it goes. Returns what `rx` read.
+#[allow(clippy::too_many_arguments)]
+fn stream(
+    tx: (&mut Manager, &Shared<VsockDev>, VsockAddr, u32),
+    rx: (&mut Manager, &Shared<VsockDev>, VsockAddr, u32),
+    data: &[u8],
+    rng: &mut fastrand::Rng,
+) -> Vec<u8> {
+    let (tx, tx_dev, rx_addr, tx_port) = tx;
+    let (rx, rx_dev, tx_addr, rx_port) = rx;
+    let (mut sent, mut got, mut buf) = (0, Vec::new(), vec![0u8; CREDIT as usize]);
+    let (mut etx, mut erx) = (Vec::new(), Vec::new());
+    for _ in 0..100_000 {
+        if got.len() == data.len() {
+            break;
+        }
+        if sent < data.len() {
+            let n = (1 + rng.usize(..4000)).min(data.len() - sent);
+            match tx.send(rx_addr, tx_port, &data[sent..sent + n]) {
+                Ok(()) => sent += n,
+                Err(virtio_drivers::Error::SocketDeviceError(
+                    SocketError::InsufficientBufferSpaceInPeer,
+                )) => {}
+                Err(e) => panic!("send: {e:?}"),
+            }
+        }
+        pump((tx, tx_dev, &mut etx), (rx, rx_dev, &mut erx));
+        let n = rx.recv(tx_addr, rx_port, &mut buf).unwrap();
+        if n > 0 {
+            got.extend_from_slice(&buf[..n]);
+            rx.update_credit(tx_addr, rx_port).unwrap();
+        }
+    }
+    got
+}
+
+fn checksum(data: &[u8]) -> u64 {
+    data.iter()
+        .fold(0xcbf2_9ce4_8422_2325, |h, &b| (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3))
+}
+
+#[test]
+fn vsock_drivers_connect_stream_both_ways_and_shut_down() {
+    fresh_ram();
+    let wire: &'static RefCell<VsockWire> = Box::leak(Box::new(RefCell::new(VsockWire::new())));
+    let (mut a, ma) = vsock_guest(wire, 0, CID_A, CID_B);
+    let (mut b, mb) = vsock_guest(wire, 1, CID_B, CID_A);
+    let (a_addr, b_addr) =
+        (VsockAddr { cid: CID_A, port: 5000 }, VsockAddr { cid: CID_B, port: 1234 });
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    b.listen(b_addr.port);
+    a.connect(b_addr, a_addr.port).unwrap();
+    for _ in 0..100 {
+        pump((&mut a, &ma, &mut ea), (&mut b, &mb, &mut eb));
+    }
+    assert!(has(&eb, &VsockEventType::ConnectionRequest), "B saw the request: {eb:?}");
+    assert!(has(&ea, &VsockEventType::Connected), "A connected: {ea:?}");
+    assert_eq!(ea[0].source, b_addr);
+
+    // 200 KiB A -> B and 40 KiB B -> A, in pieces up to 4000 bytes: the drivers' 512-byte rx
+    // buffers make the devices split every RW packet longer than 468 bytes.
+    let mut rng = fastrand::Rng::with_seed(77);
+    let ab: Vec<u8> = (0..200 * 1024).map(|_| rng.u8(..)).collect();
+    let got = stream(
+        (&mut a, &ma, b_addr, a_addr.port),
+        (&mut b, &mb, a_addr, b_addr.port),
+        &ab,
+        &mut rng,
+    );
+    assert_eq!((got.len(), checksum(&got)), (ab.len(), checksum(&ab)));
+    assert!(got == ab, "A -> B exact");
+    let ba: Vec<u8> = (0..40 * 1024).map(|_| rng.u8(..)).collect();
+    let got = stream(
+        (&mut b, &mb, a_addr, b_addr.port),
+        (&mut a, &ma, b_addr, a_addr.port),
+        &ba,
+        &mut rng,
+    );
+    assert_eq!((got.len(), checksum(&got)), (ba.len(), checksum(&ba)));
+    assert!(got == ba, "B -> A exact");
+
+    // Clean shutdown: A's SHUTDOWN, B's manager answers with RST.
+    let (mut ea, mut eb) = (Vec::new(), Vec::new());
+    a.shutdown(b_addr, a_addr.port).unwrap();
+    for _ in 0..100 {
+        pump((&mut a, &ma, &mut ea), (&mut b, &mb, &mut eb));
+    }
+    let shutdown = VsockEventType::Disconnected { reason: DisconnectReason::Shutdown };
+    let reset = VsockEventType::Disconnected { reason: DisconnectReason::Reset };
+    assert!(has(&eb, &shutdown), "B saw the shutdown: {eb:?}");
+    assert!(has(&ea, &reset), "A got B's RST: {ea:?}");
+    assert!(a.send(b_addr, a_addr.port, b"late").is_err(), "connection gone");
+    assert_eq!(wire.borrow().queued(0) + wire.borrow().queued(1), 0, "wire drained");
+}
+
+#[test]
+fn vsock_driver_gets_rst_from_the_device_for_an_unknown_cid_and_a_peer_that_is_down() {
+    fresh_ram();
+    let wire: &'static RefCell<VsockWire> = Box::leak(Box::new(RefCell::new(VsockWire::new())));
+    let (mut a, ma) = vsock_guest(wire, 0, CID_A, CID_B);
+    let (b, mb) = vsock_guest(wire, 1, CID_B, CID_A);
+    let reset = VsockEventType::Disconnected { reason: DisconnectReason::Reset };
+    let host = VsockAddr { cid: 2, port: 22 };
+    a.connect(host, 4000).unwrap();
+    let event = a.poll().unwrap().expect("the device's RST is already in the rx queue");
+    assert_eq!((event.source, event.event_type.clone()), (host, reset.clone()));
+    assert_eq!(wire.borrow().queued(1), 0, "nothing sent to the peer");
+
+    // B's guest goes away: dropping the driver resets its device.
+    drop(b);
+    assert!(!mb.borrow().device().backend().wire().borrow().is_up(1));
+    a.connect(VsockAddr { cid: CID_B, port: 1234 }, 4001).unwrap();
+    let event = a.poll().unwrap().expect("RST for a peer that is down");
+    assert_eq!((event.source.cid, event.event_type), (CID_B, reset));
+    ma.borrow_mut().process(&mut RamView);
+    assert!(
+        ma.borrow().device().event_pending(),
+        "TRANSPORT_RESET waits: virtio-drivers posts no event buffers"
+    );
 }

@@ -454,8 +454,9 @@ MULTI_VM_STREAM = "64M"
 
 
 def vm_line(n, text):
-    """A regex for a console line of guest n that starts with `text` (a regex)."""
-    return rf"^(?:\x1b\[\d+m)?\[vm{n}\] (?:\x1b\[0m)?{text}"
+    """A regex for a console line of guest n that holds `text` (a regex; after
+    the prompt, say, for output of a job in the background)."""
+    return rf"^(?:\x1b\[\d+m)?\[vm{n}\] (?:\x1b\[0m)?[^\n]*?{text}"
 
 
 def vm_switch(q, n):

@@ -17,14 +17,17 @@ use libvmm::logging::{self, Levels};
 use libvmm::microkit::{pd_name, ChannelSet, Child, Handler};
 use libvmm::sddf::blk::SddfBlock;
 use libvmm::sddf::serial::SddfSerial;
+use libvmm::sddf::vsock::SddfVsock;
 use libvmm::sddf::Microkit;
 use libvmm::sel4::{Fault, MessageInfo};
 use libvmm::virtio::MmioDevice;
 use libvmm::vm::hypervisor::Sel4;
 use libvmm::vm::{Passthrough, Vm, VmConfig};
 use log::LevelFilter;
+use sddf_bindings::vsock::VsockChannel;
 use virtio::block::BlockDevice;
 use virtio::console::Console;
+use virtio::vsock::VsockDevice;
 
 #[allow(dead_code)]
 mod sdf {
@@ -51,6 +54,8 @@ const CONSOLE_BASE: u64 = 0x0013_0000;
 const CONSOLE_IRQ: u32 = 32 + 10;
 const BLOCK_BASE: u64 = 0x0015_0000;
 const BLOCK_IRQ: u32 = 32 + 11;
+const VSOCK_BASE: u64 = 0x0016_0000;
+const VSOCK_IRQ: u32 = 32 + 12;
 
 /// Virtio-blk requests in flight at most.
 const BLOCK_REQUESTS: usize = 16;
@@ -59,12 +64,14 @@ static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
 type ConsoleDev = MmioDevice<Console<SddfSerial<Microkit>>>;
 type BlockDev = MmioDevice<BlockDevice<SddfBlock<Microkit>, BLOCK_REQUESTS>>;
-type Devices = (ConsoleDev, BlockDev);
+type VsockDev = MmioDevice<VsockDevice<SddfVsock<Microkit>>>;
+type Devices = (ConsoleDev, (BlockDev, VsockDev));
 
 struct Vmm {
     vm: Option<Vm<'static, Sel4, Devices>>,
     console_channels: u64,
     block_channels: u64,
+    vsock_channels: u64,
 }
 
 /// This PD's guest CID and its peer's, from the system description.
@@ -76,7 +83,7 @@ fn cids() -> Option<(u32, u32)> {
         .map(|&(_, cid, peer)| (cid, peer))
 }
 
-fn devices() -> Option<Devices> {
+fn devices((cid, peer): (u32, u32)) -> Option<Devices> {
     let tx = pd::serial_queue(
         "serial TX",
         (&serial_tx_queue, &serial_tx_queue_size),
@@ -94,13 +101,27 @@ fn devices() -> Option<Devices> {
     let info = pd::storage_info("block", (&blk_info, &blk_info_size))?;
     let data = pd::region("block data", (&blk_data, &blk_data_size))?;
     let block = SddfBlock::new(queue, info, data, pd::channel(&blk_ch), Microkit);
+    let rings = VsockChannel::new(
+        pd::region("vsock TX ring", (&vsock_tx, &vsock_tx_size))?,
+        pd::region("vsock RX ring", (&vsock_rx, &vsock_rx_size))?,
+    )
+    .map_err(|e| log::error!(target: "core", "vsock rings: {e:?}"))
+    .ok()?;
+    let vsock = SddfVsock::new(rings, pd::channel(&vsock_ch), Microkit);
     Some((
         {
             let mut con = MmioDevice::new(CONSOLE_BASE, CONSOLE_IRQ, Console::new(serial));
             con.transport().set_defer_notify_interrupts(true);
             con
         },
-        MmioDevice::new(BLOCK_BASE, BLOCK_IRQ, BlockDevice::new(block)),
+        (
+            MmioDevice::new(BLOCK_BASE, BLOCK_IRQ, BlockDevice::new(block)),
+            MmioDevice::new(
+                VSOCK_BASE,
+                VSOCK_IRQ,
+                VsockDevice::new(u64::from(cid), u64::from(peer), vsock),
+            ),
+        ),
     ))
 }
 
@@ -109,8 +130,12 @@ impl Handler for Vmm {
         logging::init(&LEVELS);
         let console_channels = 1 << serial_tx_ch.get() | 1 << serial_rx_ch.get();
         let block_channels = 1 << blk_ch.get();
-        let mut vmm = Vmm { vm: None, console_channels, block_channels };
-        let (cid, peer) = cids().unwrap_or((0, 0));
+        let vsock_channels = 1 << vsock_ch.get();
+        let mut vmm = Vmm { vm: None, console_channels, block_channels, vsock_channels };
+        let Some((cid, peer)) = cids() else {
+            log::error!(target: "core", "no vsock CIDs for PD {}: map vsock_<cid>_to_<peer> regions (docs/multi_vm.md)", pd_name());
+            return vmm;
+        };
         log::info!(target: "core", "multi_vm VMM: {} MiB guest RAM at {:#x}, {} vCPU(s), guest CID {cid}, peer CID {peer}",
             sdf::GUEST_RAM_SIZE >> 20, sdf::GUEST_RAM_GPA, sdf::NUM_VCPUS);
         if sdf::TIMER.channel() != Some(timer_ch.get() as u8) {
@@ -122,7 +147,7 @@ impl Handler for Vmm {
             log::error!(target: "core", "guest RAM is not mapped (guest_ram_vaddr is 0)");
             return vmm;
         };
-        let Some(devices) = devices() else {
+        let Some(devices) = devices((cid, peer)) else {
             log::error!(target: "core", "the sDDF queues of the virtio devices are not all mapped");
             return vmm;
         };
@@ -148,17 +173,21 @@ impl Handler for Vmm {
     fn notified(&mut self, channels: ChannelSet) {
         let Some(vm) = &mut self.vm else { return };
         let (devices, ram) = vm.devices();
-        let mut irqs = [None, None];
+        let mut irqs = [None, None, None];
         if channels.0 & self.console_channels != 0 {
             irqs[0] = devices.0.process(ram);
         }
         if channels.0 & self.block_channels != 0 {
-            irqs[1] = devices.1.process(ram);
+            irqs[1] = devices.1 .0.process(ram);
+        }
+        if channels.0 & self.vsock_channels != 0 {
+            irqs[2] = devices.1 .1.process(ram);
         }
         for irq in irqs.into_iter().flatten() {
             vm.raise_irq(irq);
         }
-        let rest = channels.0 & !(self.console_channels | self.block_channels);
+        let rest =
+            channels.0 & !(self.console_channels | self.block_channels | self.vsock_channels);
         if rest != 0 {
             vm.handle_notified(ChannelSet(rest));
         }

@@ -26,8 +26,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
 mod dist;
 mod fifo;
+mod irq_regs;
 mod lrs;
 pub mod regs;
 mod state;

@@ -44,6 +44,19 @@ pub(crate) trait RegMap: Sized {
     fn widths(&self) -> Widths;
 }
 
+/// A guest access that passed [`GicV2::check`].
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct Access<R> {
+    /// The accessing vCPU (it exists).
+    pub(crate) vcpu: usize,
+    /// The offset in the region (naturally aligned, inside it).
+    pub(crate) offset: u64,
+    /// The width in bytes (one the register accepts).
+    pub(crate) width: u8,
+    /// The register it hits.
+    pub(crate) reg: R,
+}
+
 /// Is an access of `width` at `offset` naturally aligned and inside a
 /// region of `size` bytes?
 pub(crate) fn well_formed(offset: u64, width: u8, size: u64) -> bool {
@@ -53,8 +66,8 @@ pub(crate) fn well_formed(offset: u64, width: u8, size: u64) -> bool {
 
 impl GicV2 {
     /// Validates an access by `vcpu` of `width` bytes at `offset` of a
-    /// region of `size` bytes with register map `R`; returns the register
-    /// it hits, or None (with a warning) if the access is to be ignored.
+    /// region of `size` bytes with register map `R`; returns it with the
+    /// register it hits, or None (with a warning) if it is to be ignored.
     #[inline]
     pub(crate) fn check<R: RegMap>(
         &self,
@@ -63,7 +76,7 @@ impl GicV2 {
         width: u8,
         size: u64,
         what: &str,
-    ) -> Option<R> {
+    ) -> Option<Access<R>> {
         let region = R::REGION;
         if vcpu >= self.num_vcpus {
             log::warn!(target: "irq", "vgic: {what} at {region} {offset:#x} by absent vcpu {vcpu}");
@@ -81,7 +94,7 @@ impl GicV2 {
             log::warn!(target: "irq", "vgic: vcpu {vcpu} {width}-byte {what} at {region} {offset:#x}");
             return None;
         }
-        Some(reg)
+        Some(Access { vcpu, offset, width, reg })
     }
 }
 

@@ -6,7 +6,7 @@
 //! read as zero and ignored on write, with a warning. The per-interrupt
 //! registers are those of [`crate::irq_regs`], reaching every interrupt.
 
-use crate::access::{byte_index, gather, scatter, set_bits, table_word, RegMap, Widths};
+use crate::access::{byte_index, gather, scatter, set_bits, table_word, Access, RegMap, Widths};
 use crate::irq_regs::{IrqFrame, IrqReg, Sgis};
 use crate::regs::*;
 use crate::state::IRQ_WORDS;
@@ -59,10 +59,12 @@ impl RegMap for Reg {
 }
 
 impl GicV2 {
-    /// `dist_read`: decodes and answers a guest read.
-    pub(crate) fn read_access(&self, vcpu: usize, offset: u64, width: u8) -> u64 {
-        let Some(reg) = self.check(vcpu, offset, width, GICD_SIZE, "read") else { return 0 };
-        let value = match reg {
+    /// Guest read of the distributor at `offset` (0..GICD_SIZE) with `width`
+    /// bytes (1, 2, 4 or 8) by `vcpu`. Bad accesses read as zero.
+    pub fn dist_read(&mut self, vcpu: usize, offset: u64, width: u8) -> u64 {
+        let Some(a) = self.check(vcpu, offset, width, GICD_SIZE, "read") else { return 0 };
+        let (vcpu, offset, width) = (a.vcpu, a.offset, a.width);
+        let value = match a.reg {
             Reg::Ctlr => self.ctlr,
             Reg::Typer => {
                 let cpus = self.num_vcpus.saturating_sub(1) as u32;
@@ -85,8 +87,9 @@ impl GicV2 {
         u64::from(value)
     }
 
-    /// `dist_write`: decodes and performs a guest write.
-    pub(crate) fn write_access(
+    /// Guest write. Returns the vCPUs that got a newly deliverable interrupt
+    /// (so the VMM can wake them from WFI). Bad accesses are ignored.
+    pub fn dist_write(
         &mut self,
         vcpu: usize,
         offset: u64,
@@ -94,11 +97,17 @@ impl GicV2 {
         value: u64,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        let Some(reg) = self.check(vcpu, offset, width, GICD_SIZE, "write") else {
-            return VcpuMask::EMPTY;
+        let woken = match self.check(vcpu, offset, width, GICD_SIZE, "write") {
+            Some(a) => self.write_gicd(a, value as u32, lrs),
+            None => VcpuMask::EMPTY,
         };
-        let value = value as u32;
-        match reg {
+        woken | self.settle(lrs)
+    }
+
+    /// Performs a checked write.
+    fn write_gicd(&mut self, a: Access<Reg>, value: u32, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let (vcpu, offset, width) = (a.vcpu, a.offset, a.width);
+        match a.reg {
             Reg::Ctlr => return self.write_ctlr(value, lrs),
             Reg::Typer | Reg::Iidr | Reg::Id => {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICD {offset:#x}");

@@ -200,8 +200,17 @@ impl GicV2 {
             IrqArray::Bits(bits, op) => {
                 self.write_bits(frame.sgis, vcpu, bits, op, first / 32, value, lrs)
             }
-            IrqArray::Priority => self.write_priorities(frame.sgis, vcpu, first, width, value, lrs),
-            IrqArray::Targets => self.write_targets(vcpu, first, width, value, lrs),
+            IrqArray::Priority | IrqArray::Targets => {
+                let mut woken = VcpuMask::EMPTY;
+                for (irq, byte) in scatter(first, width, value) {
+                    woken |= if reg.array == IrqArray::Priority {
+                        self.write_priority(frame.sgis, vcpu, irq, byte, lrs)
+                    } else {
+                        self.write_target(vcpu, irq, byte, lrs)
+                    };
+                }
+                woken
+            }
             IrqArray::Config => {
                 match first / 16 {
                     0 if value != ICFGR_SGI_VALUE => {
@@ -291,11 +300,11 @@ impl GicV2 {
         &mut self,
         vcpu: usize,
         op: Op,
-        sgis: u32,
+        bits: u32,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
         let mut woken = VcpuMask::EMPTY;
-        for sgi in set_bits(0, sgis) {
+        for sgi in set_bits(0, bits) {
             match op {
                 Op::Set => woken |= self.raise_sgi(vcpu, sgi, lrs),
                 Op::Clear => {
@@ -325,26 +334,21 @@ impl GicV2 {
         self.deliver(vcpu, sgi, lrs)
     }
 
-    /// Writes priority bytes from interrupt `first`; an LR holding a changed
-    /// interrupt follows.
-    fn write_priorities(
+    /// Writes the priority byte of `irq`; an LR holding it follows a change.
+    fn write_priority(
         &mut self,
         sgis: Sgis,
         vcpu: usize,
-        first: usize,
-        width: u8,
-        value: u32,
+        irq: usize,
+        prio: u8,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        let mut woken = VcpuMask::EMPTY;
-        for (irq, prio) in scatter(first, width, value) {
-            let old = self.priority(vcpu, irq);
-            self.set_priority(vcpu, irq, prio);
-            if self.priority(vcpu, irq) != old {
-                woken |= self.reprioritize(sgis, vcpu, irq, lrs);
-            }
+        let old = self.priority(vcpu, irq);
+        self.set_priority(vcpu, irq, prio);
+        if self.priority(vcpu, irq) == old {
+            return VcpuMask::EMPTY;
         }
-        woken
+        self.reprioritize(sgis, vcpu, irq, lrs)
     }
 
     /// One byte of GICD_ITARGETSR: IDs 0-31 name the reading vCPU.
@@ -356,28 +360,24 @@ impl GicV2 {
         }
     }
 
-    /// Writes GICD_ITARGETSR bytes from interrupt `first`; those of IDs 0-31
-    /// are read-only.
-    fn write_targets(
+    /// Writes the GICD_ITARGETSR byte of `irq`; those of IDs 0-31 are
+    /// read-only.
+    fn write_target(
         &mut self,
         vcpu: usize,
-        first: usize,
-        width: u8,
-        value: u32,
+        irq: usize,
+        targets: u8,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        let mut woken = VcpuMask::EMPTY;
-        for (irq, targets) in scatter(first, width, value) {
-            if irq < SPI_BASE {
-                if targets != self.read_target(vcpu, irq) {
-                    log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only ITARGETSR {irq}");
-                }
-            } else if targets & self.valid_vcpus() != self.spi_targets(irq) {
-                self.set_spi_targets(irq, targets);
-                woken |= self.retarget(irq, lrs);
+        if irq < SPI_BASE {
+            if targets != self.read_target(vcpu, irq) {
+                log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only ITARGETSR {irq}");
             }
+        } else if targets & self.valid_vcpus() != self.spi_targets(irq) {
+            self.set_spi_targets(irq, targets);
+            return self.retarget(irq, lrs);
         }
-        woken
+        VcpuMask::EMPTY
     }
 }
 

@@ -12,7 +12,7 @@
 
 use super::regs::*;
 use super::GicV3;
-use crate::access::{byte_index, read_half, table_word, write_half, RegMap, Widths};
+use crate::access::{byte_index, read_half, table_word, write_half, Access, RegMap, Widths};
 use crate::irq_regs::{IrqArray, IrqFrame, IrqReg, Sgis};
 use crate::regs::SPI_BASE;
 use crate::{ListRegisters, VcpuMask, NUM_IRQS};
@@ -84,10 +84,11 @@ impl GicV3 {
     /// Guest read of the distributor at `offset` (0..GICD_V3_SIZE) with
     /// `width` bytes (1, 2, 4 or 8) by `vcpu`. Bad accesses read as zero.
     pub fn dist_read(&mut self, vcpu: usize, offset: u64, width: u8) -> u64 {
-        let Some(reg) = self.core.check(vcpu, offset, width, GICD_V3_SIZE, "read") else {
+        let Some(a) = self.core.check(vcpu, offset, width, GICD_V3_SIZE, "read") else {
             return 0;
         };
-        let value = match reg {
+        let (vcpu, offset, width) = (a.vcpu, a.offset, a.width);
+        let value = match a.reg {
             Reg::Ctlr => self.core.ctlr | CTLR_ARE | CTLR_DS,
             Reg::Typer => {
                 let lines = (NUM_IRQS / 32 - 1) as u32;
@@ -116,24 +117,16 @@ impl GicV3 {
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
         let woken = match self.core.check(vcpu, offset, width, GICD_V3_SIZE, "write") {
-            Some(reg) => self.write_dist_reg(vcpu, reg, offset, width, value, lrs),
+            Some(a) => self.write_gicd(a, value, lrs),
             None => VcpuMask::EMPTY,
         };
         woken | self.core.settle(lrs)
     }
 
     /// Performs a checked distributor write.
-    fn write_dist_reg(
-        &mut self,
-        vcpu: usize,
-        reg: Reg,
-        offset: u64,
-        width: u8,
-        value: u64,
-        lrs: &mut impl ListRegisters,
-    ) -> VcpuMask {
-        let word = value as u32;
-        match reg {
+    fn write_gicd(&mut self, a: Access<Reg>, value: u64, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let (vcpu, offset, width, word) = (a.vcpu, a.offset, a.width, value as u32);
+        match a.reg {
             Reg::Ctlr => return self.core.write_ctlr(word, lrs),
             Reg::Typer | Reg::Typer2 | Reg::Iidr | Reg::Id => {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICD {offset:#x}");

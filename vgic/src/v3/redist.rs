@@ -12,7 +12,7 @@
 
 use super::regs::*;
 use super::GicV3;
-use crate::access::{read_half, table_word, RegMap, Widths};
+use crate::access::{read_half, table_word, Access, RegMap, Widths};
 use crate::irq_regs::{IrqArray, IrqFrame, IrqReg, Sgis};
 use crate::regs::SPI_BASE;
 use crate::{ListRegisters, VcpuMask};
@@ -39,12 +39,15 @@ enum Reg {
     RazWi,
 }
 
-impl Reg {
-    /// The register at `offset` of a redistributor (RD_base frame, then
-    /// SGI_base frame); None if reserved.
+impl RegMap for Reg {
+    const REGION: &'static str = "GICR";
+
+    /// The register at `offset` of the region (RD_base frame, then SGI_base
+    /// frame of a redistributor).
     fn decode(offset: u64) -> Option<Reg> {
-        let Some(sgi) = offset.checked_sub(GICR_SGI_BASE) else {
-            return Some(match offset & !3 {
+        let (_, off) = redistributor(offset);
+        let Some(sgi) = off.checked_sub(GICR_SGI_BASE) else {
+            return Some(match off & !3 {
                 GICR_CTLR => Reg::Ctlr,
                 GICR_IIDR => Reg::Iidr,
                 GICR_TYPER | 0x000C => Reg::Typer,
@@ -65,35 +68,21 @@ impl Reg {
             },
         }
     }
-}
-
-/// A decoded access to the redistributor region.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-struct Redist {
-    /// The redistributor's vCPU.
-    rd: usize,
-    /// The register.
-    reg: Reg,
-    /// The offset within the redistributor.
-    off: u64,
-}
-
-impl RegMap for Redist {
-    const REGION: &'static str = "GICR";
-
-    fn decode(offset: u64) -> Option<Redist> {
-        let rd = usize::try_from(offset / GICR_STRIDE).ok()?;
-        let off = offset % GICR_STRIDE;
-        Reg::decode(off).map(|reg| Redist { rd, reg, off })
-    }
 
     fn widths(&self) -> Widths {
-        match self.reg {
+        match self {
             Reg::Irq(irq) => irq.widths(),
             Reg::Typer => Widths::DoubleOrWord,
             _ => Widths::Word,
         }
     }
+}
+
+/// The redistributor (its vCPU) an offset of the region falls in, and the
+/// offset within it.
+fn redistributor(offset: u64) -> (usize, u64) {
+    // The region is at most MAX_VCPUS redistributors: the index fits.
+    ((offset / GICR_STRIDE) as usize, offset % GICR_STRIDE)
 }
 
 impl GicV3 {
@@ -102,11 +91,9 @@ impl GicV3 {
     /// accesses read as zero.
     pub fn redist_read(&mut self, vcpu: usize, offset: u64, width: u8) -> u64 {
         let size = self.redist_region_size();
-        let Some(Redist { rd, reg, off }) = self.core.check(vcpu, offset, width, size, "read")
-        else {
-            return 0;
-        };
-        let value = match reg {
+        let Some(a) = self.core.check(vcpu, offset, width, size, "read") else { return 0 };
+        let (rd, off) = redistributor(a.offset);
+        let value = match a.reg {
             Reg::Iidr => IIDR_V3_VALUE,
             Reg::Typer => return read_half(self.gicr_typer(rd), off, width),
             Reg::Waker if self.asleep & (1 << rd) != 0 => {
@@ -131,24 +118,16 @@ impl GicV3 {
     ) -> VcpuMask {
         let size = self.redist_region_size();
         let woken = match self.core.check(vcpu, offset, width, size, "write") {
-            Some(at) => self.write_redist_reg(vcpu, at, offset, width, value as u32, lrs),
+            Some(a) => self.write_gicr(a, value as u32, lrs),
             None => VcpuMask::EMPTY,
         };
         woken | self.core.settle(lrs)
     }
 
-    /// Performs a checked write `at` a register (at `offset` of the region).
-    fn write_redist_reg(
-        &mut self,
-        vcpu: usize,
-        at: Redist,
-        offset: u64,
-        width: u8,
-        word: u32,
-        lrs: &mut impl ListRegisters,
-    ) -> VcpuMask {
-        let rd = at.rd;
-        match at.reg {
+    /// Performs a checked redistributor write.
+    fn write_gicr(&mut self, a: Access<Reg>, word: u32, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let (rd, _) = redistributor(a.offset);
+        match a.reg {
             Reg::Waker => {
                 let was = self.asleep;
                 if word & WAKER_PROCESSOR_SLEEP != 0 {
@@ -160,8 +139,9 @@ impl GicV3 {
                     return self.sync_one_of_n_routes(lrs);
                 }
             }
-            Reg::Irq(irq) => return self.core.irq_write(FRAME, rd, irq, width, word, lrs),
+            Reg::Irq(irq) => return self.core.irq_write(FRAME, rd, irq, a.width, word, lrs),
             Reg::Iidr | Reg::Typer | Reg::Id => {
+                let (vcpu, offset) = (a.vcpu, a.offset);
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICR {offset:#x}");
             }
             Reg::Ctlr | Reg::Statusr | Reg::RazWi => {}

@@ -76,11 +76,11 @@ impl GicV2 {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} read of write-only GICD_SGIR");
                 0
             }
-            Reg::ClearSgiPending => {
-                gather(byte_index(offset, GICD_CPENDSGIR), width, |s| self.sgi_sources(vcpu, s))
-            }
-            Reg::SetSgiPending => {
-                gather(byte_index(offset, GICD_SPENDSGIR), width, |s| self.sgi_sources(vcpu, s))
+            // Both read the source sets, a byte per SGI.
+            Reg::ClearSgiPending | Reg::SetSgiPending => {
+                gather(byte_index(offset, GICD_CPENDSGIR) % NUM_SGIS, width, |s| {
+                    self.sgi_sources(vcpu, s)
+                })
             }
             Reg::Id => table_word(&ID_REGS, offset, GICD_PIDR4),
         };

@@ -14,7 +14,13 @@ use crate::{GicV2, ListRegisters, VcpuMask, GICD_SIZE, NUM_IRQS};
 
 /// The GICv2 distributor's view of the per-interrupt registers: every
 /// interrupt (IDs 0-31 banked per accessing vCPU), SGIs pending per source.
-const FRAME: IrqFrame = IrqFrame { first_id: 0, end_id: NUM_IRQS, sgis: Sgis::PerSource };
+enum GicdV2 {}
+
+impl IrqFrame for GicdV2 {
+    const FIRST_ID: usize = 0;
+    const END_ID: usize = NUM_IRQS;
+    const SGIS: Sgis = Sgis::PerSource;
+}
 
 /// A decoded distributor register.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -71,7 +77,7 @@ impl GicV2 {
                 (IRQ_WORDS as u32 - 1) | (cpus << TYPER_CPU_NUMBER_SHIFT)
             }
             Reg::Iidr => IIDR_VALUE,
-            Reg::Irq(irq) => self.irq_read(FRAME, vcpu, irq, width),
+            Reg::Irq(irq) => self.irq_read::<GicdV2>(vcpu, irq, width),
             Reg::Sgir => {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} read of write-only GICD_SGIR");
                 0
@@ -112,7 +118,7 @@ impl GicV2 {
             Reg::Typer | Reg::Iidr | Reg::Id => {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICD {offset:#x}");
             }
-            Reg::Irq(irq) => return self.irq_write(FRAME, vcpu, irq, width, value, lrs),
+            Reg::Irq(irq) => return self.irq_write::<GicdV2>(vcpu, irq, width, value, lrs),
             Reg::Sgir => return self.send_sgi(vcpu, value, lrs),
             Reg::ClearSgiPending => {
                 for (sgi, clear) in scatter(byte_index(offset, GICD_CPENDSGIR), width, value) {

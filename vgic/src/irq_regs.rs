@@ -129,35 +129,34 @@ pub(crate) const V3_SGI_SOURCE: usize = 0;
 /// Bits of the SGIs in word 0 of a bit register.
 const SGI_BITS: u32 = (1 << NUM_SGIS) - 1;
 
-/// A frame's view of the per-interrupt registers.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(crate) struct IrqFrame {
-    /// The interrupt IDs it reaches are `first_id..end_id`; the registers of
-    /// the others are RAZ/WI in it.
-    pub(crate) first_id: usize,
-    /// End of the IDs it reaches (exclusive).
-    pub(crate) end_id: usize,
+/// A frame's view of the per-interrupt registers, fixed at compile time: a
+/// frame is a type, so its checks fold into constants and nothing is
+/// dispatched at run time.
+pub(crate) trait IrqFrame {
+    /// The first interrupt ID it reaches (the registers of the others are
+    /// RAZ/WI in it).
+    const FIRST_ID: usize;
+    /// End of the IDs it reaches (exclusive). Both bounds are multiples of
+    /// 32, so an access never straddles one.
+    const END_ID: usize;
     /// The SGI rule.
-    pub(crate) sgis: Sgis,
+    const SGIS: Sgis;
 }
 
-impl IrqFrame {
-    /// Does an access whose lowest interrupt is `first` reach its interrupts?
-    /// (The bounds are multiples of 32, so an access never straddles one.)
-    #[inline]
-    fn reaches(self, first: usize) -> bool {
-        self.first_id <= first && first < self.end_id
-    }
+/// Does frame `F` reach the interrupts of an access whose lowest is `first`?
+#[inline]
+fn reaches<F: IrqFrame>(first: usize) -> bool {
+    F::FIRST_ID <= first && first < F::END_ID
 }
 
 impl GicV2 {
     /// Guest read of `width` bytes of per-interrupt register `reg` through
-    /// `frame`, as `vcpu` (the accessor, or a redistributor's vCPU) sees
+    /// frame `F`, as `vcpu` (the accessor, or a redistributor's vCPU) sees
     /// it. Interrupts held in an LR read as active (the LR owns their
     /// pending and active state).
     #[inline]
-    pub(crate) fn irq_read(&self, frame: IrqFrame, vcpu: usize, reg: IrqReg, width: u8) -> u32 {
-        if !frame.reaches(reg.first) {
+    pub(crate) fn irq_read<F: IrqFrame>(&self, vcpu: usize, reg: IrqReg, width: u8) -> u32 {
+        if !reaches::<F>(reg.first) {
             return 0;
         }
         match reg.array {
@@ -181,30 +180,29 @@ impl GicV2 {
     }
 
     /// Guest write of `width` bytes of per-interrupt register `reg` through
-    /// `frame`, as `vcpu` sees it. Returns the vCPUs woken.
+    /// frame `F`, as `vcpu` sees it. Returns the vCPUs woken.
     #[inline]
-    pub(crate) fn irq_write(
+    pub(crate) fn irq_write<F: IrqFrame>(
         &mut self,
-        frame: IrqFrame,
         vcpu: usize,
         reg: IrqReg,
         width: u8,
         value: u32,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        if !frame.reaches(reg.first) {
+        if !reaches::<F>(reg.first) {
             return VcpuMask::EMPTY;
         }
         let first = reg.first;
         match reg.array {
             IrqArray::Bits(bits, op) => {
-                self.write_bits(frame.sgis, vcpu, bits, op, first / 32, value, lrs)
+                self.write_bits::<F>(vcpu, bits, op, first / 32, value, lrs)
             }
             IrqArray::Priority | IrqArray::Targets => {
                 let mut woken = VcpuMask::EMPTY;
                 for (irq, byte) in scatter(first, width, value) {
                     woken |= if reg.array == IrqArray::Priority {
-                        self.write_priority(frame.sgis, vcpu, irq, byte, lrs)
+                        self.write_priority::<F>(vcpu, irq, byte, lrs)
                     } else {
                         self.write_target(vcpu, irq, byte, lrs)
                     };
@@ -226,10 +224,8 @@ impl GicV2 {
     }
 
     /// Writes word `n` of a bit register array as `vcpu`.
-    #[allow(clippy::too_many_arguments)]
-    fn write_bits(
+    fn write_bits<F: IrqFrame>(
         &mut self,
-        sgis: Sgis,
         vcpu: usize,
         bits: BitReg,
         op: Op,
@@ -240,7 +236,7 @@ impl GicV2 {
         let mut woken = VcpuMask::EMPTY;
         let mut value = value;
         if bits == BitReg::Pending && n == 0 {
-            if sgis == Sgis::SingleBit {
+            if matches!(F::SGIS, Sgis::SingleBit) {
                 woken |= self.write_sgi_pending(vcpu, op, value & SGI_BITS, lrs);
             }
             value &= !SGI_BITS;
@@ -287,7 +283,7 @@ impl GicV2 {
             // still pending (IHI 0048B 4.3.6, 4.3.10; IHI 0069H 12.9.6, 12.9.5).
             (BitReg::Enable, Op::Clear) | (BitReg::Active, Op::Clear) => {
                 for irq in set_bits(n, changed) {
-                    woken |= self.withdraw_to_pending(sgis, vcpu, irq, lrs);
+                    woken |= self.withdraw_to_pending::<F>(vcpu, irq, lrs);
                 }
             }
             _ => {}
@@ -335,9 +331,8 @@ impl GicV2 {
     }
 
     /// Writes the priority byte of `irq`; an LR holding it follows a change.
-    fn write_priority(
+    fn write_priority<F: IrqFrame>(
         &mut self,
-        sgis: Sgis,
         vcpu: usize,
         irq: usize,
         prio: u8,
@@ -348,7 +343,7 @@ impl GicV2 {
         if self.priority(vcpu, irq) == old {
             return VcpuMask::EMPTY;
         }
-        self.reprioritize(sgis, vcpu, irq, lrs)
+        self.reprioritize::<F>(vcpu, irq, lrs)
     }
 
     /// One byte of GICD_ITARGETSR: IDs 0-31 name the reading vCPU.
@@ -405,8 +400,13 @@ mod tests {
 
     #[test]
     fn a_frame_reaches_only_its_interrupts() {
-        let spis = IrqFrame { first_id: SPI_BASE, end_id: NUM_IRQS, sgis: Sgis::SingleBit };
-        assert!(!spis.reaches(0) && !spis.reaches(28) && spis.reaches(32));
-        assert!(spis.reaches(NUM_IRQS - 1) && !spis.reaches(NUM_IRQS));
+        enum Spis {}
+        impl IrqFrame for Spis {
+            const FIRST_ID: usize = SPI_BASE;
+            const END_ID: usize = NUM_IRQS;
+            const SGIS: Sgis = Sgis::SingleBit;
+        }
+        assert!(!reaches::<Spis>(0) && !reaches::<Spis>(28) && reaches::<Spis>(32));
+        assert!(reaches::<Spis>(NUM_IRQS - 1) && !reaches::<Spis>(NUM_IRQS));
     }
 }

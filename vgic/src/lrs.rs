@@ -7,7 +7,7 @@
 //! the shadow again.
 
 use crate::fifo::Fifo;
-use crate::irq_regs::{Sgis, V3_SGI_SOURCE};
+use crate::irq_regs::{IrqFrame, Sgis, V3_SGI_SOURCE};
 use crate::regs::{NUM_SGIS, SPI_BASE};
 use crate::state::{BitReg, IRQ_WORDS, LOWEST_PRIORITY};
 use crate::{GicV2, InjectError, ListRegisters, VcpuMask, MAX_LRS, MAX_VCPUS, NUM_IRQS};
@@ -228,15 +228,15 @@ impl GicV2 {
     /// Takes `irq` out of its LR but leaves it pending in the distributor
     /// (disabled, or no longer active, or never signalled). A GICv2 SGI
     /// stays: its pending state needs the source the LR holds; a GICv3 one
-    /// goes back to its single pending bit. Returns vCPUs woken.
-    pub(crate) fn withdraw_to_pending(
+    /// goes back to its single pending bit (the SGI rule of frame `F`).
+    /// Returns vCPUs woken.
+    pub(crate) fn withdraw_to_pending<F: IrqFrame>(
         &mut self,
-        sgis: Sgis,
         vcpu: usize,
         irq: usize,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        let source = match sgis {
+        let source = match F::SGIS {
             Sgis::PerSource if irq < NUM_SGIS => return VcpuMask::EMPTY,
             Sgis::PerSource => vcpu,
             Sgis::SingleBit => V3_SGI_SOURCE,
@@ -253,16 +253,15 @@ impl GicV2 {
     /// The priority of `irq` changed: an LR holding it is rewritten (unless
     /// the guest has it active), and one now at the lowest priority goes
     /// back to the distributor; one that was held back is delivered.
-    pub(crate) fn reprioritize(
+    pub(crate) fn reprioritize<F: IrqFrame>(
         &mut self,
-        sgis: Sgis,
         vcpu: usize,
         irq: usize,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
         let priority = self.priority(vcpu, irq);
         if priority == LOWEST_PRIORITY {
-            return self.withdraw_to_pending(sgis, vcpu, irq, lrs);
+            return self.withdraw_to_pending::<F>(vcpu, irq, lrs);
         }
         let group = u8::from(self.bit(vcpu, BitReg::Group, irq));
         let Ok(virq) = u16::try_from(irq) else { return VcpuMask::EMPTY };

@@ -18,7 +18,13 @@ use crate::regs::SPI_BASE;
 use crate::{ListRegisters, VcpuMask, NUM_IRQS};
 
 /// The GICv3 distributor's view of the per-interrupt registers: the SPIs.
-const FRAME: IrqFrame = IrqFrame { first_id: SPI_BASE, end_id: NUM_IRQS, sgis: Sgis::SingleBit };
+enum GicdV3 {}
+
+impl IrqFrame for GicdV3 {
+    const FIRST_ID: usize = SPI_BASE;
+    const END_ID: usize = NUM_IRQS;
+    const SGIS: Sgis = Sgis::SingleBit;
+}
 
 /// A decoded distributor register.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -95,7 +101,7 @@ impl GicV3 {
                 lines | (TYPER_IDBITS << TYPER_IDBITS_SHIFT) | TYPER_A3V
             }
             Reg::Iidr => IIDR_V3_VALUE,
-            Reg::Irq(irq) => self.core.irq_read(FRAME, vcpu, irq, width),
+            Reg::Irq(irq) => self.core.irq_read::<GicdV3>(vcpu, irq, width),
             Reg::Router => {
                 let router = self.irouter.get(router_irq(offset)).copied().unwrap_or(0);
                 return read_half(router, offset, width);
@@ -131,7 +137,7 @@ impl GicV3 {
             Reg::Typer | Reg::Typer2 | Reg::Iidr | Reg::Id => {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICD {offset:#x}");
             }
-            Reg::Irq(irq) => return self.core.irq_write(FRAME, vcpu, irq, width, word, lrs),
+            Reg::Irq(irq) => return self.core.irq_write::<GicdV3>(vcpu, irq, width, word, lrs),
             Reg::Router => return self.write_router(offset, width, value, lrs),
             Reg::Targets | Reg::GroupModifier => {}
         }

@@ -19,7 +19,13 @@ use crate::{ListRegisters, VcpuMask};
 
 /// A redistributor's view of the per-interrupt registers: the SGIs and
 /// PPIs of its vCPU, SGIs with a single pending bit.
-const FRAME: IrqFrame = IrqFrame { first_id: 0, end_id: SPI_BASE, sgis: Sgis::SingleBit };
+enum GicrSgi {}
+
+impl IrqFrame for GicrSgi {
+    const FIRST_ID: usize = 0;
+    const END_ID: usize = SPI_BASE;
+    const SGIS: Sgis = Sgis::SingleBit;
+}
 
 /// A decoded redistributor register.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -100,7 +106,7 @@ impl GicV3 {
                 WAKER_PROCESSOR_SLEEP | WAKER_CHILDREN_ASLEEP
             }
             Reg::Id => table_word(&ID_REGS_V3, off, GICR_PIDR4),
-            Reg::Irq(irq) => self.core.irq_read(FRAME, rd, irq, width),
+            Reg::Irq(irq) => self.core.irq_read::<GicrSgi>(rd, irq, width),
             Reg::Ctlr | Reg::Statusr | Reg::Waker | Reg::RazWi => 0,
         };
         u64::from(value)
@@ -139,7 +145,7 @@ impl GicV3 {
                     return self.sync_one_of_n_routes(lrs);
                 }
             }
-            Reg::Irq(irq) => return self.core.irq_write(FRAME, rd, irq, a.width, word, lrs),
+            Reg::Irq(irq) => return self.core.irq_write::<GicrSgi>(rd, irq, a.width, word, lrs),
             Reg::Iidr | Reg::Typer | Reg::Id => {
                 let (vcpu, offset) = (a.vcpu, a.offset);
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICR {offset:#x}");

@@ -7,7 +7,7 @@
 //! registers are those of [`crate::irq_regs`], reaching every interrupt.
 
 use crate::access::{byte_index, gather, scatter, set_bits, table_word, Access, RegMap, Widths};
-use crate::irq_regs::{IrqFrame, IrqReg, Sgis};
+use crate::irq_regs::{IrqFrame, IrqReg, Sgis, View};
 use crate::regs::*;
 use crate::state::IRQ_WORDS;
 use crate::{GicV2, ListRegisters, VcpuMask, GICD_SIZE, NUM_IRQS};
@@ -17,9 +17,7 @@ use crate::{GicV2, ListRegisters, VcpuMask, GICD_SIZE, NUM_IRQS};
 enum GicdV2 {}
 
 impl IrqFrame for GicdV2 {
-    const FIRST_ID: usize = 0;
-    const END_ID: usize = NUM_IRQS;
-    const SGIS: Sgis = Sgis::PerSource;
+    const VIEW: View = View { first_id: 0, end_id: NUM_IRQS, sgis: Sgis::PerSource };
 }
 
 /// A decoded distributor register.

@@ -129,24 +129,30 @@ pub(crate) const V3_SGI_SOURCE: usize = 0;
 /// Bits of the SGIs in word 0 of a bit register.
 const SGI_BITS: u32 = (1 << NUM_SGIS) - 1;
 
-/// A frame's view of the per-interrupt registers, fixed at compile time: a
-/// frame is a type, so its checks fold into constants and nothing is
-/// dispatched at run time.
-pub(crate) trait IrqFrame {
+/// What a frame's per-interrupt registers reach.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub(crate) struct View {
     /// The first interrupt ID it reaches (the registers of the others are
     /// RAZ/WI in it).
-    const FIRST_ID: usize;
+    pub(crate) first_id: usize,
     /// End of the IDs it reaches (exclusive). Both bounds are multiples of
     /// 32, so an access never straddles one.
-    const END_ID: usize;
+    pub(crate) end_id: usize,
     /// The SGI rule.
-    const SGIS: Sgis;
+    pub(crate) sgis: Sgis,
+}
+
+/// A frame with per-interrupt registers. A frame is a type and its view a
+/// constant, so the checks fold away and nothing is dispatched at run time.
+pub(crate) trait IrqFrame {
+    /// What it reaches.
+    const VIEW: View;
 }
 
 /// Does frame `F` reach the interrupts of an access whose lowest is `first`?
 #[inline]
 fn reaches<F: IrqFrame>(first: usize) -> bool {
-    F::FIRST_ID <= first && first < F::END_ID
+    F::VIEW.first_id <= first && first < F::VIEW.end_id
 }
 
 impl GicV2 {
@@ -236,7 +242,7 @@ impl GicV2 {
         let mut woken = VcpuMask::EMPTY;
         let mut value = value;
         if bits == BitReg::Pending && n == 0 {
-            if matches!(F::SGIS, Sgis::SingleBit) {
+            if matches!(F::VIEW.sgis, Sgis::SingleBit) {
                 woken |= self.write_sgi_pending(vcpu, op, value & SGI_BITS, lrs);
             }
             value &= !SGI_BITS;
@@ -402,9 +408,7 @@ mod tests {
     fn a_frame_reaches_only_its_interrupts() {
         enum Spis {}
         impl IrqFrame for Spis {
-            const FIRST_ID: usize = SPI_BASE;
-            const END_ID: usize = NUM_IRQS;
-            const SGIS: Sgis = Sgis::SingleBit;
+            const VIEW: View = View { first_id: SPI_BASE, end_id: NUM_IRQS, sgis: Sgis::SingleBit };
         }
         assert!(!reaches::<Spis>(0) && !reaches::<Spis>(28) && reaches::<Spis>(32));
         assert!(reaches::<Spis>(NUM_IRQS - 1) && !reaches::<Spis>(NUM_IRQS));

@@ -236,7 +236,7 @@ impl GicV2 {
         irq: usize,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        let source = match F::SGIS {
+        let source = match F::VIEW.sgis {
             Sgis::PerSource if irq < NUM_SGIS => return VcpuMask::EMPTY,
             Sgis::PerSource => vcpu,
             Sgis::SingleBit => V3_SGI_SOURCE,

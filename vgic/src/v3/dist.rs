@@ -13,7 +13,7 @@
 use super::regs::*;
 use super::GicV3;
 use crate::access::{byte_index, read_half, table_word, write_half, Access, RegMap, Widths};
-use crate::irq_regs::{IrqArray, IrqFrame, IrqReg, Sgis};
+use crate::irq_regs::{IrqArray, IrqFrame, IrqReg, Sgis, View};
 use crate::regs::SPI_BASE;
 use crate::{ListRegisters, VcpuMask, NUM_IRQS};
 
@@ -21,9 +21,7 @@ use crate::{ListRegisters, VcpuMask, NUM_IRQS};
 enum GicdV3 {}
 
 impl IrqFrame for GicdV3 {
-    const FIRST_ID: usize = SPI_BASE;
-    const END_ID: usize = NUM_IRQS;
-    const SGIS: Sgis = Sgis::SingleBit;
+    const VIEW: View = View { first_id: SPI_BASE, end_id: NUM_IRQS, sgis: Sgis::SingleBit };
 }
 
 /// A decoded distributor register.

@@ -13,7 +13,7 @@
 use super::regs::*;
 use super::GicV3;
 use crate::access::{read_half, table_word, Access, RegMap, Widths};
-use crate::irq_regs::{IrqArray, IrqFrame, IrqReg, Sgis};
+use crate::irq_regs::{IrqArray, IrqFrame, IrqReg, Sgis, View};
 use crate::regs::SPI_BASE;
 use crate::{ListRegisters, VcpuMask};
 
@@ -22,9 +22,7 @@ use crate::{ListRegisters, VcpuMask};
 enum GicrSgi {}
 
 impl IrqFrame for GicrSgi {
-    const FIRST_ID: usize = 0;
-    const END_ID: usize = SPI_BASE;
-    const SGIS: Sgis = Sgis::SingleBit;
+    const VIEW: View = View { first_id: 0, end_id: SPI_BASE, sgis: Sgis::SingleBit };
 }
 
 /// A decoded redistributor register.

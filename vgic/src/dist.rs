@@ -3,169 +3,97 @@
 //! Every register is word-accessible; IPRIORITYR, ITARGETSR, CPENDSGIR and
 //! SPENDSGIR are also byte-accessible (IHI 0048B 4.1.4). Any other width, an
 //! unaligned or out-of-page offset, a reserved register or an absent vCPU is
-//! read as zero and ignored on write, with a warning.
+//! read as zero and ignored on write, with a warning. The per-interrupt
+//! registers are those of [`crate::irq_regs`], reaching every interrupt.
 
+use crate::access::{byte_index, gather, scatter, set_bits, table_word, Access, RegMap, Widths};
+use crate::irq_regs::{IrqFrame, IrqReg, Sgis, View};
 use crate::regs::*;
-use crate::state::{BitReg, CFG_WORDS, IRQ_WORDS};
-use crate::{GicV2, ListRegisters, VcpuMask, GICD_SIZE};
+use crate::state::IRQ_WORDS;
+use crate::{GicV2, ListRegisters, VcpuMask, GICD_SIZE, NUM_IRQS};
 
-/// Set-pending and clear-pending bits of the SGIs in GICD_IS/ICPENDR0,
-/// which ignore writes in GICv2 (SGIs use GICD_S/CPENDSGIRn instead).
-const SGI_PENDING_BITS: u32 = 0xFFFF;
+/// The GICv2 distributor's view of the per-interrupt registers: every
+/// interrupt (IDs 0-31 banked per accessing vCPU), SGIs pending per source.
+enum GicdV2 {}
 
-/// How a one-bit-per-interrupt register is written.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Op {
-    /// The value is stored (GICD_IGROUPRn).
-    Store,
-    /// Ones set bits (GICD_IS*Rn).
-    Set,
-    /// Ones clear bits (GICD_IC*Rn).
-    Clear,
+impl IrqFrame for GicdV2 {
+    const VIEW: View = View { first_id: 0, end_id: NUM_IRQS, sgis: Sgis::PerSource };
 }
 
-/// A decoded distributor register; the `u64` is the offset of its range.
+/// A decoded distributor register.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Reg {
     Ctlr,
     Typer,
     Iidr,
-    Bits(BitReg, Op, u64),
-    Priority,
-    Targets,
-    Config,
+    /// IGROUPR to ICFGR.
+    Irq(IrqReg),
     Sgir,
     ClearSgiPending,
     SetSgiPending,
     Id,
-    Reserved,
 }
 
-impl Reg {
-    /// The register containing the word at `offset` (word-aligned).
-    fn decode(offset: u64) -> Reg {
-        match offset {
+impl RegMap for Reg {
+    const REGION: &'static str = "GICD";
+
+    fn decode(offset: u64) -> Option<Reg> {
+        if let Some(irq) = IrqReg::decode(offset) {
+            return Some(Reg::Irq(irq));
+        }
+        Some(match offset & !3 {
             GICD_CTLR => Reg::Ctlr,
             GICD_TYPER => Reg::Typer,
             GICD_IIDR => Reg::Iidr,
-            GICD_IGROUPR..GICD_ISENABLER => Reg::Bits(BitReg::Group, Op::Store, GICD_IGROUPR),
-            GICD_ISENABLER..GICD_ICENABLER => Reg::Bits(BitReg::Enable, Op::Set, GICD_ISENABLER),
-            GICD_ICENABLER..GICD_ISPENDR => Reg::Bits(BitReg::Enable, Op::Clear, GICD_ICENABLER),
-            GICD_ISPENDR..GICD_ICPENDR => Reg::Bits(BitReg::Pending, Op::Set, GICD_ISPENDR),
-            GICD_ICPENDR..GICD_ISACTIVER => Reg::Bits(BitReg::Pending, Op::Clear, GICD_ICPENDR),
-            GICD_ISACTIVER..GICD_ICACTIVER => Reg::Bits(BitReg::Active, Op::Set, GICD_ISACTIVER),
-            GICD_ICACTIVER..GICD_ICACTIVER_END => {
-                Reg::Bits(BitReg::Active, Op::Clear, GICD_ICACTIVER)
-            }
-            GICD_IPRIORITYR..GICD_IPRIORITYR_END => Reg::Priority,
-            GICD_ITARGETSR..GICD_ITARGETSR_END => Reg::Targets,
-            GICD_ICFGR..GICD_ICFGR_END => Reg::Config,
             GICD_SGIR => Reg::Sgir,
             GICD_CPENDSGIR..GICD_SPENDSGIR => Reg::ClearSgiPending,
             GICD_SPENDSGIR..GICD_SPENDSGIR_END => Reg::SetSgiPending,
             GICD_PIDR4..GICD_ID_END => Reg::Id,
-            _ => Reg::Reserved,
-        }
+            _ => return None,
+        })
     }
 
-    /// May the register be accessed a byte at a time?
-    fn byte_accessible(self) -> bool {
-        matches!(self, Reg::Priority | Reg::Targets | Reg::ClearSgiPending | Reg::SetSgiPending)
-    }
-}
-
-/// The interrupt IDs named by the set bits of word `n` of a bit register.
-fn set_bits(n: usize, mut value: u32) -> impl Iterator<Item = usize> {
-    core::iter::from_fn(move || {
-        if value == 0 {
-            return None;
+    fn widths(&self) -> Widths {
+        match self {
+            Reg::Irq(irq) => irq.widths(),
+            Reg::ClearSgiPending | Reg::SetSgiPending => Widths::WordOrByte,
+            _ => Widths::Word,
         }
-        let bit = value.trailing_zeros() as usize;
-        value &= value - 1;
-        Some(n * 32 + bit)
-    })
-}
-
-/// Byte index of `offset` in the range starting at `base`.
-fn byte_index(offset: u64, base: u64) -> usize {
-    usize::try_from(offset.saturating_sub(base)).unwrap_or(usize::MAX)
-}
-
-/// Packs `width` consecutive bytes, the first being `f(first)`.
-fn gather(first: usize, width: u8, f: impl Fn(usize) -> u8) -> u32 {
-    (0..usize::from(width).min(4))
-        .fold(0, |acc, i| acc | u32::from(f(first.saturating_add(i))) << (8 * i))
-}
-
-/// The bytes of `value` paired with consecutive indices from `first`.
-fn scatter(first: usize, width: u8, value: u32) -> impl Iterator<Item = (usize, u8)> {
-    (0..usize::from(width).min(4)).map(move |i| (first.saturating_add(i), (value >> (8 * i)) as u8))
+    }
 }
 
 impl GicV2 {
-    /// Validates an access; returns the register it hits.
-    fn check(&self, vcpu: usize, offset: u64, width: u8, what: &str) -> Option<Reg> {
-        if vcpu >= self.num_vcpus {
-            log::warn!(target: "irq", "vgic: {what} at {offset:#x} by absent vcpu {vcpu}");
-            return None;
-        }
-        let in_page = offset.checked_add(u64::from(width)).is_some_and(|end| end <= GICD_SIZE);
-        if !matches!(width, 1 | 2 | 4 | 8) || !in_page || offset % u64::from(width) != 0 {
-            log::warn!(target: "irq", "vgic: vcpu {vcpu} bad {what} at {offset:#x} width {width}");
-            return None;
-        }
-        let reg = Reg::decode(offset & !3);
-        if reg == Reg::Reserved {
-            log::warn!(target: "irq", "vgic: vcpu {vcpu} {what} of reserved GICD {offset:#x}");
-            return None;
-        }
-        if width != 4 && !(width == 1 && reg.byte_accessible()) {
-            log::warn!(target: "irq", "vgic: vcpu {vcpu} {width}-byte {what} at GICD {offset:#x}");
-            return None;
-        }
-        Some(reg)
-    }
-
-    /// `dist_read`: decodes and answers a guest read.
-    pub(crate) fn read_access(&self, vcpu: usize, offset: u64, width: u8) -> u64 {
-        let Some(reg) = self.check(vcpu, offset, width, "read") else { return 0 };
-        let value = match reg {
+    /// Guest read of the distributor at `offset` (0..GICD_SIZE) with `width`
+    /// bytes (1, 2, 4 or 8) by `vcpu`. Bad accesses read as zero.
+    pub fn dist_read(&mut self, vcpu: usize, offset: u64, width: u8) -> u64 {
+        let Some(a) = self.check(vcpu, offset, width, GICD_SIZE, "read") else { return 0 };
+        let (vcpu, offset, width) = (a.vcpu, a.offset, a.width);
+        let value = match a.reg {
             Reg::Ctlr => self.ctlr,
             Reg::Typer => {
                 let cpus = self.num_vcpus.saturating_sub(1) as u32;
                 (IRQ_WORDS as u32 - 1) | (cpus << TYPER_CPU_NUMBER_SHIFT)
             }
             Reg::Iidr => IIDR_VALUE,
-            Reg::Bits(bits, _, base) => self.read_bits(vcpu, bits, byte_index(offset, base) / 4),
-            Reg::Priority => {
-                gather(byte_index(offset, GICD_IPRIORITYR), width, |irq| self.priority(vcpu, irq))
-            }
-            Reg::Targets => {
-                gather(byte_index(offset, GICD_ITARGETSR), width, |irq| self.read_target(vcpu, irq))
-            }
-            Reg::Config => match byte_index(offset, GICD_ICFGR) / 4 {
-                0 => ICFGR_SGI_VALUE,
-                n if n < CFG_WORDS => self.cfg_word(vcpu, n),
-                _ => 0,
-            },
+            Reg::Irq(irq) => self.irq_read::<GicdV2>(vcpu, irq, width),
             Reg::Sgir => {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} read of write-only GICD_SGIR");
                 0
             }
-            Reg::ClearSgiPending => {
-                gather(byte_index(offset, GICD_CPENDSGIR), width, |s| self.sgi_sources(vcpu, s))
+            // Both read the source sets, a byte per SGI.
+            Reg::ClearSgiPending | Reg::SetSgiPending => {
+                gather(byte_index(offset, GICD_CPENDSGIR) % NUM_SGIS, width, |s| {
+                    self.sgi_sources(vcpu, s)
+                })
             }
-            Reg::SetSgiPending => {
-                gather(byte_index(offset, GICD_SPENDSGIR), width, |s| self.sgi_sources(vcpu, s))
-            }
-            Reg::Id => ID_REGS.get(byte_index(offset, GICD_PIDR4) / 4).copied().unwrap_or(0),
-            Reg::Reserved => 0,
+            Reg::Id => table_word(&ID_REGS, offset, GICD_PIDR4),
         };
         u64::from(value)
     }
 
-    /// `dist_write`: decodes and performs a guest write.
-    pub(crate) fn write_access(
+    /// Guest write. Returns the vCPUs that got a newly deliverable interrupt
+    /// (so the VMM can wake them from WFI). Bad accesses are ignored.
+    pub fn dist_write(
         &mut self,
         vcpu: usize,
         offset: u64,
@@ -173,42 +101,22 @@ impl GicV2 {
         value: u64,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        let Some(reg) = self.check(vcpu, offset, width, "write") else { return VcpuMask::EMPTY };
-        let value = value as u32;
-        match reg {
-            Reg::Ctlr => {
-                let old = self.ctlr;
-                self.ctlr = value & CTLR_MASK;
-                if self.ctlr & !old != 0 {
-                    return self.deliver_all(lrs);
-                }
-            }
+        let woken = match self.check(vcpu, offset, width, GICD_SIZE, "write") {
+            Some(a) => self.write_gicd(a, value as u32, lrs),
+            None => VcpuMask::EMPTY,
+        };
+        woken | self.settle(lrs)
+    }
+
+    /// Performs a checked write.
+    fn write_gicd(&mut self, a: Access<Reg>, value: u32, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let (vcpu, offset, width) = (a.vcpu, a.offset, a.width);
+        match a.reg {
+            Reg::Ctlr => return self.write_ctlr(value, lrs),
             Reg::Typer | Reg::Iidr | Reg::Id => {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICD {offset:#x}");
             }
-            Reg::Bits(bits, op, base) => {
-                return self.write_bits(vcpu, bits, op, byte_index(offset, base) / 4, value, lrs);
-            }
-            Reg::Priority => {
-                let mut woken = VcpuMask::EMPTY;
-                for (irq, prio) in scatter(byte_index(offset, GICD_IPRIORITYR), width, value) {
-                    let old = self.priority(vcpu, irq);
-                    self.set_priority(vcpu, irq, prio);
-                    if self.priority(vcpu, irq) != old {
-                        woken |= self.reprioritize(vcpu, irq, lrs);
-                    }
-                }
-                return woken;
-            }
-            Reg::Targets => return self.write_targets(vcpu, offset, width, value, lrs),
-            Reg::Config => match byte_index(offset, GICD_ICFGR) / 4 {
-                0 if value != ICFGR_SGI_VALUE => {
-                    log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only ICFGR0");
-                }
-                0 => {}
-                n if n < CFG_WORDS => self.set_cfg_word(vcpu, n, value & ICFGR_WRITABLE),
-                _ => {}
-            },
+            Reg::Irq(irq) => return self.irq_write::<GicdV2>(vcpu, irq, width, value, lrs),
             Reg::Sgir => return self.send_sgi(vcpu, value, lrs),
             Reg::ClearSgiPending => {
                 for (sgi, clear) in scatter(byte_index(offset, GICD_CPENDSGIR), width, value) {
@@ -231,114 +139,19 @@ impl GicV2 {
                 }
                 return woken;
             }
-            Reg::Reserved => {}
         }
         VcpuMask::EMPTY
     }
 
-    /// Reads word `n` of a bit register array as `vcpu`. Interrupts held in
-    /// an LR read as active (the LR owns their pending/active state).
-    fn read_bits(&self, vcpu: usize, bits: BitReg, n: usize) -> u32 {
-        match bits {
-            BitReg::Active => self.bit_word(vcpu, bits, n) | self.lr_word(vcpu, n),
-            _ => self.bit_word(vcpu, bits, n),
+    /// GICD_CTLR write (GICv2 and GICv3: the same two writable bits, the
+    /// group enables): newly enabled groups deliver what is pending.
+    pub(crate) fn write_ctlr(&mut self, value: u32, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let old = self.ctlr;
+        self.ctlr = value & CTLR_MASK;
+        if self.ctlr & !old != 0 {
+            return self.deliver_all(lrs);
         }
-    }
-
-    /// Writes word `n` of a bit register array as `vcpu`.
-    fn write_bits(
-        &mut self,
-        vcpu: usize,
-        bits: BitReg,
-        op: Op,
-        n: usize,
-        value: u32,
-        lrs: &mut impl ListRegisters,
-    ) -> VcpuMask {
-        // SGI pending state is per source: only GICD_S/CPENDSGIRn change it.
-        let value =
-            if bits == BitReg::Pending && n == 0 { value & !SGI_PENDING_BITS } else { value };
-        let Some(word) = self.bit_word_mut(vcpu, bits, n) else { return VcpuMask::EMPTY };
-        let old = *word;
-        let changed = match op {
-            Op::Store => {
-                let changed = *word ^ value;
-                *word = value;
-                changed
-            }
-            Op::Set => {
-                *word |= value;
-                value
-            }
-            Op::Clear => {
-                *word &= !value;
-                value
-            }
-        };
-        let mut woken = VcpuMask::EMPTY;
-        match (bits, op) {
-            // Newly enabled, newly pending or regrouped: may be deliverable.
-            (BitReg::Enable, Op::Set) | (BitReg::Pending, Op::Set) | (BitReg::Group, _) => {
-                for irq in set_bits(n, changed) {
-                    woken |= self.deliver(vcpu, irq, lrs);
-                }
-            }
-            // The pending state goes, also from an LR the guest has not
-            // acknowledged; its source is re-armed, as no EOI will come.
-            (BitReg::Pending, Op::Clear) => {
-                for irq in set_bits(n, changed) {
-                    self.unqueue(vcpu, irq);
-                    let withdrawn = self.withdraw(vcpu, irq, lrs);
-                    if old & (1 << (irq % 32)) != 0 || withdrawn.is_some() {
-                        self.release(vcpu, irq);
-                    }
-                    if let Some(v) = withdrawn {
-                        woken |= self.refill(v, lrs);
-                    }
-                }
-            }
-            // No longer forwarded (or no longer active): out of the LR,
-            // still pending in the distributor (IHI 0048B 4.3.6, 4.3.10).
-            (BitReg::Enable, Op::Clear) | (BitReg::Active, Op::Clear) => {
-                for irq in set_bits(n, changed) {
-                    woken |= self.withdraw_to_pending(vcpu, irq, lrs);
-                }
-            }
-            _ => {}
-        }
-        woken
-    }
-
-    /// One byte of GICD_ITARGETSR: IDs 0-31 name the reading vCPU.
-    fn read_target(&self, vcpu: usize, irq: usize) -> u8 {
-        if irq < SPI_BASE {
-            1u8.checked_shl(vcpu as u32).unwrap_or(0)
-        } else {
-            self.spi_targets(irq)
-        }
-    }
-
-    /// Writes GICD_ITARGETSR bytes; those of IDs 0-31 are read-only.
-    fn write_targets(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        width: u8,
-        value: u32,
-        lrs: &mut impl ListRegisters,
-    ) -> VcpuMask {
-        let mut woken = VcpuMask::EMPTY;
-        for (irq, targets) in scatter(byte_index(offset, GICD_ITARGETSR), width, value) {
-            if irq < SPI_BASE {
-                if targets != self.read_target(vcpu, irq) {
-                    log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only ITARGETSR {irq}");
-                }
-            } else if targets & self.valid_vcpus() != self.spi_targets(irq) {
-                self.set_spi_targets(irq, targets);
-                woken |= self.retarget(irq, lrs);
-            }
-        }
-        woken
+        VcpuMask::EMPTY
     }
 
     /// GICD_SGIR write by `vcpu`: makes SGI pending on the targets.
@@ -363,6 +176,9 @@ impl GicV2 {
         woken
     }
 }
+
+// GICv3's GICD_CTLR has the same writable bits (`write_ctlr` serves both).
+const _: () = assert!(crate::v3::regs::CTLR_MASK == CTLR_MASK);
 
 #[cfg(test)]
 mod tests {

@@ -26,8 +26,10 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
 mod dist;
 mod fifo;
+mod irq_regs;
 mod lrs;
 pub mod regs;
 mod state;
@@ -216,26 +218,6 @@ impl GicV2 {
     /// Number of list registers per vCPU (after clamping).
     pub const fn num_lrs(&self) -> usize {
         self.num_lrs
-    }
-
-    /// Guest read of the distributor at `offset` (0..GICD_SIZE) with `width`
-    /// bytes (1, 2, 4 or 8) by `vcpu`. Bad accesses read as zero.
-    pub fn dist_read(&mut self, vcpu: usize, offset: u64, width: u8) -> u64 {
-        self.read_access(vcpu, offset, width)
-    }
-
-    /// Guest write. Returns the vCPUs that got a newly deliverable interrupt
-    /// (so the VMM can wake them from WFI). Bad accesses are ignored.
-    pub fn dist_write(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        width: u8,
-        value: u64,
-        lrs: &mut impl ListRegisters,
-    ) -> VcpuMask {
-        let woken = self.write_access(vcpu, offset, width, value, lrs);
-        woken | self.settle(lrs)
     }
 
     /// A device/timer/passthrough interrupt `irq` is raised (SPI: routed by

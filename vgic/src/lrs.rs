@@ -7,6 +7,7 @@
 //! the shadow again.
 
 use crate::fifo::Fifo;
+use crate::irq_regs::{IrqFrame, Sgis, V3_SGI_SOURCE};
 use crate::regs::{NUM_SGIS, SPI_BASE};
 use crate::state::{BitReg, IRQ_WORDS, LOWEST_PRIORITY};
 use crate::{GicV2, InjectError, ListRegisters, VcpuMask, MAX_LRS, MAX_VCPUS, NUM_IRQS};
@@ -225,20 +226,24 @@ impl GicV2 {
     }
 
     /// Takes `irq` out of its LR but leaves it pending in the distributor
-    /// (disabled, or no longer active, or never signalled). SGIs stay: their
-    /// pending state needs the source the LR holds. Returns vCPUs woken.
-    pub(crate) fn withdraw_to_pending(
+    /// (disabled, or no longer active, or never signalled). A GICv2 SGI
+    /// stays: its pending state needs the source the LR holds; a GICv3 one
+    /// goes back to its single pending bit (the SGI rule of frame `F`).
+    /// Returns vCPUs woken.
+    pub(crate) fn withdraw_to_pending<F: IrqFrame>(
         &mut self,
         vcpu: usize,
         irq: usize,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        if irq < NUM_SGIS {
-            return VcpuMask::EMPTY;
-        }
+        let source = match F::VIEW.sgis {
+            Sgis::PerSource if irq < NUM_SGIS => return VcpuMask::EMPTY,
+            Sgis::PerSource => vcpu,
+            Sgis::SingleBit => V3_SGI_SOURCE,
+        };
         match self.withdraw(vcpu, irq, lrs) {
             Some(v) => {
-                self.make_pending(vcpu, irq, vcpu);
+                self.make_pending(vcpu, irq, source);
                 self.refill(v, lrs) | self.deliver(vcpu, irq, lrs)
             }
             None => VcpuMask::EMPTY,
@@ -248,7 +253,7 @@ impl GicV2 {
     /// The priority of `irq` changed: an LR holding it is rewritten (unless
     /// the guest has it active), and one now at the lowest priority goes
     /// back to the distributor; one that was held back is delivered.
-    pub(crate) fn reprioritize(
+    pub(crate) fn reprioritize<F: IrqFrame>(
         &mut self,
         vcpu: usize,
         irq: usize,
@@ -256,7 +261,7 @@ impl GicV2 {
     ) -> VcpuMask {
         let priority = self.priority(vcpu, irq);
         if priority == LOWEST_PRIORITY {
-            return self.withdraw_to_pending(vcpu, irq, lrs);
+            return self.withdraw_to_pending::<F>(vcpu, irq, lrs);
         }
         let group = u8::from(self.bit(vcpu, BitReg::Group, irq));
         let Ok(virq) = u16::try_from(irq) else { return VcpuMask::EMPTY };

@@ -7,16 +7,24 @@
 //! Registers are 32-bit; IPRIORITYR and ITARGETSR are also byte-accessible,
 //! IROUTER is 64-bit with 32-bit access to each half (IHI 0069H 12.1.3).
 //! Anything else (width, alignment, offset, reserved register, absent vCPU)
-//! reads as zero and is ignored on write, with a warning.
+//! reads as zero and is ignored on write, with a warning. The per-interrupt
+//! registers are those of [`crate::irq_regs`], reaching the SPIs.
 
-use super::access::{byte_index, gather, well_formed, Op, Widths};
 use super::regs::*;
 use super::GicV3;
-use crate::regs::{ICFGR_WRITABLE, SPI_BASE};
-use crate::state::{BitReg, CFG_WORDS};
+use crate::access::{byte_index, read_half, table_word, write_half, Access, RegMap, Widths};
+use crate::irq_regs::{IrqArray, IrqFrame, IrqReg, Sgis, View};
+use crate::regs::SPI_BASE;
 use crate::{ListRegisters, VcpuMask, NUM_IRQS};
 
-/// A decoded distributor register; the `u64` is the offset of its range.
+/// The GICv3 distributor's view of the per-interrupt registers: the SPIs.
+enum GicdV3 {}
+
+impl IrqFrame for GicdV3 {
+    const VIEW: View = View { first_id: SPI_BASE, end_id: NUM_IRQS, sgis: Sgis::SingleBit };
+}
+
+/// A decoded distributor register.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Reg {
     Ctlr,
@@ -24,100 +32,80 @@ enum Reg {
     /// GICD_TYPER2 (GICv3.1): RAZ here, as in a GICv3.0 without it.
     Typer2,
     Iidr,
-    Bits(BitReg, Op, u64),
-    Priority,
+    /// IGROUPR, I[SC]ENABLER, I[SC]PENDR, I[SC]ACTIVER, IPRIORITYR, ICFGR.
+    Irq(IrqReg),
     /// GICD_ITARGETSRn: RES0 under affinity routing, byte-accessible.
     Targets,
-    Config,
     /// GICD_IGRPMODRn: RAZ/WI with one Security state.
     GroupModifier,
     Router,
     Id,
-    Reserved,
 }
 
-impl Reg {
-    /// The register containing the word at `offset` (word-aligned).
-    fn decode(offset: u64) -> Reg {
-        match offset {
+impl RegMap for Reg {
+    const REGION: &'static str = "GICD";
+
+    fn decode(offset: u64) -> Option<Reg> {
+        match IrqReg::decode(offset) {
+            Some(IrqReg { array: IrqArray::Targets, .. }) => return Some(Reg::Targets),
+            Some(irq) => return Some(Reg::Irq(irq)),
+            None => {}
+        }
+        Some(match offset & !3 {
             GICD_CTLR => Reg::Ctlr,
             GICD_TYPER => Reg::Typer,
             GICD_TYPER2 => Reg::Typer2,
             GICD_IIDR => Reg::Iidr,
-            GICD_IGROUPR..GICD_ISENABLER => Reg::Bits(BitReg::Group, Op::Store, GICD_IGROUPR),
-            GICD_ISENABLER..GICD_ICENABLER => Reg::Bits(BitReg::Enable, Op::Set, GICD_ISENABLER),
-            GICD_ICENABLER..GICD_ISPENDR => Reg::Bits(BitReg::Enable, Op::Clear, GICD_ICENABLER),
-            GICD_ISPENDR..GICD_ICPENDR => Reg::Bits(BitReg::Pending, Op::Set, GICD_ISPENDR),
-            GICD_ICPENDR..GICD_ISACTIVER => Reg::Bits(BitReg::Pending, Op::Clear, GICD_ICPENDR),
-            GICD_ISACTIVER..GICD_ICACTIVER => Reg::Bits(BitReg::Active, Op::Set, GICD_ISACTIVER),
-            GICD_ICACTIVER..GICD_ICACTIVER_END => {
-                Reg::Bits(BitReg::Active, Op::Clear, GICD_ICACTIVER)
-            }
-            GICD_IPRIORITYR..GICD_IPRIORITYR_END => Reg::Priority,
-            GICD_ITARGETSR..GICD_ICFGR => Reg::Targets,
-            GICD_ICFGR..GICD_ICFGR_END => Reg::Config,
             GICD_IGRPMODR..GICD_IGRPMODR_END => Reg::GroupModifier,
             GICD_IROUTER..GICD_IROUTER_END => Reg::Router,
             GICD_PIDR4..GICD_ID_END => Reg::Id,
-            _ => Reg::Reserved,
-        }
+            _ => return None,
+        })
     }
 
-    /// The access widths the register accepts.
-    fn widths(self) -> Widths {
+    fn widths(&self) -> Widths {
         match self {
-            Reg::Priority | Reg::Targets => Widths::WordOrByte,
+            Reg::Irq(irq) => irq.widths(),
+            Reg::Targets => Widths::WordOrByte,
             Reg::Router => Widths::DoubleOrWord,
             _ => Widths::Word,
         }
     }
 }
 
-/// The SPI a GICD_IROUTERn offset belongs to, and whether it is the upper
-/// half (0 for IDs 0-31, which have no IROUTER, or beyond `NUM_IRQS`).
-fn router_index(offset: u64) -> (usize, bool) {
+/// The SPI a GICD_IROUTERn offset belongs to (0 for IDs 0-31, which have
+/// no IROUTER, or beyond `NUM_IRQS`).
+fn router_irq(offset: u64) -> usize {
     let irq = byte_index(offset, GICD_IROUTER) / 8;
-    let irq = if (SPI_BASE..NUM_IRQS).contains(&irq) { irq } else { 0 };
-    (irq, offset & 4 != 0)
+    if (SPI_BASE..NUM_IRQS).contains(&irq) {
+        irq
+    } else {
+        0
+    }
 }
 
 impl GicV3 {
     /// Guest read of the distributor at `offset` (0..GICD_V3_SIZE) with
     /// `width` bytes (1, 2, 4 or 8) by `vcpu`. Bad accesses read as zero.
     pub fn dist_read(&mut self, vcpu: usize, offset: u64, width: u8) -> u64 {
-        let Some(reg) = self.check_dist(vcpu, offset, width, "read") else { return 0 };
-        let value = match reg {
+        let Some(a) = self.core.check(vcpu, offset, width, GICD_V3_SIZE, "read") else {
+            return 0;
+        };
+        let (vcpu, offset, width) = (a.vcpu, a.offset, a.width);
+        let value = match a.reg {
             Reg::Ctlr => self.core.ctlr | CTLR_ARE | CTLR_DS,
             Reg::Typer => {
                 let lines = (NUM_IRQS / 32 - 1) as u32;
                 lines | (TYPER_IDBITS << TYPER_IDBITS_SHIFT) | TYPER_A3V
             }
             Reg::Iidr => IIDR_V3_VALUE,
-            Reg::Typer2 => 0,
-            Reg::Bits(_, _, base) if byte_index(offset, base) < 4 => 0,
-            Reg::Bits(bits, _, base) => self.read_bits(vcpu, bits, byte_index(offset, base) / 4),
-            Reg::Priority => gather(byte_index(offset, GICD_IPRIORITYR), width, |irq| {
-                if irq < SPI_BASE {
-                    0
-                } else {
-                    self.core.priority(vcpu, irq)
-                }
-            }),
-            Reg::Config => match byte_index(offset, GICD_ICFGR) / 4 {
-                n @ 2.. if n < CFG_WORDS => self.core.cfg_word(vcpu, n),
-                _ => 0,
-            },
+            Reg::Irq(irq) => self.core.irq_read::<GicdV3>(vcpu, irq, width),
             Reg::Router => {
-                let (irq, upper) = router_index(offset);
-                let router = self.irouter.get(irq).copied().unwrap_or(0);
-                return match (width, upper) {
-                    (8, _) => router,
-                    (_, false) => router & 0xFFFF_FFFF,
-                    (_, true) => router >> 32,
-                };
+                let router = self.irouter.get(router_irq(offset)).copied().unwrap_or(0);
+                return read_half(router, offset, width);
             }
-            Reg::Id => ID_REGS_V3.get(byte_index(offset, GICD_PIDR4) / 4).copied().unwrap_or(0),
-            Reg::Targets | Reg::GroupModifier | Reg::Reserved => 0,
+            Reg::Id => table_word(&ID_REGS_V3, offset, GICD_PIDR4),
+            Reg::Typer2 | Reg::Targets | Reg::GroupModifier => 0,
         };
         u64::from(value)
     }
@@ -132,74 +120,26 @@ impl GicV3 {
         value: u64,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        let woken = self.dist_write_access(vcpu, offset, width, value, lrs);
+        let woken = match self.core.check(vcpu, offset, width, GICD_V3_SIZE, "write") {
+            Some(a) => self.write_gicd(a, value, lrs),
+            None => VcpuMask::EMPTY,
+        };
         woken | self.core.settle(lrs)
     }
 
-    fn dist_write_access(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        width: u8,
-        value: u64,
-        lrs: &mut impl ListRegisters,
-    ) -> VcpuMask {
-        let Some(reg) = self.check_dist(vcpu, offset, width, "write") else {
-            return VcpuMask::EMPTY;
-        };
-        let word = value as u32;
-        match reg {
-            Reg::Ctlr => {
-                let old = self.core.ctlr;
-                self.core.ctlr = word & CTLR_MASK;
-                if self.core.ctlr & !old != 0 {
-                    return self.core.deliver_all(lrs);
-                }
-            }
+    /// Performs a checked distributor write.
+    fn write_gicd(&mut self, a: Access<Reg>, value: u64, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let (vcpu, offset, width, word) = (a.vcpu, a.offset, a.width, value as u32);
+        match a.reg {
+            Reg::Ctlr => return self.core.write_ctlr(word, lrs),
             Reg::Typer | Reg::Typer2 | Reg::Iidr | Reg::Id => {
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICD {offset:#x}");
             }
-            Reg::Bits(_, _, base) if byte_index(offset, base) < 4 => {}
-            Reg::Bits(bits, op, base) => {
-                let n = byte_index(offset, base) / 4;
-                return self.write_bits(vcpu, bits, op, n, word, lrs);
-            }
-            Reg::Priority => {
-                let first = byte_index(offset, GICD_IPRIORITYR);
-                return self.write_priorities(vcpu, first, SPI_BASE, width, word, lrs);
-            }
-            Reg::Config => match byte_index(offset, GICD_ICFGR) / 4 {
-                n @ 2.. if n < CFG_WORDS => {
-                    self.core.set_cfg_word(vcpu, n, word & ICFGR_WRITABLE);
-                }
-                _ => {}
-            },
+            Reg::Irq(irq) => return self.core.irq_write::<GicdV3>(vcpu, irq, width, word, lrs),
             Reg::Router => return self.write_router(offset, width, value, lrs),
-            Reg::Targets | Reg::GroupModifier | Reg::Reserved => {}
+            Reg::Targets | Reg::GroupModifier => {}
         }
         VcpuMask::EMPTY
-    }
-
-    /// Validates a distributor access; returns the register it hits.
-    fn check_dist(&self, vcpu: usize, offset: u64, width: u8, what: &str) -> Option<Reg> {
-        if vcpu >= self.num_vcpus() {
-            log::warn!(target: "irq", "vgic: {what} at GICD {offset:#x} by absent vcpu {vcpu}");
-            return None;
-        }
-        if !well_formed(offset, width, GICD_V3_SIZE) {
-            log::warn!(target: "irq", "vgic: vcpu {vcpu} bad {what} at GICD {offset:#x} width {width}");
-            return None;
-        }
-        let reg = Reg::decode(offset & !3);
-        if reg == Reg::Reserved {
-            log::warn!(target: "irq", "vgic: vcpu {vcpu} {what} of reserved GICD {offset:#x}");
-            return None;
-        }
-        if !reg.widths().allows(width) {
-            log::warn!(target: "irq", "vgic: vcpu {vcpu} {width}-byte {what} at GICD {offset:#x}");
-            return None;
-        }
-        Some(reg)
     }
 
     /// GICD_IROUTERn write (whole, or one 32-bit half): the SPI moves to
@@ -211,16 +151,11 @@ impl GicV3 {
         value: u64,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        let (irq, upper) = router_index(offset);
+        let irq = router_irq(offset);
         let Some(router) = self.irouter.get_mut(irq).filter(|_| irq >= SPI_BASE) else {
             return VcpuMask::EMPTY;
         };
-        let new = match (width, upper) {
-            (8, _) => value,
-            (_, false) => (*router & !0xFFFF_FFFF) | (value & 0xFFFF_FFFF),
-            (_, true) => (*router & 0xFFFF_FFFF) | (value << 32),
-        };
-        *router = new & IROUTER_MASK;
+        *router = write_half(*router, offset, width, value) & IROUTER_MASK;
         self.sync_route(irq, lrs)
     }
 }

@@ -21,7 +21,6 @@
 //! target (no source CPU, IHI 0069H 3.1.2) and reach the LRs like any other
 //! interrupt; [`lr`] shows the 64-bit ICH_LR_EL2 format the entries take.
 
-mod access;
 mod dist;
 pub mod lr;
 mod redist;
@@ -158,7 +157,7 @@ impl GicV3 {
         for target in self.sgi_targets(vcpu, value).iter() {
             let grp = self.core.bit(target, crate::state::BitReg::Group, sgi);
             if grp == group1 {
-                woken |= self.raise_sgi(target, sgi, lrs);
+                woken |= self.core.raise_sgi(target, sgi, lrs);
             } else {
                 log::debug!(target: "irq", "vgic: SGI {sgi} to vcpu {target}: group mismatch");
             }
@@ -172,7 +171,7 @@ impl GicV3 {
     pub fn set_pending(&mut self, vcpu: usize, irq: u32, lrs: &mut impl ListRegisters) -> VcpuMask {
         let woken = match usize::try_from(irq) {
             Ok(sgi) if sgi < crate::regs::NUM_SGIS && vcpu < self.num_vcpus() => {
-                self.raise_sgi(vcpu, sgi, lrs)
+                self.core.raise_sgi(vcpu, sgi, lrs)
             }
             _ => self.core.raise(vcpu, irq, lrs),
         };

@@ -2,19 +2,28 @@
 //!
 //! The redistributor region holds one redistributor per vCPU, vCPU i at
 //! `i * GICR_STRIDE`: an RD_base frame (control, GICR_TYPER, GICR_WAKER)
-//! and an SGI_base frame (the SGI and PPI registers of that vCPU). Any vCPU
-//! may access any redistributor. There are no LPIs: GICR_CTLR.EnableLPIs is
-//! RAZ/WI and the LPI registers are reserved. Registers are 32-bit;
-//! GICR_IPRIORITYRn is also byte-accessible and GICR_TYPER is 64-bit with
-//! 32-bit access to each half. Anything else reads as zero and is ignored
-//! on write, with a warning.
+//! and an SGI_base frame (the SGI and PPI registers of that vCPU: those of
+//! [`crate::irq_regs`] for IDs 0-31). Any vCPU may access any
+//! redistributor. There are no LPIs: GICR_CTLR.EnableLPIs is RAZ/WI and the
+//! LPI registers are reserved. Registers are 32-bit; GICR_IPRIORITYRn is
+//! also byte-accessible and GICR_TYPER is 64-bit with 32-bit access to each
+//! half. Anything else reads as zero and is ignored on write, with a
+//! warning.
 
-use super::access::{byte_index, gather, well_formed, Op, Widths};
 use super::regs::*;
 use super::GicV3;
-use crate::regs::{ICFGR_SGI_VALUE, ICFGR_WRITABLE};
-use crate::state::BitReg;
+use crate::access::{read_half, table_word, Access, RegMap, Widths};
+use crate::irq_regs::{IrqArray, IrqFrame, IrqReg, Sgis, View};
+use crate::regs::SPI_BASE;
 use crate::{ListRegisters, VcpuMask};
+
+/// A redistributor's view of the per-interrupt registers: the SGIs and
+/// PPIs of its vCPU, SGIs with a single pending bit.
+enum GicrSgi {}
+
+impl IrqFrame for GicrSgi {
+    const VIEW: View = View { first_id: 0, end_id: SPI_BASE, sgis: Sgis::SingleBit };
+}
 
 /// A decoded redistributor register.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
@@ -27,56 +36,57 @@ enum Reg {
     Statusr,
     Waker,
     Id,
-    Bits(BitReg, Op),
-    Priority,
-    /// GICR_ICFGR0: SGIs, always edge-triggered, read-only.
-    SgiConfig,
-    /// GICR_ICFGR1: PPIs.
-    PpiConfig,
+    /// SGI_base: IGROUPR0, I[SC]ENABLER0, I[SC]PENDR0, I[SC]ACTIVER0,
+    /// IPRIORITYR0-7, ICFGR0-1.
+    Irq(IrqReg),
     /// GICR_IGRPMODR0, GICR_NSACR: RAZ/WI with one Security state.
     RazWi,
-    Reserved,
 }
 
-impl Reg {
-    /// The register containing the word at `offset` (word-aligned) of a
-    /// redistributor (RD_base frame, then SGI_base frame).
-    fn decode(offset: u64) -> Reg {
-        let Some(sgi) = offset.checked_sub(GICR_SGI_BASE) else {
-            return match offset {
+impl RegMap for Reg {
+    const REGION: &'static str = "GICR";
+
+    /// The register at `offset` of the region (RD_base frame, then SGI_base
+    /// frame of a redistributor).
+    fn decode(offset: u64) -> Option<Reg> {
+        let (_, off) = redistributor(offset);
+        let Some(sgi) = off.checked_sub(GICR_SGI_BASE) else {
+            return Some(match off & !3 {
                 GICR_CTLR => Reg::Ctlr,
                 GICR_IIDR => Reg::Iidr,
                 GICR_TYPER | 0x000C => Reg::Typer,
                 GICR_STATUSR => Reg::Statusr,
                 GICR_WAKER => Reg::Waker,
                 GICR_PIDR4..GICR_ID_END => Reg::Id,
-                _ => Reg::Reserved,
-            };
+                _ => return None,
+            });
         };
-        match sgi {
-            GICR_IGROUPR0 => Reg::Bits(BitReg::Group, Op::Store),
-            GICR_ISENABLER0 => Reg::Bits(BitReg::Enable, Op::Set),
-            GICR_ICENABLER0 => Reg::Bits(BitReg::Enable, Op::Clear),
-            GICR_ISPENDR0 => Reg::Bits(BitReg::Pending, Op::Set),
-            GICR_ICPENDR0 => Reg::Bits(BitReg::Pending, Op::Clear),
-            GICR_ISACTIVER0 => Reg::Bits(BitReg::Active, Op::Set),
-            GICR_ICACTIVER0 => Reg::Bits(BitReg::Active, Op::Clear),
-            GICR_IPRIORITYR..GICR_IPRIORITYR_END => Reg::Priority,
-            GICR_ICFGR0 => Reg::SgiConfig,
-            GICR_ICFGR1 => Reg::PpiConfig,
-            GICR_IGRPMODR0 | GICR_NSACR => Reg::RazWi,
-            _ => Reg::Reserved,
+        match IrqReg::decode(sgi) {
+            // Only the words of IDs 0-31, and no ITARGETSR.
+            Some(IrqReg { array: IrqArray::Targets, .. }) => None,
+            Some(irq) if irq.first < SPI_BASE => Some(Reg::Irq(irq)),
+            Some(_) => None,
+            None => match sgi & !3 {
+                GICR_IGRPMODR0 | GICR_NSACR => Some(Reg::RazWi),
+                _ => None,
+            },
         }
     }
 
-    /// The access widths the register accepts.
-    fn widths(self) -> Widths {
+    fn widths(&self) -> Widths {
         match self {
-            Reg::Priority => Widths::WordOrByte,
+            Reg::Irq(irq) => irq.widths(),
             Reg::Typer => Widths::DoubleOrWord,
             _ => Widths::Word,
         }
     }
+}
+
+/// The redistributor (its vCPU) an offset of the region falls in, and the
+/// offset within it.
+fn redistributor(offset: u64) -> (usize, u64) {
+    // The region is at most MAX_VCPUS redistributors: the index fits.
+    ((offset / GICR_STRIDE) as usize, offset % GICR_STRIDE)
 }
 
 impl GicV3 {
@@ -84,31 +94,18 @@ impl GicV3 {
     /// [`GicV3::redist_region_size`]) with `width` bytes by `vcpu`. Bad
     /// accesses read as zero.
     pub fn redist_read(&mut self, vcpu: usize, offset: u64, width: u8) -> u64 {
-        let Some((rd, reg, off)) = self.check_redist(vcpu, offset, width, "read") else {
-            return 0;
-        };
-        let value = match reg {
+        let size = self.redist_region_size();
+        let Some(a) = self.core.check(vcpu, offset, width, size, "read") else { return 0 };
+        let (rd, off) = redistributor(a.offset);
+        let value = match a.reg {
             Reg::Iidr => IIDR_V3_VALUE,
-            Reg::Typer => {
-                let typer = self.gicr_typer(rd);
-                return match (width, off & 4 != 0) {
-                    (8, _) => typer,
-                    (_, false) => typer & 0xFFFF_FFFF,
-                    (_, true) => typer >> 32,
-                };
-            }
+            Reg::Typer => return read_half(self.gicr_typer(rd), off, width),
             Reg::Waker if self.asleep & (1 << rd) != 0 => {
                 WAKER_PROCESSOR_SLEEP | WAKER_CHILDREN_ASLEEP
             }
-            Reg::Id => ID_REGS_V3.get(byte_index(off, GICR_PIDR4) / 4).copied().unwrap_or(0),
-            Reg::Bits(bits, _) => self.read_bits(rd, bits, 0),
-            Reg::Priority => {
-                let first = byte_index(off, GICR_SGI_BASE + GICR_IPRIORITYR);
-                gather(first, width, |irq| self.core.priority(rd, irq))
-            }
-            Reg::SgiConfig => ICFGR_SGI_VALUE,
-            Reg::PpiConfig => self.core.cfg_word(rd, 1),
-            Reg::Ctlr | Reg::Statusr | Reg::Waker | Reg::RazWi | Reg::Reserved => 0,
+            Reg::Id => table_word(&ID_REGS_V3, off, GICR_PIDR4),
+            Reg::Irq(irq) => self.core.irq_read::<GicrSgi>(rd, irq, width),
+            Reg::Ctlr | Reg::Statusr | Reg::Waker | Reg::RazWi => 0,
         };
         u64::from(value)
     }
@@ -123,23 +120,18 @@ impl GicV3 {
         value: u64,
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
-        let woken = self.redist_write_access(vcpu, offset, width, value, lrs);
+        let size = self.redist_region_size();
+        let woken = match self.core.check(vcpu, offset, width, size, "write") {
+            Some(a) => self.write_gicr(a, value as u32, lrs),
+            None => VcpuMask::EMPTY,
+        };
         woken | self.core.settle(lrs)
     }
 
-    fn redist_write_access(
-        &mut self,
-        vcpu: usize,
-        offset: u64,
-        width: u8,
-        value: u64,
-        lrs: &mut impl ListRegisters,
-    ) -> VcpuMask {
-        let Some((rd, reg, off)) = self.check_redist(vcpu, offset, width, "write") else {
-            return VcpuMask::EMPTY;
-        };
-        let word = value as u32;
-        match reg {
+    /// Performs a checked redistributor write.
+    fn write_gicr(&mut self, a: Access<Reg>, word: u32, lrs: &mut impl ListRegisters) -> VcpuMask {
+        let (rd, _) = redistributor(a.offset);
+        match a.reg {
             Reg::Waker => {
                 let was = self.asleep;
                 if word & WAKER_PROCESSOR_SLEEP != 0 {
@@ -151,19 +143,12 @@ impl GicV3 {
                     return self.sync_one_of_n_routes(lrs);
                 }
             }
-            Reg::Bits(bits, op) => return self.write_bits(rd, bits, op, 0, word, lrs),
-            Reg::Priority => {
-                let first = byte_index(off, GICR_SGI_BASE + GICR_IPRIORITYR);
-                return self.write_priorities(rd, first, 0, width, word, lrs);
-            }
-            Reg::SgiConfig if word != ICFGR_SGI_VALUE => {
-                log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICR_ICFGR0");
-            }
-            Reg::PpiConfig => self.core.set_cfg_word(rd, 1, word & ICFGR_WRITABLE),
+            Reg::Irq(irq) => return self.core.irq_write::<GicrSgi>(rd, irq, a.width, word, lrs),
             Reg::Iidr | Reg::Typer | Reg::Id => {
+                let (vcpu, offset) = (a.vcpu, a.offset);
                 log::warn!(target: "irq", "vgic: vcpu {vcpu} write to read-only GICR {offset:#x}");
             }
-            Reg::Ctlr | Reg::Statusr | Reg::SgiConfig | Reg::RazWi | Reg::Reserved => {}
+            Reg::Ctlr | Reg::Statusr | Reg::RazWi => {}
         }
         VcpuMask::EMPTY
     }
@@ -173,37 +158,6 @@ impl GicV3 {
         let aff = self.affinity(rd).map_or(0, |a| u64::from(a.0));
         let last = if rd + 1 == self.num_vcpus() { GICR_TYPER_LAST } else { 0 };
         (aff << GICR_TYPER_AFF_SHIFT) | ((rd as u64) << GICR_TYPER_PROC_SHIFT) | last
-    }
-
-    /// Validates a redistributor access; returns the redistributor's vCPU,
-    /// the register and the offset within the redistributor.
-    fn check_redist(
-        &self,
-        vcpu: usize,
-        offset: u64,
-        width: u8,
-        what: &str,
-    ) -> Option<(usize, Reg, u64)> {
-        if vcpu >= self.num_vcpus() {
-            log::warn!(target: "irq", "vgic: {what} at GICR {offset:#x} by absent vcpu {vcpu}");
-            return None;
-        }
-        if !well_formed(offset, width, self.redist_region_size()) {
-            log::warn!(target: "irq", "vgic: vcpu {vcpu} bad {what} at GICR {offset:#x} width {width}");
-            return None;
-        }
-        let rd = usize::try_from(offset / GICR_STRIDE).ok()?;
-        let off = offset % GICR_STRIDE;
-        let reg = Reg::decode(off & !3);
-        if reg == Reg::Reserved {
-            log::warn!(target: "irq", "vgic: vcpu {vcpu} {what} of reserved GICR {offset:#x}");
-            return None;
-        }
-        if !reg.widths().allows(width) {
-            log::warn!(target: "irq", "vgic: vcpu {vcpu} {width}-byte {what} at GICR {offset:#x}");
-            return None;
-        }
-        Some((rd, reg, off))
     }
 }
 

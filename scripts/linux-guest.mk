@@ -11,7 +11,8 @@ CARGO_ENV := LIBVMM_GUEST_KERNEL=$(abspath $(LINUX)) LIBVMM_GUEST_INITRD=$(abspa
 	LIBVMM_GUEST_DTB=$(GUEST_DTB) LIBVMM_GUEST_BOOTARGS="$(BOOTARGS)"
 PDS_DEPS := $(LINUX) $(INITRD) $(GUEST_DTB)
 
-$(GUEST_DIR)/Image $(GUEST_DIR)/rootfs.cpio.gz: $(TOP)/guest/init $(TOP)/scripts/guest-images.sh
+$(GUEST_DIR)/Image $(GUEST_DIR)/rootfs.cpio.gz: $(TOP)/guest/init $(TOP)/scripts/guest-images.sh \
+		$(TOP)/scripts/guest-lib.sh
 	$(TOP)/scripts/guest-images.sh $(GUEST_DIR)
 
 # Compiled every time (DTS= may name another file), replaced only if changed.

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Everything CI checks (`make test`):
 #   1. host: rustfmt, clippy (host and aarch64, -D warnings), cargo test,
-#      cargo deny (where installed), the aarch64 build of every crate and
-#      example;
+#      the Python tests of scripts/ (scripts/test_*.py), cargo deny (where
+#      installed), the aarch64 build of every crate and example;
 #   2. with a Microkit SDK (MICROKIT_SDK, else /opt/microkit-sdk): every
 #      example built and booted in QEMU, its output checked by
 #      scripts/systest.py; a release-config build checked for release labels;
@@ -22,8 +22,8 @@ step "clippy ($target, crates and examples)"
 cargo clippy --workspace --exclude libvmm-build --target $target -- -D warnings
 step "host tests"
 cargo test
-step "scripts/check-wav.py self-test"
-python3 scripts/check-wav.py --self-test
+step "host tests (python: scripts/test_*.py, the checks of scripts/check-wav.py)"
+python3 -m unittest discover -s scripts -p 'test_*.py'
 step "cargo deny (deny.toml: licences, bans, sources; advisories where a database is here)"
 if cargo deny --version >/dev/null 2>&1; then
     cargo deny --offline check licenses bans sources

@@ -261,6 +261,15 @@ class GuestGenerator(CheckerCase):
         status, out = self.run_checker(blob, '--start', '1000000', '--seconds', '3')
         self.assertEqual(status, 0, out)
 
+    def test_tail_silence_after_each_cycle(self):
+        # -t 100: 4800 frames of silence after each cycle; the counter continues.
+        blob = self.generated('-c', '2', '-t', '100', 'wav', '1')
+        self.assertEqual(blob, wav_bytes(sig(0, N) + silence(4800) + sig(N, N) + silence(4800)))
+        status, out = self.run_checker(blob, '--seconds', '2')
+        self.assertEqual(status, 1, out)
+        status, out = self.run_checker(blob, '--seconds', '2', '--allow-gaps')
+        self.assertEqual(status, 0, out)
+
     def test_refuses_to_pass_the_counter_limit(self):
         r = subprocess.run([self.exe, '-f', str(cw.COUNTER_LIMIT - 100), 'wav', '1'],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE)

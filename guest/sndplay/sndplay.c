@@ -4,8 +4,9 @@
  * and reports every underrun (XRUN). The sound tests' guest player.
  *
  *   sndplay [OPTIONS] play SECONDS   play SECONDS of the signal on the device
- *   sndplay [OPTIONS] wav SECONDS    write the same frames as a WAV file to
- *                                    stdout (no device: to test the checker)
+ *   sndplay [OPTIONS] wav SECONDS    write the frames `play` would write (with
+ *                                    -c, -t) as a WAV file to stdout (no
+ *                                    device: to test the checker)
  * Options:
  *   -D PATH    PCM playback device (default /dev/snd/pcmC0D0p)
  *   -r RATE    frames per second (default 48000)
@@ -16,6 +17,9 @@
  *              (start, stop, start ...); the counter continues across them
  *   -R         close and reopen the device between cycles (new hw params)
  *   -g MS      pause MS milliseconds between cycles
+ *   -t MS      after the signal, play MS milliseconds of silence before each
+ *              drain (default 0), for devices that drop what they still
+ *              buffer when the stream stops (QEMU's intel-hda does)
  *
  * The signal (docs/sound-guest.md; scripts/check-wav.py checks it): 2
  * channels of signed 16-bit little-endian samples; frame n (a 24-bit
@@ -29,7 +33,8 @@
  * Output, one line each, for a harness to wait for:
  *   SND OPEN <path> rate <r> period <p> buffer <b> frames
  *   SND XRUN underrun before frame <n> (cycle <c>), recovered
- *   SND PLAY OK frames <n> first <f> cycles <c> xruns 0 elapsed_ms <t> max_avail <a> buffer <b>
+ *   SND PLAY OK frames <n> first <f> cycles <c> xruns 0 tail_ms <m> elapsed_ms <t>
+ *       max_avail <a> buffer <b>                 (one line)
  *   SND PLAY XRUN frames <n> ... xruns <x> ...   (the same, with underruns; exit 3)
  *   SND <what> FAIL <reason> (errno <e>)         (exit 1)
  * max_avail is the largest number of free frames in the ring buffer that the
@@ -238,8 +243,9 @@ static void signal_fill(u16 *buf, u64 frames, u32 n)
 
 struct config {
     const char *path;
-    u32 rate, period, periods, first, cycles, reopen, gap_ms;
+    u32 rate, period, periods, first, cycles, reopen, gap_ms, tail_ms;
     u64 frames;   /* per cycle */
+    u64 tail;     /* frames of silence after the signal, per cycle */
 };
 
 /* --- time --------------------------------------------------------------- */
@@ -354,23 +360,34 @@ static u16 chunk[MAX_PERIOD * 2];
 
 struct run { u64 xruns, max_avail; };
 
-static void note_avail(struct pcm *p, struct run *run)
+/* The kernel's avail_max is the most free space it saw since the last
+ * STATUS: read it after each write (and once after PREPARE, to leave out the
+ * drain of the previous cycle, during which the buffer runs empty). */
+static void note_avail(struct pcm *p, struct run *run, int record)
 {
     struct pcm_status st;
-    if (sys(SYS_ioctl, p->fd, PCM_IOCTL_STATUS, &st) == 0 && st.avail_max > run->max_avail)
+    if (sys(SYS_ioctl, p->fd, PCM_IOCTL_STATUS, &st) == 0 && record && st.avail_max > run->max_avail)
         run->max_avail = st.avail_max;
 }
 
-/* Plays frames [first, first + frames) of the signal, then drains. */
+/* Plays frames [first, first + frames) of the signal, then `tail` frames of
+ * silence, then drains. */
 static void play_cycle(struct pcm *p, const struct config *c, u32 first, u32 cycle, struct run *run)
 {
     i64 r = sys(SYS_ioctl, p->fd, PCM_IOCTL_PREPARE, 0);
     if (r < 0) fail("PLAY", "PREPARE", r);
+    note_avail(p, run, 0);
     u64 done = 0;
     u64 step = p->period < MAX_PERIOD ? p->period : MAX_PERIOD;
-    while (done < c->frames) {
-        u64 n = c->frames - done < step ? c->frames - done : step;
-        signal_fill(chunk, n, first + (u32)done);
+    while (done < c->frames + c->tail) {
+        u64 left = c->frames + c->tail - done;
+        u64 n = left < step ? left : step;
+        if (done < c->frames) {
+            if (n > c->frames - done) n = c->frames - done;
+            signal_fill(chunk, n, first + (u32)done);
+        } else {
+            memset(chunk, 0, n * 4);
+        }
         u64 off = 0;
         while (off < n) {
             struct xferi x = { 0, chunk + 2 * off, n - off };
@@ -385,6 +402,7 @@ static void play_cycle(struct pcm *p, const struct config *c, u32 first, u32 cyc
                 flush(1);
                 r = sys(SYS_ioctl, p->fd, PCM_IOCTL_PREPARE, 0);
                 if (r < 0) fail("PLAY", "PREPARE after an underrun", r);
+                note_avail(p, run, 0);
                 continue;
             }
             if (r == -ESTRPIPE) fail("PLAY", "WRITEI: the device was suspended", r);
@@ -393,7 +411,7 @@ static void play_cycle(struct pcm *p, const struct config *c, u32 first, u32 cyc
             off += (u64)x.result;
         }
         done += n;
-        note_avail(p, run);
+        note_avail(p, run, 1);
     }
     /* DRAIN starts a stream that never reached the start threshold, and
      * returns when the device has played everything. */
@@ -429,6 +447,7 @@ static void play(const struct config *c)
     put(run.xruns ? "SND PLAY XRUN frames " : "SND PLAY OK frames ");
     putu(c->frames * c->cycles); put(" first "); putu(c->first);
     put(" cycles "); putu(c->cycles); put(" xruns "); putu(run.xruns);
+    put(" tail_ms "); putu(c->tail_ms);
     put(" elapsed_ms "); putu((t1 - t0) / 1000000); put(" max_avail "); putu(run.max_avail);
     put(" buffer "); putu(p.buffer);
     flush(1);
@@ -455,7 +474,7 @@ static void le(u8 *p, u32 v, int bytes)
 
 static void wav(const struct config *c)
 {
-    u64 total = c->frames * c->cycles;
+    u64 total = (c->frames + c->tail) * c->cycles;
     if (total * 4 > 0xffffffffu - 36) fail("WAV", "too long for a WAV file", 0);
     u8 h[44];
     memcpy(h, "RIFF", 4);
@@ -471,11 +490,20 @@ static void wav(const struct config *c)
     le(h + 34, 16, 2);             /* bits per sample */
     le(h + 40, (u32)(total * 4), 4);
     write_all(h, sizeof h);
-    for (u64 done = 0; done < total;) {
-        u64 n = total - done < MAX_PERIOD ? total - done : MAX_PERIOD;
-        signal_fill(chunk, n, c->first + (u32)done);
-        write_all(chunk, n * 4);
-        done += n;
+    for (u32 i = 0; i < c->cycles; i++) {
+        u32 first = c->first + (u32)(i * c->frames);
+        for (u64 done = 0; done < c->frames;) {
+            u64 n = c->frames - done < MAX_PERIOD ? c->frames - done : MAX_PERIOD;
+            signal_fill(chunk, n, first + (u32)done);
+            write_all(chunk, n * 4);
+            done += n;
+        }
+        memset(chunk, 0, sizeof chunk);
+        for (u64 done = 0; done < c->tail;) {
+            u64 n = c->tail - done < MAX_PERIOD ? c->tail - done : MAX_PERIOD;
+            write_all(chunk, n * 4);
+            done += n;
+        }
     }
     quit(0);
 }
@@ -485,14 +513,14 @@ static void wav(const struct config *c)
 static void __attribute__((noreturn)) usage(void)
 {
     put("usage: sndplay [-D PATH] [-r RATE] [-p FRAMES] [-n PERIODS] [-f FIRST] [-c CYCLES] [-R] "
-        "[-g MS] play|wav SECONDS");
+        "[-g MS] [-t MS] play|wav SECONDS");
     flush(2);
     quit(2);
 }
 
 int main(int argc, char **argv)
 {
-    struct config c = { "/dev/snd/pcmC0D0p", 48000, 1024, 4, 0, 1, 0, 0, 0 };
+    struct config c = { "/dev/snd/pcmC0D0p", 48000, 1024, 4, 0, 1, 0, 0, 0, 0, 0 };
     int i = 1;
     for (; i < argc && argv[i][0] == '-'; i++) {
         const char *o = argv[i];
@@ -507,6 +535,7 @@ int main(int argc, char **argv)
         case 'f': c.first = (u32)number(v); break;
         case 'c': c.cycles = (u32)number(v); break;
         case 'g': c.gap_ms = (u32)number(v); break;
+        case 't': c.tail_ms = (u32)number(v); break;
         default: usage();
         }
     }
@@ -516,7 +545,9 @@ int main(int argc, char **argv)
     if (c.period < 16 || c.period > MAX_PERIOD) fail("ARGS", "period out of range (16..16384)", 0);
     if (c.periods < 2 || c.periods > 1024) fail("ARGS", "periods out of range (2..1024)", 0);
     if (c.cycles < 1 || c.cycles > 1000) fail("ARGS", "cycles out of range (1..1000)", 0);
+    if (c.tail_ms > 10000) fail("ARGS", "tail out of range (0..10000 ms)", 0);
     c.frames = seconds * c.rate;
+    c.tail = (u64)c.tail_ms * c.rate / 1000;
     if (c.frames == 0 || c.first + c.frames * c.cycles > COUNTER_LIMIT)
         fail("ARGS", "the counter would pass 2^24 (lower -f, SECONDS or -c)", 0);
     if (streq(argv[i], "play")) play(&c);

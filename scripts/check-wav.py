@@ -1,28 +1,40 @@
 #!/usr/bin/env python3
-"""Checks a WAV recording of the sound tests' counter signal.
+"""Checks a WAV recording of one of the sound tests' counter signals.
 
-    scripts/check-wav.py FILE [--seconds 10] [--rate 48000] [--start 0]
-                              [--allow-gaps] [--ignore-before]
+    scripts/check-wav.py FILE [--signal auto|counter24|counter16]
+                              [--seconds S | --frames N] [--rate 48000]
+                              [--start N] [--allow-gaps] [--ignore-before]
+                              [--max-silence S]
+    scripts/check-wav.py --self-test     (runs scripts/test_check_wav.py)
 
-FILE is what QEMU's `-audiodev wav,...` wrote while a guest played the signal
-with guest/sndplay (docs/sound-guest.md). The signal: 2 channels, signed
-16-bit little-endian; frame n of a 24-bit counter is
+FILE is what QEMU's `-audiodev wav,...` wrote. Two signals, both 2 channels
+of 16-bit samples, frame n of a counter:
 
-    left  = n & 0xffff
-    right = (n >> 16) & 0xff | check(n) << 8
-    check(n) = ((n * 0x9e3779b1 + 0x7f4a7c15) mod 2^32) >> 24
+  counter24  what the guest player guest/sndplay plays (docs/sound-guest.md):
+             a 24-bit counter with a check byte,
+                 left  = n & 0xffff
+                 right = (n >> 16) & 0xff | check(n) << 8
+                 check(n) = ((n * 0x9e3779b1 + 0x7f4a7c15) mod 2^32) >> 24
+             Default length 10 s.
+  counter16  what the `sound` example's HDA driver PD plays (docs/hda.md):
+             left = n, right = ~n (16 bits, wrapping). Default length
+             48000 frames (1 s), and --max-silence 0.5.
 
-The check passes when the file holds counter values START .. START+N-1
-(N = seconds * rate), each exactly once and in order, with only silence
-(frames of two zero samples) before and after. Anything else is reported
-precisely: the file frame where it happens (and its time), what was expected
-and what was found, and what it means (frames lost, repeated or out of
-order, channels swapped, a sample corrupted, the sequence cut short).
+auto (the default) picks the signal from the first frame that is not silence.
+
+The check passes when the file holds the counter from START (default 0) for
+the expected number of frames, each frame exactly once and in order, with
+only silence (frames of two zero samples) before and after. Anything else is
+reported precisely: the file frame where it happens (and its time), what was
+expected and what was found, and what it means (frames lost, repeated or out
+of order, channels swapped, a sample altered, the sequence cut short).
 
 --allow-gaps accepts silence inside the sequence as long as the counter then
 continues where it stopped (a stream stopped and started again: nothing may
 be lost). --ignore-before skips everything before the first frame holding
 counter START (e.g. what a guest played before it was rebooted).
+--max-silence S fails a recording with more than S seconds of silence before
+or after the sequence (so the card cannot have played it too slowly).
 
 The RIFF sizes may be 0 (QEMU writes them only when it exits cleanly; a
 killed QEMU leaves them 0): the data then runs to the end of the file.
@@ -32,40 +44,80 @@ WAV file (not 16-bit stereo PCM, another rate, unreadable).
 Standard library only.
 """
 import argparse
+import os
 import struct
 import sys
 from array import array
 
-COUNTER_LIMIT = 1 << 24
 SILENCE = (0, 0)
 
 
-# --- The signal ----------------------------------------------------------
+# --- The signals -----------------------------------------------------------
 
-def check_byte(n):
-    """The check byte of counter value n."""
-    return ((n * 0x9E3779B1 + 0x7F4A7C15) & 0xFFFFFFFF) >> 24
+class Counter24:
+    """guest/sndplay's signal: a 24-bit counter and a check byte."""
+    name = 'counter24'
+    limit = 1 << 24         # counter values (it does not wrap)
+    default_frames = 480000  # 10 s at 48 kHz
+    default_max_silence = None
+
+    @staticmethod
+    def check_byte(n):
+        return ((n * 0x9E3779B1 + 0x7F4A7C15) & 0xFFFFFFFF) >> 24
+
+    @classmethod
+    def encode(cls, n):
+        """Frame of counter value n, as two unsigned 16-bit samples (left, right)."""
+        return n & 0xFFFF, ((n >> 16) & 0xFF) | cls.check_byte(n) << 8
+
+    @classmethod
+    def decode(cls, left, right):
+        """The counter value of a frame, or None if it is not a counter frame."""
+        n = left | (right & 0xFF) << 16
+        return n if right >> 8 == cls.check_byte(n) else None
+
+    @staticmethod
+    def delta(got, want):
+        return got - want
 
 
-def encode(n):
-    """Frame of counter value n, as two unsigned 16-bit samples (left, right)."""
-    return n & 0xFFFF, ((n >> 16) & 0xFF) | check_byte(n) << 8
+class Counter16:
+    """The `sound` example's signal: left = n, right = ~n, 16 bits, wrapping."""
+    name = 'counter16'
+    limit = None
+    default_frames = 48000   # 1 s at 48 kHz
+    default_max_silence = 0.5
+
+    @staticmethod
+    def encode(n):
+        return n & 0xFFFF, ~n & 0xFFFF
+
+    @staticmethod
+    def decode(left, right):
+        return left if right == ~left & 0xFFFF else None
+
+    @staticmethod
+    def delta(got, want):
+        """The nearest counter value to want whose low 16 bits are got, less want."""
+        return (got - want + 0x8000) % 0x10000 - 0x8000
 
 
-def decode(left, right):
-    """The counter value of a frame, or None if it is not a counter frame."""
-    n = left | (right & 0xFF) << 16
-    return n if right >> 8 == check_byte(n) else None
+SIGNALS = {s.name: s for s in (Counter24, Counter16)}
 
 
-def signal_bytes(start, count):
+def signal_bytes(start, count, signal=Counter24):
     """count frames of the signal from counter value start, as WAV data."""
     a = array('H')
     for n in range(start, start + count):
-        a.extend(encode(n))
+        a.extend(signal.encode(n))
     if sys.byteorder == 'big':
         a.byteswap()
     return a.tobytes()
+
+
+# counter24's helpers by their plain names, for the tests and other scripts.
+encode, decode, check_byte = Counter24.encode, Counter24.decode, Counter24.check_byte
+COUNTER_LIMIT = Counter24.limit
 
 
 # --- The WAV file --------------------------------------------------------
@@ -146,7 +198,7 @@ class Report:
 
     def lines(self):
         out = []
-        for kind, first, last, text in self.problems[:self.max_problems]:
+        for _, first, last, text in self.problems[:self.max_problems]:
             if last > first:
                 out.append(f'{self.at(first)} to {last}: {last - first + 1} frames: {text}')
             else:
@@ -181,14 +233,14 @@ def find_frame(data, frame_bytes):
     return None if pos < 0 else pos // 4
 
 
-def walk(s, i, start, end, allow_gaps, rep):
+def walk(sig, s, i, start, end, allow_gaps, rep):
     """Follows the sequence from file frame i, where counter start is expected,
     until counter end; records problems. Returns (next file frame, next counter,
     silent gaps [(file frame, length, counter after)])."""
     nframes, want, gaps = len(s) // 2, start, []
     while i < nframes and want < end:
         left, right = s[2 * i], s[2 * i + 1]
-        if (left, right) == encode(want):
+        if (left, right) == sig.encode(want):
             want += 1
             i += 1
             continue
@@ -198,7 +250,7 @@ def walk(s, i, start, end, allow_gaps, rep):
                 j += 1
             if j == nframes:
                 break   # silence to the end: the sequence is cut short
-            resumes = decode(s[2 * j], s[2 * j + 1]) == want
+            resumes = (s[2 * j], s[2 * j + 1]) == sig.encode(want)
             if resumes:
                 gaps.append((i, j - i, want))
             if not allow_gaps:
@@ -209,25 +261,26 @@ def walk(s, i, start, end, allow_gaps, rep):
             # Else what follows the silence, if it is not counter `want`, is reported next.
             i = j
             continue
-        n = decode(left, right)
+        n = sig.decode(left, right)
         # A jump counts only if the next frame follows it: else this one frame
-        # is damaged (a stray frame can pass the 8-bit check by chance).
-        confirmed = n is not None and (i + 1 == nframes or
-                                       (s[2 * i + 2], s[2 * i + 3]) == encode(n + 1))
-        if (right, left) == encode(want):
+        # is damaged (a stray frame can pass a signal's check by chance).
+        got = None if n is None else want + sig.delta(n, want)
+        confirmed = got is not None and got >= 0 and (
+            i + 1 == nframes or (s[2 * i + 2], s[2 * i + 3]) == sig.encode(got + 1))
+        if (right, left) == sig.encode(want):
             rep.problem('swapped', i, f'left and right channels swapped (counter {want})')
             want += 1
         elif confirmed:
-            if n > want:
-                rep.problem('lost', i, f'expected counter {want}, got {n}: {n - want} frames '
-                            f'lost (counter {want}..{n - 1} missing)')
+            if got > want:
+                rep.problem('lost', i, f'expected counter {want}, got {got}: {got - want} frames '
+                            f'lost (counter {want}..{got - 1} missing)')
             else:
-                rep.problem('back', i, f'expected counter {want}, got {n}: the counter goes '
-                            f'back by {want - n} frames (repeated or out of order)')
-            want = n + 1
+                rep.problem('back', i, f'expected counter {want}, got {got}: the counter goes '
+                            f'back by {want - got} frames (repeated or out of order)')
+            want = got + 1
         else:
-            el, er = encode(want)
-            what = 'not a counter frame' if n is None else f'a lone frame of counter {n}'
+            el, er = sig.encode(want)
+            what = 'not a counter frame' if got is None else f'a lone frame of counter {got}'
             rep.problem('corrupt', i, f'{what}: got (L={left:#06x}, R={right:#06x}), '
                         f'expected counter {want} (L={el:#06x}, R={er:#06x})')
             want += 1
@@ -235,7 +288,20 @@ def walk(s, i, start, end, allow_gaps, rep):
     return i, want, gaps
 
 
-def check(data, rate, frames, start=0, allow_gaps=False, ignore_before=False, max_problems=20):
+def detect(data, s):
+    """The signal whose frame the first non-silent frame is, or None."""
+    first = first_nonsilent(data)
+    if first is None:
+        return None
+    frame = s[2 * first], s[2 * first + 1]
+    for sig in (Counter16, Counter24):   # counter16's check is exact; counter24's 1 in 256
+        if sig.decode(*frame) is not None:
+            return sig
+    return None
+
+
+def check(data, rate, frames, start=0, allow_gaps=False, ignore_before=False, max_problems=20,
+          signal=Counter24, max_silence=None):
     """Checks WAV data; returns (ok, report lines)."""
     rep = Report(rate, max_problems)
     nframes = len(data) // 4
@@ -244,22 +310,22 @@ def check(data, rate, frames, start=0, allow_gaps=False, ignore_before=False, ma
     if first is None:
         return False, [f'FAIL: the file holds only silence ({nframes} frames, '
                        f'{nframes / rate:.3f} s)']
+    s = frames_of(data)
     begin = first
     if ignore_before:
-        begin = find_frame(data, signal_bytes(start, 1))
+        begin = find_frame(data, signal_bytes(start, 1, signal))
         if begin is None:
             return False, [f'FAIL: no frame holds counter {start} (the start of the sequence); '
                            f'first non-silent frame: {rep.at(first)}']
-    s = frames_of(data)
-    if begin > first:
-        sounding = sum(1 for k in range(first, begin) if s[2 * k] or s[2 * k + 1])
-        rep.notes.append(f'ignored file frames {first}..{begin - 1} before counter {start} '
-                         f'({sounding} of them not silent)')
+        if begin > first:
+            sounding = sum(1 for k in range(first, begin) if s[2 * k] or s[2 * k + 1])
+            rep.notes.append(f'ignored file frames {first}..{begin - 1} before counter {start} '
+                             f'({sounding} of them not silent)')
     # Fast path: all of it in place, silence before and after.
-    if data[begin * 4:(begin + frames) * 4] == signal_bytes(start, frames):
+    if data[begin * 4:(begin + frames) * 4] == signal_bytes(start, frames, signal):
         i, want, gaps = begin + frames, end, []
     else:
-        i, want, gaps = walk(s, begin, start, end, allow_gaps, rep)
+        i, want, gaps = walk(signal, s, begin, start, end, allow_gaps, rep)
     if want < end:
         if i >= nframes:
             rep.problem('cut', i, f'the file ends after counter {want - 1}: the last '
@@ -270,12 +336,19 @@ def check(data, rate, frames, start=0, allow_gaps=False, ignore_before=False, ma
     else:
         extra = first_nonsilent(data, i)
         if extra is not None:
-            n = decode(s[2 * extra], s[2 * extra + 1])
+            n = signal.decode(s[2 * extra], s[2 * extra + 1])
             what = f'counter {n}' if n is not None else 'a frame that is not a counter frame'
             rep.problem('extra', extra, f'after the end of the sequence (counter {end - 1}, file '
                         f'frame {i - 1}) the file holds {what}')
-    head = (f'counter {start}..{end - 1} ({frames} frames, {frames / rate:.3f} s at {rate} Hz) '
-            f'starting at {rep.at(begin)}')
+    if max_silence is not None:
+        limit = round(max_silence * rate)
+        for where, count in (('before', first), ('after', nframes - i)):
+            if count > limit and (where == 'before' or want >= end):
+                rep.problem('slow', 0 if where == 'before' else i,
+                            f'{count / rate:.3f} s of silence {where} the sequence (at most '
+                            f'{max_silence} s: --max-silence)')
+    head = (f'{signal.name} {start}..{end - 1} ({frames} frames, {frames / rate:.3f} s at '
+            f'{rate} Hz) starting at {rep.at(begin)}')
     lines = rep.notes[:]
     if gaps and allow_gaps:
         lines.append(f'{len(gaps)} silent gaps inside the sequence (allowed), nothing lost: ' +
@@ -287,23 +360,36 @@ def check(data, rate, frames, start=0, allow_gaps=False, ignore_before=False, ma
                           f'({before}), after it {nframes - i} frames of silence']
 
 
+def self_test():
+    """Runs the checker's tests (scripts/test_check_wav.py)."""
+    import unittest
+    here = os.path.dirname(os.path.abspath(__file__))
+    suite = unittest.defaultTestLoader.discover(here, pattern='test_check_wav.py')
+    result = unittest.TextTestRunner(verbosity=1).run(suite)
+    return 0 if result.wasSuccessful() else 1
+
+
 def main(argv=None):
+    argv = sys.argv[1:] if argv is None else argv
+    if argv == ['--self-test']:
+        return self_test()
     ap = argparse.ArgumentParser(description=__doc__.split('\n\n')[0])
     ap.add_argument('file')
-    ap.add_argument('--seconds', type=float, default=10.0, help='length of the sequence')
-    ap.add_argument('--rate', type=int, default=48000, help='frames per second')
+    ap.add_argument('--signal', choices=['auto', *SIGNALS], default='auto',
+                    help='the counter signal (default: from the first non-silent frame)')
+    length = ap.add_mutually_exclusive_group()
+    length.add_argument('--seconds', type=float, help='length of the sequence in seconds')
+    length.add_argument('--frames', type=int, help='length of the sequence in frames')
+    ap.add_argument('--rate', type=int, default=48000, help='frames per second (default 48000)')
     ap.add_argument('--start', type=int, default=0, help='counter value of its first frame')
     ap.add_argument('--allow-gaps', action='store_true',
                     help='accept silence inside the sequence when nothing is lost')
     ap.add_argument('--ignore-before', action='store_true',
                     help='ignore what comes before the first frame holding counter START')
+    ap.add_argument('--max-silence', type=float,
+                    help='most seconds of silence before and after (counter16 default 0.5)')
     ap.add_argument('--max-problems', type=int, default=20, help='problems to list')
     args = ap.parse_args(argv)
-    frames = round(args.seconds * args.rate)
-    if frames <= 0 or args.start < 0 or args.start + frames > COUNTER_LIMIT:
-        print('check-wav: --start and --seconds must stay within the 24-bit counter',
-              file=sys.stderr)
-        return 2
     try:
         with open(args.file, 'rb') as f:
             blob = f.read()
@@ -311,8 +397,24 @@ def main(argv=None):
     except (OSError, WavError) as e:
         print(f'check-wav: {args.file}: {e}')
         return 2
+    signal = SIGNALS.get(args.signal)
+    if signal is None:
+        signal = detect(data, frames_of(data))
+        if signal is None and first_nonsilent(data) is not None:
+            print(f'check-wav: {args.file}: the first non-silent frame is neither signal\'s '
+                  '(give --signal)')
+            return 1
+        signal = signal or Counter24   # all silence: reported by check()
+    frames = (args.frames if args.frames is not None else
+              round(args.seconds * args.rate) if args.seconds is not None else
+              signal.default_frames)
+    if frames <= 0 or args.start < 0 or (signal.limit and args.start + frames > signal.limit):
+        print(f'check-wav: --start and the length must stay within the {signal.name} counter',
+              file=sys.stderr)
+        return 2
+    max_silence = args.max_silence if args.max_silence is not None else signal.default_max_silence
     ok, lines = check(data, args.rate, frames, args.start, args.allow_gaps, args.ignore_before,
-                      args.max_problems)
+                      args.max_problems, signal, max_silence)
     for line in notes + lines:
         print(f'check-wav: {line}')
     return 0 if ok else 1

@@ -32,6 +32,7 @@ Every wait has a timeout; QEMU is always killed at the end. Logs and WAV
 files are kept in DIR (default build/sound-qemu-test). Standard library only.
 """
 import argparse
+import importlib.util
 import os
 import re
 import select
@@ -156,6 +157,28 @@ def check_wav(wav, *args):
         raise Failure(f'check-wav.py {" ".join(args)}: the recording is wrong')
 
 
+def check_cut_sequence(wav):
+    """The reboot scenario's first sequence, cut by the reset: counter 0..k-1,
+    whole and in order, with only silence around it."""
+    spec = importlib.util.spec_from_file_location('check_wav', os.path.join(TOP, 'scripts',
+                                                                             'check-wav.py'))
+    cw = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cw)
+    with open(wav, 'rb') as f:
+        data, _ = cw.parse_wav(f.read(), RATE)
+    second = cw.find_frame(data, cw.signal_bytes(REBOOT_START, 1))
+    first = cw.first_nonsilent(data)
+    part = data[:second * 4].rstrip(b'\0')
+    part = part + b'\0' * (-len(part) % 4)
+    frames = len(part) // 4 - first
+    if frames <= 0:
+        raise Failure('nothing was recorded before the reboot')
+    ok, lines = cw.check(part, RATE, frames)
+    print(f'  before the reboot: {lines[-1]}')
+    if not ok:
+        raise Failure('the sequence cut by the reboot is not whole and in order')
+
+
 def boot(q, timeout):
     q.expect(r'^SOUND CARD (.*)\n', timeout)
     q.expect(r'^GUEST READY\n', timeout)
@@ -231,7 +254,9 @@ def run_scenario(name, images, out, scale, icount):
     if alarms:
         raise Failure('alarming kernel lines:\n    ' + '\n    '.join(alarms))
     if check_args is not None:
-        check_wav(wav, *check_args)
+        check_wav(wav, '--signal', 'counter24', *check_args)
+    if name == 'reboot':
+        check_cut_sequence(wav)
     print(f'PASS: {name}')
 
 

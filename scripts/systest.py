@@ -355,7 +355,8 @@ def scenario_sound(q):
         raise Failure(f"{nominal} ms of audio played in {took} ms")
     q.send("\x01x")  # QEMU's monitor (Ctrl-a x): a clean exit finishes the WAV file
     q.wait_exit(30)
-    check = subprocess.run([sys.executable, os.path.join(TOP, "scripts", "check-wav.py"), SOUND_WAV],
+    check = subprocess.run([sys.executable, os.path.join(TOP, "scripts", "check-wav.py"), SOUND_WAV,
+                            "--signal", "counter16", "--frames", "48000", "--max-silence", "0.5"],
                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     print(check.stdout, end="", flush=True)
     if check.returncode != 0:

@@ -104,6 +104,8 @@ fi
 # 50 resets in each of simple and virtio; it builds into build/hostile-*.
 tests+=("hostile-simple	python3 scripts/systest.py hostile-simple")
 tests+=("hostile-virtio	python3 scripts/systest.py hostile-virtio")
+# The sound guest on bare QEMU (docs/sound-guest.md): no VMM, QEMU's intel-hda.
+tests+=("sound-guest-qemu	python3 scripts/sound-qemu-test.py")
 # The other boards (board/*/, docs/porting.md), each where the SDK has it:
 # one that runs in QEMU (QEMU_MACHINE_OPTS in its board.mk, e.g. the GICv3
 # qemu_virt_aarch64_gicv3) boots every example it has a guest DTS for;

@@ -1,13 +1,15 @@
 """Tests of scripts/check-wav.py, the sound tests' WAV checker.
 
     python3 -m unittest discover -s scripts -p 'test_*.py'     (scripts/test.sh)
+    scripts/check-wav.py --self-test                            (the same tests)
 
 Each test builds a WAV file as QEMU's wav audiodev would write it (44-byte
 header, sizes filled in, or left 0 by a killed QEMU), holding the counter
 signal with one defect, and checks what the checker says about it: the
-verdict, the exit status and the file frame it points at. The last tests
-build guest/sndplay for this host and check that its `wav` command (the
-guest player's own signal generator) passes the Python checker.
+verdict, the exit status and the file frame it points at. Most use the guest
+player's signal (counter24); Counter16 covers the `sound` example's. The
+last tests build guest/sndplay for this host and check that its `wav`
+command (the guest player's own signal generator) passes the Python checker.
 """
 import contextlib
 import importlib.util
@@ -55,14 +57,15 @@ class CheckerCase(unittest.TestCase):
     def tearDown(self):
         shutil.rmtree(self.dir)
 
-    def run_checker(self, blob, *args):
-        """Runs check-wav.py's main on blob; returns (exit status, output)."""
+    def run_checker(self, blob, *args, defaults=('--signal', 'counter24', '--seconds', str(SECONDS))):
+        """Runs check-wav.py's main on blob (by default as counter24, 1 s; args
+        come after and win); returns (exit status, output)."""
         path = os.path.join(self.dir, 'x.wav')
         with open(path, 'wb') as f:
             f.write(blob)
         out = io.StringIO()
         with contextlib.redirect_stdout(out):
-            status = cw.main([path, '--seconds', str(SECONDS), *args])
+            status = cw.main([path, *defaults, *args])
         return status, out.getvalue()
 
     def assert_fails(self, blob, *needles, args=()):
@@ -94,7 +97,7 @@ class GoodFiles(CheckerCase):
     def test_sequence_with_silence_before_and_after(self):
         status, out = self.run_checker(wav_bytes(silence(1234) + sig(0, N) + silence(777)))
         self.assertEqual(status, 0, out)
-        self.assertIn('OK: counter 0..47999', out)
+        self.assertIn('OK: counter24 0..47999', out)
         self.assertIn('file frame 1234 (0.026 s)', out)
         self.assertIn('after it 777 frames', out)
 
@@ -211,6 +214,83 @@ class Reboot(CheckerCase):
     def test_second_sequence_missing(self):
         self.assert_fails(wav_bytes(sig(0, 20000)), 'no frame holds counter 30000',
                           args=('--start', '30000', '--ignore-before'))
+
+
+def sig16(start, count):
+    return cw.signal_bytes(start, count, cw.Counter16)
+
+
+class Counter16(CheckerCase):
+    """The `sound` example's signal, left = n, right = ~n: its driver PD plays
+    48000 frames; the systest runs `check-wav.py FILE` (auto, 1 s, at most
+    0.5 s of silence either side). The cases its own self-test had."""
+
+    def check16(self, data, *args):
+        return self.run_checker(wav_bytes(data), *args, defaults=())
+
+    def good(self):
+        return silence(100) + sig16(0, N) + silence(3000)
+
+    def test_right_recording_with_the_examples_defaults(self):
+        status, out = self.check16(self.good())
+        self.assertEqual(status, 0, out)
+        self.assertIn('OK: counter16 0..47999', out)
+
+    def assert_fails16(self, data, *needles):
+        status, out = self.check16(data)
+        self.assertEqual(status, 1, out)
+        for needle in needles:
+            self.assertIn(needle, out)
+
+    def test_period_lost(self):
+        p2 = 2 * PERIOD
+        self.assert_fails16(silence(100) + sig16(0, p2) + sig16(p2 + PERIOD, N - p2 - PERIOD),
+                            f'file frame {100 + p2} ', f'{PERIOD} frames lost')
+
+    def test_period_repeated(self):
+        p3 = 3 * PERIOD
+        self.assert_fails16(sig16(0, p3) + sig16(p3 - PERIOD, N - p3 + PERIOD),
+                            f'file frame {p3} ', f'goes back by {PERIOD} frames')
+
+    def test_two_periods_swapped(self):
+        p = PERIOD
+        self.assert_fails16(sig16(0, 2 * p) + sig16(3 * p, p) + sig16(2 * p, p) + sig16(4 * p, N - 4 * p),
+                            f'file frame {2 * p} ', f'{p} frames lost', 'goes back')
+
+    def test_sample_altered(self):
+        data = bytearray(sig16(0, N))
+        data[4 * 2055] ^= 1
+        self.assert_fails16(bytes(data), 'file frame 2055 ', 'not a counter frame')
+
+    def test_noise_after_the_end(self):
+        self.assert_fails16(sig16(0, N) + silence(5) + struct.pack('<HH', 1, 2), 'after the end')
+
+    def test_noise_before_the_start(self):
+        status, out = self.check16(struct.pack('<HH', 3, 3) + silence(99) + sig16(0, N))
+        self.assertEqual(status, 1, out)
+        self.assertIn("neither signal's", out)   # auto cannot tell; with --signal:
+        status, out = self.run_checker(wav_bytes(struct.pack('<HH', 3, 3) + silence(99) + sig16(0, N)),
+                                       '--signal', 'counter16', defaults=())
+        self.assertEqual(status, 1, out)
+        self.assertIn('file frame 0 (0.000 s): not a counter frame', out)
+
+    def test_end_cut_off(self):
+        self.assert_fails16(silence(100) + sig16(0, N - 1), 'the last 1 of 48000 frames are missing')
+
+    def test_too_much_silence(self):
+        self.assert_fails16(silence(30000) + sig16(0, N), '0.625 s of silence before the sequence')
+
+    def test_wraps_past_16_bits(self):
+        status, out = self.check16(sig16(0, 100000), '--frames', '100000')
+        self.assertEqual(status, 0, out)
+        data = sig16(0, 70000) + sig16(70000 + PERIOD, 30000 - PERIOD)
+        status, out = self.check16(data, '--frames', '100000')
+        self.assertIn(f'expected counter 70000, got {70000 + PERIOD}', out)
+
+    def test_auto_picks_counter24_too(self):
+        status, out = self.run_checker(wav_bytes(sig(0, N)), '--seconds', '1', defaults=())
+        self.assertEqual(status, 0, out)
+        self.assertIn('OK: counter24 0..47999', out)
 
 
 class Unusable(CheckerCase):

@@ -26,8 +26,9 @@ The check passes when the file holds the counter from START (default 0) for
 the expected number of frames, each frame exactly once and in order, with
 only silence (frames of two zero samples) before and after. Anything else is
 reported precisely: the file frame where it happens (and its time), what was
-expected and what was found, and what it means (frames lost, repeated or out
-of order, channels swapped, a sample altered, the sequence cut short).
+expected and what was found, and what it means (frames lost, frames out of
+place: played again or late, channels swapped, a sample altered, the
+sequence cut short).
 
 --allow-gaps accepts silence inside the sequence as long as the counter then
 continues where it stopped (a stream stopped and started again: nothing may
@@ -233,6 +234,19 @@ def find_frame(data, frame_bytes):
     return None if pos < 0 else pos // 4
 
 
+def data_of(s, a, b):
+    """Frames a..b-1 of the samples s, as WAV data."""
+    part = s[2 * a:2 * b]
+    if sys.byteorder == 'big':
+        part = array('H', part)
+        part.byteswap()
+    return part.tobytes()
+
+
+def sig_bytes(sig, start, count):
+    return signal_bytes(start, count, sig)
+
+
 def walk(sig, s, i, start, end, allow_gaps, rep):
     """Follows the sequence from file frame i, where counter start is expected,
     until counter end; records problems. Returns (next file frame, next counter,
@@ -270,13 +284,21 @@ def walk(sig, s, i, start, end, allow_gaps, rep):
         if (right, left) == sig.encode(want):
             rep.problem('swapped', i, f'left and right channels swapped (counter {want})')
             want += 1
+        elif confirmed and got > want:
+            rep.problem('lost', i, f'expected counter {want}, got {got}: {got - want} frames '
+                        f'lost (counter {want}..{got - 1} missing)')
+            want = got + 1
         elif confirmed:
-            if got > want:
-                rep.problem('lost', i, f'expected counter {want}, got {got}: {got - want} frames '
-                            f'lost (counter {want}..{got - 1} missing)')
-            else:
-                rep.problem('back', i, f'expected counter {want}, got {got}: the counter goes '
-                            f'back by {want - got} frames (repeated or out of order)')
+            # Older frames: if they are a run after which counter `want` comes
+            # (within a second), they were inserted (played again, or late).
+            j = find_frame(data_of(s, i, min(nframes, i + rep.rate + 1)), sig_bytes(sig, want, 1))
+            if j is not None and data_of(s, i, i + j) == sig_bytes(sig, got, j):
+                rep.problem('again', i, f'{j} frames out of place (counter {got}..{got + j - 1}, '
+                            f'played again or late), then counter {want} as expected')
+                i += j
+                continue
+            rep.problem('back', i, f'expected counter {want}, got {got}: the counter goes '
+                        f'back by {want - got} frames (repeated or out of order)')
             want = got + 1
         else:
             el, er = sig.encode(want)

@@ -1,10 +1,11 @@
-//! The shared-memory queue ABI of sDDF 0.7 (serial, block), byte for byte
+//! The shared-memory queue ABI of sDDF 0.7 (serial, block, sound), byte for byte
 //! compatible with the C components.
 //!
 //! - [`shared`]: bounds-checked volatile and atomic access to a shared region
 //!   ([`SharedRegion`]). It holds every `unsafe` block of the crate.
 //! - [`serial`]: byte rings with the producer-side signalling flag.
 //! - [`blk`]: request/response rings and the storage-info region.
+//! - [`sound`]: command and PCM rings and the shared stream state.
 //! - [`timer`]: the timer driver's protected-call protocol (no shared memory).
 //! - [`config`]: `#[repr(C)]` mirrors of the sdfgen config structs.
 //! - [`vsock`]: our own VMM-to-VMM packet channel for virtio-vsock (not an
@@ -26,6 +27,7 @@ pub mod config;
 mod ring;
 pub mod serial;
 pub mod shared;
+pub mod sound;
 #[cfg(test)]
 mod testing;
 pub mod timer;

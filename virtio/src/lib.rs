@@ -11,8 +11,8 @@
 //!   register offsets or the device status.
 //! - [`mmio`]: the virtio-MMIO transport (§4.2.2), which owns the status machine, feature
 //!   negotiation, queue configuration and the interrupt status.
-//! - [`console`] (device id 3), [`block`] (device id 2) and [`vsock`] (device id 19), each
-//!   generic over a small backend trait.
+//! - [`console`] (device id 3), [`block`] (device id 2), [`vsock`] (device id 19) and
+//!   [`sound`] (device id 25), each generic over a small backend trait.
 //!
 //! Nothing here panics on guest input and nothing allocates: the library is `no_std` and uses
 //! fixed-capacity arrays. Guest mistakes are logged with `log::warn!(target: "virtio", ...)`
@@ -41,6 +41,7 @@ pub mod layout;
 pub mod memory;
 pub mod mmio;
 pub mod queue;
+pub mod sound;
 #[cfg(any(test, feature = "test-utils"))]
 pub mod testing;
 pub mod vsock;

@@ -1,5 +1,5 @@
 //! Cross-check against an independent guest driver: the `virtio-drivers` crate drives our
-//! virtio-MMIO devices.
+//! virtio-MMIO devices (console, block, sound).
 //!
 //! - Its `Hal` allocates DMA memory from a fake guest RAM (a page-aligned host allocation
 //!   standing at guest-physical `RAM_BASE`), and `share` copies driver buffers into bounce
@@ -23,6 +23,11 @@ use virtio::block::{BACKEND_BLOCK, SECTORS_PER_BLOCK};
 use virtio::console::{Console, SerialBackend};
 use virtio::features::{VIRTIO_F_EVENT_IDX, VIRTIO_F_INDIRECT_DESC};
 use virtio::mmio::*;
+use virtio::sound::{
+    BackendBusy as SoundBusy, BackendStatus, BufferId as SoundBufferId,
+    BufferRange as SoundBufferRange, Completion, Direction, PcmCommand, PcmDone, PcmParams,
+    SoundBackend, SoundDevice, StreamInfo, PCM_BUFFER_BYTES,
+};
 use virtio::testing::vsock::{VsockWire, WireEnd};
 use virtio::vsock::VsockDevice;
 use virtio::{GuestMemory, MemoryError, VirtioDevice};
@@ -31,6 +36,9 @@ use virtio_drivers::device::console::VirtIOConsole;
 use virtio_drivers::device::socket::{
     DisconnectReason, SocketError, VirtIOSocket, VsockAddr, VsockConnectionManager, VsockEvent,
     VsockEventType,
+};
+use virtio_drivers::device::sound::{
+    PcmFeatures, PcmFormat, PcmFormats, PcmRate, PcmRates, VirtIOSound,
 };
 use virtio_drivers::transport::{DeviceStatus, DeviceType, InterruptStatus, Transport};
 use virtio_drivers::{BufferDirection, Hal, PhysAddr, PAGE_SIZE};
@@ -847,4 +855,227 @@ fn vsock_driver_gets_rst_from_the_device_for_an_unknown_cid_and_a_peer_that_is_d
         ma.borrow().device().event_pending(),
         "TRANSPORT_RESET waits: virtio-drivers posts no event buffers"
     );
+}
+
+// ---------------------------------------------------------------------------------------
+// Sound card over a fake backend that plays what it is given when the VMM services it.
+
+/// One playback stream (stereo S16 at 44.1 or 48 kHz) and one capture stream; pieces are
+/// played in order, each answered with the bytes played so far as its latency.
+struct Speaker {
+    streams: Vec<StreamInfo>,
+    commands: Vec<(u32, PcmCommand)>,
+    answers: VecDeque<Completion>,
+    buffers: Vec<Option<Vec<u8>>>,
+    queue: VecDeque<(u32, SoundBufferId, u32, u32)>,
+    /// Pieces are played only while set (the test holds them back to see ordering).
+    playing: bool,
+    played: Vec<u8>,
+}
+
+impl Speaker {
+    fn new() -> Speaker {
+        let out = StreamInfo {
+            direction: Direction::Output,
+            formats: 1 << 5,
+            rates: 1 << 6 | 1 << 7,
+            channels_min: 1,
+            channels_max: 2,
+        };
+        Speaker {
+            streams: vec![out, StreamInfo { direction: Direction::Input, ..out }],
+            commands: Vec::new(),
+            answers: VecDeque::new(),
+            buffers: Vec::new(),
+            queue: VecDeque::new(),
+            playing: true,
+            played: Vec::new(),
+        }
+    }
+
+    /// Plays one queued piece. Returns whether there was one.
+    fn play_one(&mut self) -> bool {
+        let Some((_, buf, len, token)) = self.queue.pop_front() else { return false };
+        let cells = self.buffers[buf.0 as usize].as_ref().unwrap();
+        self.played.extend_from_slice(&cells[..len as usize]);
+        let done = PcmDone {
+            token,
+            status: BackendStatus::Ok,
+            len,
+            latency_bytes: self.played.len() as u32,
+        };
+        self.answers.push_back(Completion::Pcm(done));
+        true
+    }
+}
+
+impl SoundBackend for Speaker {
+    fn streams(&self) -> &[StreamInfo] {
+        &self.streams
+    }
+    fn command(&mut self, stream: u32, cmd: PcmCommand) -> Result<(), SoundBusy> {
+        self.commands.push((stream, cmd));
+        self.answers.push_back(Completion::Command(BackendStatus::Ok));
+        Ok(())
+    }
+    fn alloc(&mut self) -> Option<SoundBufferId> {
+        if self.buffers.iter().flatten().count() >= 8 {
+            return None;
+        }
+        self.buffers.push(Some(vec![0; PCM_BUFFER_BYTES]));
+        Some(SoundBufferId(self.buffers.len() as u32 - 1))
+    }
+    fn free(&mut self, buf: SoundBufferId) {
+        self.buffers[buf.0 as usize].take().expect("double free");
+    }
+    fn write_buffer(
+        &mut self,
+        buf: SoundBufferId,
+        at: usize,
+        src: &[u8],
+    ) -> Result<(), SoundBufferRange> {
+        let cells = self.buffers[buf.0 as usize].as_mut().unwrap();
+        cells.get_mut(at..at + src.len()).ok_or(SoundBufferRange)?.copy_from_slice(src);
+        Ok(())
+    }
+    fn submit(
+        &mut self,
+        stream: u32,
+        buf: SoundBufferId,
+        len: u32,
+        token: u32,
+    ) -> Result<(), SoundBusy> {
+        self.queue.push_back((stream, buf, len, token));
+        Ok(())
+    }
+    fn complete(&mut self) -> Option<Completion> {
+        self.answers.pop_front()
+    }
+    fn notify(&mut self) {}
+}
+
+type SoundT = MmioTransport<SoundDevice<Speaker>>;
+
+/// Runs the device, the backend playing a piece at a time, until both are idle.
+fn service_sound(t: &mut SoundT) -> Interrupt {
+    let mut irq = Interrupt::NONE;
+    for _ in 0..100_000 {
+        irq |= t.process(&mut RamView);
+        let backend = t.device_mut().backend_mut();
+        if !backend.playing || !backend.play_one() {
+            irq |= t.process(&mut RamView);
+            break;
+        }
+    }
+    irq
+}
+
+type Snd = VirtIOSound<TestHal, TestTransport<SoundDevice<Speaker>>>;
+
+fn sound_card(hidden: u64) -> (Snd, Shared<SoundDevice<Speaker>>) {
+    fresh_ram();
+    let mmio: Shared<_> =
+        Rc::new(RefCell::new(MmioTransport::new(SoundDevice::new(Speaker::new()))));
+    let mut transport = TestTransport::new(&mmio, service_sound);
+    transport.hidden = hidden;
+    (VirtIOSound::new(transport).unwrap(), mmio)
+}
+
+fn playback(hidden: u64) {
+    let (mut snd, mmio) = sound_card(hidden);
+    assert_eq!((snd.jacks(), snd.streams(), snd.chmaps()), (0, 2, 0));
+    assert_eq!(snd.output_streams().unwrap(), [0]);
+    assert_eq!(snd.input_streams().unwrap(), [1]);
+    assert_eq!(snd.formats_supported(0).unwrap(), PcmFormats::S16);
+    assert_eq!(snd.rates_supported(0).unwrap(), PcmRates::RATE_44100 | PcmRates::RATE_48000);
+    assert_eq!(snd.channel_range_supported(0).unwrap(), 1..=2);
+    assert_eq!(snd.features_supported(0).unwrap(), PcmFeatures::empty());
+    let (period, features) = (6000, PcmFeatures::empty());
+    snd.pcm_set_params(0, 4 * period, period, features, 2, PcmFormat::S16, PcmRate::Rate48000)
+        .unwrap();
+    snd.pcm_prepare(0).unwrap();
+    snd.pcm_start(0).unwrap();
+    // Five periods and a short one: 11 pieces of at most 4 KiB through 8 backend buffers.
+    let frames = pattern(77, 5 * period as usize + 1234);
+    snd.pcm_xfer(0, &frames).unwrap();
+    assert!(mmio.borrow().device().backend().played == frames, "every frame played, in order");
+    snd.pcm_stop(0).unwrap();
+    snd.pcm_release(0).unwrap();
+    let sent: Vec<PcmCommand> =
+        mmio.borrow().device().backend().commands.iter().map(|c| c.1).collect();
+    let params =
+        PcmParams { buffer_bytes: 24000, period_bytes: 6000, channels: 2, format: 5, rate: 7 };
+    let want = [
+        PcmCommand::SetParams(params),
+        PcmCommand::Prepare,
+        PcmCommand::Start,
+        PcmCommand::Stop,
+        PcmCommand::Release,
+    ];
+    assert_eq!(sent, want);
+    // Out-of-order commands and parameters the stream does not offer are refused.
+    assert!(snd.pcm_start(0).is_err(), "START after RELEASE");
+    assert!(snd
+        .pcm_set_params(0, 8000, 4000, features, 4, PcmFormat::S16, PcmRate::Rate48000)
+        .is_err());
+    assert!(snd
+        .pcm_set_params(0, 8000, 4000, features, 2, PcmFormat::U8, PcmRate::Rate48000)
+        .is_err());
+    assert!(snd
+        .pcm_set_params(0, 8000, 4000, features, 2, PcmFormat::S16, PcmRate::Rate8000)
+        .is_err());
+    assert!(snd.pcm_prepare(7).is_err(), "no stream 7");
+    assert_eq!(
+        mmio.borrow().device().backend().commands.len(),
+        want.len(),
+        "none reached the backend"
+    );
+    let dev = mmio.borrow();
+    assert_eq!(
+        (dev.device().in_flight(), dev.device().backend().buffers.iter().flatten().count()),
+        (0, 0)
+    );
+}
+
+#[test]
+fn sound_playback_with_event_idx_and_indirect() {
+    playback(0);
+}
+
+#[test]
+fn sound_playback_without_ring_features() {
+    playback(VIRTIO_F_EVENT_IDX | VIRTIO_F_INDIRECT_DESC);
+}
+
+#[test]
+fn sound_periods_complete_in_order_when_played() {
+    let (mut snd, mmio) = sound_card(0);
+    let period = 4096;
+    snd.pcm_set_params(
+        0,
+        4 * period,
+        period,
+        PcmFeatures::empty(),
+        2,
+        PcmFormat::S16,
+        PcmRate::Rate44100,
+    )
+    .unwrap();
+    snd.pcm_prepare(0).unwrap();
+    mmio.borrow_mut().device_mut().backend_mut().playing = false;
+    let periods: Vec<Vec<u8>> = (0..3).map(|i| pattern(i, period as usize)).collect();
+    // Pre-buffering before START, as Linux does.
+    let tokens: Vec<u16> = periods.iter().map(|p| snd.pcm_xfer_nb(0, p).unwrap()).collect();
+    assert_eq!(mmio.borrow().device().backend().queue.len(), 3, "all handed to the backend");
+    snd.pcm_start(0).unwrap();
+    for (i, token) in tokens.into_iter().enumerate() {
+        assert!(mmio.borrow().device().backend().played.len() == i * period as usize);
+        service_sound(&mut mmio.borrow_mut());
+        assert!(snd.pcm_xfer_ok(token).is_err(), "period {i} not done before it is played");
+        mmio.borrow_mut().device_mut().backend_mut().play_one();
+        service_sound(&mut mmio.borrow_mut());
+        // Completes only the period just played: popping any other token would fail.
+        snd.pcm_xfer_ok(token).unwrap();
+    }
+    assert!(mmio.borrow().device().backend().played == periods.concat());
 }

@@ -10,6 +10,7 @@ pub mod image;
 pub mod partition;
 pub mod sddf;
 pub mod seeds;
+pub mod snd;
 pub mod vgic;
 pub mod vgic3;
 pub mod virtio_ops;

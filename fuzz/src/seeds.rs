@@ -136,6 +136,68 @@ pub fn partition_table() -> Vec<Vec<u8>> {
     vec![gpt, gpt_wide, mbr, seed(256, 0, &[])]
 }
 
+/// The bytes `arbitrary` decodes as variant `i` of an enum of `count` variants (it takes a
+/// `u32` and keeps the high part of `u32 * count`).
+fn variant(i: u32, count: u32) -> [u8; 4] {
+    let x = ((2 * u64::from(i) + 1) << 32) / (2 * u64::from(count));
+    (x as u32).to_le_bytes()
+}
+
+/// One `virtio_snd` step: `Op::Backend` (variant 1 of 2), then the `SndOp` variant (of 8)
+/// and its fields.
+fn snd_step(op: u32, fields: &[u8]) -> Vec<u8> {
+    [&variant(1, 2)[..], &variant(op, 8), fields].concat()
+}
+
+/// A control request of `virtio_snd` (`SndOp::Control`, `Control` variant `kind` of 4) at
+/// RAM offset `at`, its 4-byte response at `at + 64`.
+fn snd_control(kind: u32, fields: &[u8], at: u16) -> Vec<u8> {
+    let head = [&variant(kind, 4)[..], fields, &at.to_le_bytes(), &4u16.to_le_bytes()].concat();
+    snd_step(6, &head)
+}
+
+/// Two well-formed sessions for `virtio_snd`, as a driver and a backend would run them:
+/// set up, SET_PARAMS, PREPARE, two periods of playback (stream 0) or capture (stream 1),
+/// START, every piece answered, STOP, RELEASE. `snd::tests` checks they get that far.
+pub fn snd_sessions() -> [Vec<u8>; 2] {
+    let answer = snd_step(1, &[0]);
+    let process = [&variant(0, 2)[..], &variant(10, 12)].concat();
+    [false, true].map(|capture| {
+        let stream = u8::from(capture);
+        let pcm =
+            |code: u8, at: u16| [snd_control(2, &[code, stream], at), answer.clone()].concat();
+        // SET_PARAMS: stream, periods, period (le16), channels, format, rate, features.
+        let p = [stream, 4, 0xa0, 0x0f, 2, 0, 0, 0];
+        let mut seed = snd_step(0, &[1, 3]); // Init: ring features, queues of 8
+        seed.extend(snd_control(1, &p, 0x100));
+        seed.extend(&answer);
+        seed.extend(pcm(0, 0x180)); // PREPARE
+        for at in [0x400u16, 0x1400] {
+            // Pcm { input, stream, len 3000, at }
+            seed.extend(snd_step(
+                7,
+                &[&[u8::from(capture), stream][..], &3000u16.to_le_bytes(), &at.to_le_bytes()]
+                    .concat(),
+            ));
+        }
+        seed.extend(pcm(2, 0x200)); // START
+        seed.extend(&process);
+        seed.extend(snd_step(3, &[])); // PlayAll
+        seed.extend(&process);
+        seed.extend(pcm(3, 0x280)); // STOP
+        seed.extend(pcm(1, 0x300)); // RELEASE
+        seed.extend(&process);
+        seed
+    })
+}
+
+/// `virtio_snd`: the two sessions and noise.
+pub fn virtio_snd() -> Vec<Vec<u8>> {
+    let mut seeds = snd_sessions().to_vec();
+    seeds.extend(noise(15, 6, 1000));
+    seeds
+}
+
 /// Every target's seeds, by target name.
 pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
     vec![
@@ -147,6 +209,7 @@ pub fn all() -> Vec<(&'static str, Vec<Vec<u8>>)> {
         ("virtio_console", noise(5, 8, 800)),
         ("virtio_blk", noise(6, 8, 800)),
         ("virtio_vsock", noise(21, 16, 1500)),
+        ("virtio_snd", virtio_snd()),
         ("exit_decode", noise(9, 8, 1000)),
         ("sddf_queues", noise(11, 8, 1000)),
         ("partition_table", partition_table()),

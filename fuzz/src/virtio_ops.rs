@@ -1,7 +1,7 @@
-//! Shared by `virtqueue`, `virtio_console`, `virtio_blk` and `virtio_vsock`: a hostile driver
-//! as a sequence of operations on one virtio-MMIO transport over 16 KiB of guest RAM (register
-//! accesses, queue set-up, descriptors, available-ring entries, raw memory pokes,
-//! notifications), interleaved with the target's own backend operations.
+//! Shared by `virtqueue`, `virtio_console`, `virtio_blk`, `virtio_vsock` and `virtio_snd`: a
+//! hostile driver as a sequence of operations on one virtio-MMIO transport over 16 KiB of
+//! guest RAM (register accesses, queue set-up, descriptors, available-ring entries, raw
+//! memory pokes, notifications), interleaved with the target's own backend operations.
 //!
 //! Checks after every operation: identification registers never change, Status and
 //! InterruptStatus read back what the transport reports, InterruptStatus only holds the two
@@ -91,6 +91,18 @@ pub fn run<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
     data: &[u8],
     device: D,
     mut backend: impl FnMut(&mut D, B),
+    check: impl FnMut(&MmioTransport<D>),
+    finish: impl FnOnce(&mut MmioTransport<D>, &mut SliceMemory<'_>),
+) {
+    run_with_memory(data, device, |t, _, b| backend(t.device_mut(), b), check, finish);
+}
+
+/// [`run`], with the target's own operations given the transport and guest RAM too (to act
+/// as a driver that writes well-formed requests, say).
+pub fn run_with_memory<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
+    data: &[u8],
+    device: D,
+    mut backend: impl FnMut(&mut MmioTransport<D>, &mut SliceMemory<'_>, B),
     mut check: impl FnMut(&MmioTransport<D>),
     finish: impl FnOnce(&mut MmioTransport<D>, &mut SliceMemory<'_>),
 ) {
@@ -110,7 +122,7 @@ pub fn run<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
         }
         match op {
             Op::Guest(g) => guest(&mut t, &mut mem, &mut layout, g),
-            Op::Backend(b) => backend(t.device_mut(), b),
+            Op::Backend(b) => backend(&mut t, &mut mem, b),
         }
         check_transport(&t, &mem, ident);
         check(&t);

@@ -235,3 +235,149 @@ pub struct VirtioVsockEvent {
 }
 
 const _: () = assert!(size_of::<VirtioVsockEvent>() == 4);
+
+/// `struct virtio_snd_config` of virtio 1.2 (§5.14.4); virtio 1.3 appends `controls`, valid
+/// only with VIRTIO_SND_F_CTLS.
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioSndConfig {
+    /// Jacks.
+    pub jacks: U32,
+    /// PCM streams.
+    pub streams: U32,
+    /// Channel maps.
+    pub chmaps: U32,
+}
+
+const _: () = assert!(size_of::<VirtioSndConfig>() == 12);
+const _: () = assert!(offset_of!(VirtioSndConfig, streams) == 4);
+const _: () = assert!(offset_of!(VirtioSndConfig, chmaps) == 8);
+
+/// `struct virtio_snd_query_info`: an item information request (virtio 1.2 §5.14.6.1).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioSndQueryInfo {
+    /// `hdr.code`: VIRTIO_SND_R_*_INFO.
+    pub code: U32,
+    /// The first item.
+    pub start_id: U32,
+    /// How many items.
+    pub count: U32,
+    /// Bytes of one item in the response.
+    pub size: U32,
+}
+
+const _: () = assert!(size_of::<VirtioSndQueryInfo>() == 16);
+const _: () = assert!(offset_of!(VirtioSndQueryInfo, start_id) == 4);
+const _: () = assert!(offset_of!(VirtioSndQueryInfo, count) == 8);
+const _: () = assert!(offset_of!(VirtioSndQueryInfo, size) == 12);
+
+/// `struct virtio_snd_pcm_hdr`: the head of every PCM control request (virtio 1.2
+/// §5.14.6.6).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioSndPcmHdr {
+    /// `hdr.code`: VIRTIO_SND_R_PCM_*.
+    pub code: U32,
+    /// The stream.
+    pub stream_id: U32,
+}
+
+const _: () = assert!(size_of::<VirtioSndPcmHdr>() == 8);
+const _: () = assert!(offset_of!(VirtioSndPcmHdr, stream_id) == 4);
+
+/// `struct virtio_snd_pcm_set_params` (virtio 1.2 §5.14.6.6.3).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioSndPcmSetParams {
+    /// `code` VIRTIO_SND_R_PCM_SET_PARAMS and the stream.
+    pub hdr: VirtioSndPcmHdr,
+    /// Size of the driver's buffer.
+    pub buffer_bytes: U32,
+    /// Size of one period.
+    pub period_bytes: U32,
+    /// `1 << VIRTIO_SND_PCM_F_*` selected.
+    pub features: U32,
+    /// Channels.
+    pub channels: u8,
+    /// VIRTIO_SND_PCM_FMT_*.
+    pub format: u8,
+    /// VIRTIO_SND_PCM_RATE_*.
+    pub rate: u8,
+    /// Zero.
+    pub padding: u8,
+}
+
+const _: () = assert!(size_of::<VirtioSndPcmSetParams>() == 24);
+const _: () = assert!(offset_of!(VirtioSndPcmSetParams, buffer_bytes) == 8);
+const _: () = assert!(offset_of!(VirtioSndPcmSetParams, period_bytes) == 12);
+const _: () = assert!(offset_of!(VirtioSndPcmSetParams, features) == 16);
+const _: () = assert!(offset_of!(VirtioSndPcmSetParams, channels) == 20);
+const _: () = assert!(offset_of!(VirtioSndPcmSetParams, format) == 21);
+const _: () = assert!(offset_of!(VirtioSndPcmSetParams, rate) == 22);
+
+/// `struct virtio_snd_pcm_info`: one stream in a PCM_INFO response (virtio 1.2 §5.14.6.6.2).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioSndPcmInfo {
+    /// `hdr.hda_fn_nid`: the function group the stream belongs to.
+    pub hda_fn_nid: U32,
+    /// `1 << VIRTIO_SND_PCM_F_*` supported.
+    pub features: U32,
+    /// `1 << VIRTIO_SND_PCM_FMT_*` supported.
+    pub formats: U64,
+    /// `1 << VIRTIO_SND_PCM_RATE_*` supported.
+    pub rates: U64,
+    /// VIRTIO_SND_D_OUTPUT or VIRTIO_SND_D_INPUT.
+    pub direction: u8,
+    /// Fewest channels.
+    pub channels_min: u8,
+    /// Most channels.
+    pub channels_max: u8,
+    /// Zero.
+    pub padding: [u8; 5],
+}
+
+const _: () = assert!(size_of::<VirtioSndPcmInfo>() == 32);
+const _: () = assert!(offset_of!(VirtioSndPcmInfo, features) == 4);
+const _: () = assert!(offset_of!(VirtioSndPcmInfo, formats) == 8);
+const _: () = assert!(offset_of!(VirtioSndPcmInfo, rates) == 16);
+const _: () = assert!(offset_of!(VirtioSndPcmInfo, direction) == 24);
+const _: () = assert!(offset_of!(VirtioSndPcmInfo, channels_max) == 26);
+
+/// `struct virtio_snd_pcm_xfer`: the header of a PCM I/O message (virtio 1.2 §5.14.6.8).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioSndPcmXfer {
+    /// The stream.
+    pub stream_id: U32,
+}
+
+const _: () = assert!(size_of::<VirtioSndPcmXfer>() == 4);
+
+/// `struct virtio_snd_pcm_status`: the end of a PCM I/O message (virtio 1.2 §5.14.6.8).
+#[repr(C)]
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, FromBytes, IntoBytes, KnownLayout, Immutable,
+)]
+pub struct VirtioSndPcmStatus {
+    /// VIRTIO_SND_S_OK, or VIRTIO_SND_S_IO_ERR (or BAD_MSG for a malformed message).
+    pub status: U32,
+    /// The device's latency in bytes.
+    pub latency_bytes: U32,
+}
+
+const _: () = assert!(size_of::<VirtioSndPcmStatus>() == 8);
+const _: () = assert!(offset_of!(VirtioSndPcmStatus, latency_bytes) == 4);

@@ -38,7 +38,10 @@ use control::{
 };
 use pcm::{Piece, Xfer};
 
+use zerocopy::IntoBytes;
+
 use crate::device::{read_config_bytes, ActivateError, DeviceContext, VirtioDevice};
+use crate::layout::VirtioSndConfig;
 use crate::memory::GuestMemory;
 use crate::queue::{DescriptorChain, Queue};
 
@@ -64,8 +67,6 @@ pub const MAX_PIECES: usize = 64;
 pub const MAX_PERIOD_BYTES: u32 = 128 << 10;
 // An unaligned period touches one page more; the header and status take one segment each.
 const _: () = assert!(MAX_PERIOD_BYTES as usize / 4096 + 3 <= crate::queue::MAX_SEGMENTS);
-/// `struct virtio_snd_config` of virtio 1.2: jacks, streams, chmaps.
-const CONFIG_SIZE: usize = 12;
 
 /// One stream: what it offers and where it is.
 #[derive(Clone, Copy, Debug)]
@@ -453,7 +454,8 @@ impl<B: SoundBackend, const N: usize> SoundDevice<B, N> {
         let size = size as usize;
         for i in 0..count as usize {
             let Some(s) = self.streams.get(start_id as usize + i) else { break };
-            let info = pcm_info(&s.info);
+            let pcm = pcm_info(&s.info);
+            let info = pcm.as_bytes();
             let mut item = zeros;
             let n = size.min(PCM_INFO_SIZE);
             item[..n].copy_from_slice(&info[..n]);
@@ -515,10 +517,9 @@ impl<B: SoundBackend, const N: usize> VirtioDevice for SoundDevice<B, N> {
     }
 
     fn read_config(&self, offset: u64, data: &mut [u8]) {
-        let mut c = [0u8; CONFIG_SIZE];
-        // jacks 0 at 0, chmaps 0 at 8; at most MAX_STREAMS streams.
-        c[4..8].copy_from_slice(&(self.offered() as u32).to_le_bytes());
-        read_config_bytes(&c, offset, data);
+        // No jacks, no channel maps; at most MAX_STREAMS streams.
+        let c = VirtioSndConfig { streams: (self.offered() as u32).into(), ..Default::default() };
+        read_config_bytes(c.as_bytes(), offset, data);
     }
 
     fn activate(&mut self, _features: u64, queues: &[Queue]) -> Result<(), ActivateError> {

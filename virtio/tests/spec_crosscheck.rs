@@ -22,6 +22,7 @@ use virtio::queue::{
     avail_ring_size, used_ring_size, DESCRIPTOR_SIZE, VIRTQ_AVAIL_F_NO_INTERRUPT,
     VIRTQ_DESC_F_INDIRECT, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
+use virtio::sound::SOUND_DEVICE_ID;
 use virtio::status;
 use virtio_spec as spec;
 
@@ -53,6 +54,7 @@ fn block_feature_bits_match() {
 fn device_ids_and_status_bits_match() {
     assert_eq!(BLOCK_DEVICE_ID, u32::from(u8::from(spec::Id::Block)));
     assert_eq!(CONSOLE_DEVICE_ID, u32::from(u8::from(spec::Id::Console)));
+    assert_eq!(SOUND_DEVICE_ID, u32::from(u8::from(spec::Id::Sound)));
     use spec::DeviceStatus as S;
     assert_eq!(status::ACKNOWLEDGE, u32::from(S::ACKNOWLEDGE.bits()));
     assert_eq!(status::DRIVER, u32::from(S::DRIVER.bits()));

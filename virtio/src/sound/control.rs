@@ -2,7 +2,11 @@
 //! from the bytes the device read once, the item information structures, and the PCM stream
 //! state machine (§5.14.6.6.1). Everything here is pure: no guest memory, no backend.
 
+use zerocopy::little_endian::U32;
+use zerocopy::FromBytes;
+
 use super::backend::{Direction, PcmCommand, PcmParams, StreamInfo};
+use crate::layout::{VirtioSndPcmHdr, VirtioSndPcmInfo, VirtioSndPcmSetParams, VirtioSndQueryInfo};
 
 /// VIRTIO_SND_R_JACK_INFO: query jack information.
 pub const VIRTIO_SND_R_JACK_INFO: u32 = 1;
@@ -39,18 +43,12 @@ pub const VIRTIO_SND_D_INPUT: u8 = 1;
 
 /// `struct virtio_snd_hdr`: the request code or the response status.
 pub const HDR_SIZE: usize = 4;
-/// `struct virtio_snd_query_info`: hdr, start_id, count, size.
-pub const QUERY_INFO_SIZE: usize = 16;
-/// `struct virtio_snd_pcm_hdr`: hdr, stream_id.
-pub const PCM_HDR_SIZE: usize = 8;
-/// `struct virtio_snd_pcm_set_params`.
-pub const SET_PARAMS_SIZE: usize = 24;
-/// `struct virtio_snd_jack_remap`: jack hdr, association, sequence.
+/// `struct virtio_snd_jack_remap`: jack hdr (code, jack_id), association, sequence.
 pub const JACK_REMAP_SIZE: usize = 16;
-/// `struct virtio_snd_pcm_info`.
-pub const PCM_INFO_SIZE: usize = 32;
-/// Longest request the device reads.
-pub const MAX_REQUEST: usize = SET_PARAMS_SIZE;
+/// `struct virtio_snd_pcm_info` ([`VirtioSndPcmInfo`]).
+pub const PCM_INFO_SIZE: usize = size_of::<VirtioSndPcmInfo>();
+/// Longest request the device reads (a SET_PARAMS).
+pub const MAX_REQUEST: usize = size_of::<VirtioSndPcmSetParams>();
 /// Largest item `size` a query may ask for (the spec's items are 24 and 32 bytes; the field
 /// exists so that items can grow).
 pub const MAX_ITEM_SIZE: u32 = 256;
@@ -106,17 +104,15 @@ pub enum Request {
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Malformed;
 
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    let b = bytes.get(at..at + 4)?;
-    Some(u32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+/// The `T` at the start of `bytes`, if they are long enough.
+fn head<T: FromBytes>(bytes: &[u8]) -> Result<T, Malformed> {
+    T::read_from_prefix(bytes).map(|(t, _)| t).map_err(|_| Malformed)
 }
 
 /// Parses the first bytes of a request (at most [`MAX_REQUEST`] are needed). Parameter
 /// values are not judged here: see [`check_params`] and [`StreamState::after`].
 pub fn parse(bytes: &[u8]) -> Result<Request, Malformed> {
-    let code = u32_at(bytes, 0).ok_or(Malformed)?;
-    let need = |n: usize| if bytes.len() >= n { Ok(()) } else { Err(Malformed) };
-    let field = |at| u32_at(bytes, at).ok_or(Malformed);
+    let code = head::<U32>(bytes)?.get();
     let items = match code {
         VIRTIO_SND_R_JACK_INFO => Some(Items::Jacks),
         VIRTIO_SND_R_PCM_INFO => Some(Items::Streams),
@@ -124,27 +120,21 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Malformed> {
         _ => None,
     };
     if let Some(items) = items {
-        need(QUERY_INFO_SIZE)?;
-        return Ok(Request::Query(Query {
-            items,
-            start_id: field(4)?,
-            count: field(8)?,
-            size: field(12)?,
-        }));
+        let q: VirtioSndQueryInfo = head(bytes)?;
+        let (start_id, count, size) = (q.start_id.get(), q.count.get(), q.size.get());
+        return Ok(Request::Query(Query { items, start_id, count, size }));
     }
     let command = match code {
-        VIRTIO_SND_R_JACK_REMAP => {
-            need(JACK_REMAP_SIZE)?;
-            return Ok(Request::JackRemap);
-        }
+        VIRTIO_SND_R_JACK_REMAP if bytes.len() >= JACK_REMAP_SIZE => return Ok(Request::JackRemap),
+        VIRTIO_SND_R_JACK_REMAP => return Err(Malformed),
         VIRTIO_SND_R_PCM_SET_PARAMS => {
-            need(SET_PARAMS_SIZE)?;
+            let p: VirtioSndPcmSetParams = head(bytes)?;
             PcmCommand::SetParams(PcmParams {
-                buffer_bytes: field(8)?,
-                period_bytes: field(12)?,
-                channels: bytes[20],
-                format: bytes[21],
-                rate: bytes[22],
+                buffer_bytes: p.buffer_bytes.get(),
+                period_bytes: p.period_bytes.get(),
+                channels: p.channels,
+                format: p.format,
+                rate: p.rate,
             })
         }
         VIRTIO_SND_R_PCM_PREPARE => PcmCommand::Prepare,
@@ -153,14 +143,14 @@ pub fn parse(bytes: &[u8]) -> Result<Request, Malformed> {
         VIRTIO_SND_R_PCM_STOP => PcmCommand::Stop,
         other => return Ok(Request::Unsupported(other)),
     };
-    need(PCM_HDR_SIZE)?;
-    Ok(Request::Pcm { stream: field(4)?, command })
+    let hdr: VirtioSndPcmHdr = head(bytes)?;
+    Ok(Request::Pcm { stream: hdr.stream_id.get(), command })
 }
 
 /// The feature bits (`1 << VIRTIO_SND_PCM_F_*`) a SET_PARAMS asked for: the device offers
 /// none, so any is NOT_SUPP.
 pub fn requested_features(bytes: &[u8]) -> u32 {
-    u32_at(bytes, 16).unwrap_or(0)
+    head::<VirtioSndPcmSetParams>(bytes).map_or(0, |p| p.features.get())
 }
 
 /// Where a stream is in its command lifecycle (virtio 1.2 §5.14.6.6.1).
@@ -252,17 +242,18 @@ pub fn sanitize(info: &StreamInfo) -> StreamInfo {
 
 /// `struct virtio_snd_pcm_info` for a stream: `hda_fn_nid` 0 (all streams in one function
 /// group, so Linux makes one PCM device of them), no features, padding zeroed.
-pub fn pcm_info(info: &StreamInfo) -> [u8; PCM_INFO_SIZE] {
-    let mut b = [0u8; PCM_INFO_SIZE];
-    b[8..16].copy_from_slice(&info.formats.to_le_bytes());
-    b[16..24].copy_from_slice(&info.rates.to_le_bytes());
-    b[24] = match info.direction {
-        Direction::Output => VIRTIO_SND_D_OUTPUT,
-        Direction::Input => VIRTIO_SND_D_INPUT,
-    };
-    b[25] = info.channels_min;
-    b[26] = info.channels_max;
-    b
+pub fn pcm_info(info: &StreamInfo) -> VirtioSndPcmInfo {
+    VirtioSndPcmInfo {
+        formats: info.formats.into(),
+        rates: info.rates.into(),
+        direction: match info.direction {
+            Direction::Output => VIRTIO_SND_D_OUTPUT,
+            Direction::Input => VIRTIO_SND_D_INPUT,
+        },
+        channels_min: info.channels_min,
+        channels_max: info.channels_max,
+        ..VirtioSndPcmInfo::default()
+    }
 }
 
 #[cfg(test)]
@@ -391,11 +382,12 @@ mod tests {
             (s.formats, s.rates, s.channels_min, s.channels_max),
             (FORMATS_MASK, RATES_MASK, 1, 1)
         );
-        let b = pcm_info(&stereo());
+        let info = pcm_info(&stereo());
+        let b = zerocopy::IntoBytes::as_bytes(&info);
         assert_eq!(&b[0..8], &[0; 8], "hda_fn_nid 0, features 0");
         assert_eq!(u64::from_le_bytes(b[8..16].try_into().unwrap()), 1 << 5);
         assert_eq!(u64::from_le_bytes(b[16..24].try_into().unwrap()), 0xc0);
         assert_eq!(&b[24..], &[VIRTIO_SND_D_OUTPUT, 1, 2, 0, 0, 0, 0, 0]);
-        assert_eq!(pcm_info(&raw)[24], VIRTIO_SND_D_INPUT);
+        assert_eq!(pcm_info(&raw).direction, VIRTIO_SND_D_INPUT);
     }
 }

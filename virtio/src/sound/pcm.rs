@@ -8,17 +8,20 @@
 //! device-writable `struct virtio_snd_pcm_status` (`le32 status; le32 latency_bytes`), the
 //! last 8 writable bytes. Segment boundaries carry no meaning (§2.7.4.3).
 
+use zerocopy::IntoBytes;
+
 use super::backend::{BackendStatus, BufferId, Direction, PcmCommand, PcmDone, SoundBackend};
 use super::control::{VIRTIO_SND_S_BAD_MSG, VIRTIO_SND_S_IO_ERR, VIRTIO_SND_S_OK};
 use super::{SoundDevice, MAX_STREAMS, PCM_BUFFER_BYTES, RXQ, TXQ};
 use crate::device::DeviceContext;
+use crate::layout::{VirtioSndPcmStatus, VirtioSndPcmXfer};
 use crate::memory::{GuestMemory, MemoryError};
 use crate::queue::{DescriptorChain, Queue};
 
-/// `struct virtio_snd_pcm_xfer`.
-pub const XFER_HDR_SIZE: u64 = 4;
-/// `struct virtio_snd_pcm_status`.
-pub const PCM_STATUS_SIZE: u64 = 8;
+/// `struct virtio_snd_pcm_xfer` ([`VirtioSndPcmXfer`]).
+pub const XFER_HDR_SIZE: u64 = size_of::<VirtioSndPcmXfer>() as u64;
+/// `struct virtio_snd_pcm_status` ([`VirtioSndPcmStatus`]).
+pub const PCM_STATUS_SIZE: u64 = size_of::<VirtioSndPcmStatus>() as u64;
 /// Bytes moved per step between guest memory and a backend buffer (a stack bounce buffer:
 /// neither side may be borrowed as a Rust slice, both change under us).
 const BOUNCE: usize = 512;
@@ -56,13 +59,13 @@ pub fn parse<M: GuestMemory + ?Sized>(
     }
     let status_at = writable - PCM_STATUS_SIZE;
     let bad = |why| XferError::Status(VIRTIO_SND_S_BAD_MSG, why);
-    let mut hdr = [0u8; XFER_HDR_SIZE as usize];
-    match chain.read_at(mem, 0, &mut hdr) {
-        Ok(n) if n == hdr.len() => {}
+    let mut hdr = VirtioSndPcmXfer::default();
+    match chain.read_at(mem, 0, hdr.as_mut_bytes()) {
+        Ok(n) if n as u64 == XFER_HDR_SIZE => {}
         Ok(_) => return Err(bad("short header")),
         Err(_) => return Err(bad("header unreadable")),
     }
-    let stream = u32::from_le_bytes(hdr);
+    let stream = hdr.stream_id.get();
     let data_len = if input {
         if chain.readable_len() != XFER_HDR_SIZE {
             return Err(bad("readable data on the rx queue"));
@@ -220,12 +223,10 @@ pub fn answer<M: GuestMemory + ?Sized>(
     latency: u32,
     recorded: u32,
 ) {
-    let mut s = [0u8; PCM_STATUS_SIZE as usize];
-    s[..4].copy_from_slice(&status.to_le_bytes());
-    s[4..].copy_from_slice(&latency.to_le_bytes());
-    let written: Result<usize, MemoryError> = chain.write_at(mem, status_at, &s);
+    let s = VirtioSndPcmStatus { status: status.into(), latency_bytes: latency.into() };
+    let written: Result<usize, MemoryError> = chain.write_at(mem, status_at, s.as_bytes());
     let len = match written {
-        Ok(8) => recorded.saturating_add(PCM_STATUS_SIZE as u32),
+        Ok(n) if n as u64 == PCM_STATUS_SIZE => recorded.saturating_add(PCM_STATUS_SIZE as u32),
         _ => {
             // The chain was checked against guest RAM when popped.
             log::warn!(target: "virtio", "snd: status of message {} lost", chain.head());

@@ -1,9 +1,10 @@
 //! Backends of the virtio devices over sDDF queues: the VMM as an sDDF
-//! client of the serial and block virtualisers, and the vsock rings to a
+//! client of the serial, block and sound virtualisers, and the vsock rings to a
 //! peer VMM.
 
 pub mod blk;
 pub mod serial;
+pub mod sound;
 pub mod vsock;
 
 /// Sends a Microkit notification; a fake records them in host tests.

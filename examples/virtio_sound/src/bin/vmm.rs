@@ -55,7 +55,11 @@ struct Vmm {
 }
 
 /// A mapped region, or `None` (logged).
-fn region(what: &str, vaddr: &'static Patched<u64>, size: &'static Patched<u64>) -> Option<SharedRegion> {
+fn region(
+    what: &str,
+    vaddr: &'static Patched<u64>,
+    size: &'static Patched<u64>,
+) -> Option<SharedRegion> {
     let r = shared_region(vaddr, size);
     if r.is_none() {
         log::error!(target: "core", "{what} is not mapped");

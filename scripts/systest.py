@@ -369,6 +369,20 @@ HOSTILE_RESETS = 50
 HOSTILE_GUEST = os.path.join(TOP, "build", "hostile-guest")
 
 
+def scenario_virtio_sound(q):
+    # Until the sound virtualiser and driver PDs are in the system file, no
+    # stream is published: the card is probed with no PCM device.
+    q.expect(r"VMM\|INFO\|boot: booting Linux \(boot 1\)", 120, "the VMM booting Linux")
+    q.expect(r"^SOUND CARD ", 180, "the guest's SOUND CARD line")
+    linux_shell(q, 60)
+    run(q, "cat /sys/bus/virtio/devices/*/device", r"0x0019", what="the virtio-snd device id")
+    run(q, "cat /proc/asound/cards", r"VirtIO SoundCard at platform/160000\.virtio_mmio",
+        what="the virtio-snd card")
+    q.send("poweroff -f\n")
+    q.expect(r"guest powered off \(PSCI SYSTEM_OFF\)", 30, "the VMM seeing SYSTEM_OFF")
+    q.wait_exit(30)
+
+
 def hostile_setup(example, extra=(), board_args=()):
     build_dir = os.path.join(TOP, "build", f"hostile-{example}")
     args = [f"EXAMPLE={example}", f"LINUX={HOSTILE_GUEST}/Image-{example}",

@@ -214,8 +214,8 @@ struct Ring {
 fn rings(t: &MmioTransport<VsockDevice<Peer>>) -> [Option<Ring>; 3] {
     [0, 1, 2].map(|i| {
         let q = t.queue(i)?;
-        let (desc, used, size, used_index) =
-            (q.desc_table(), q.used_ring(), q.size() as u16, q.used_index());
+        let (desc, used) = (q.desc_table(), q.used_ring());
+        let (size, used_index) = (q.size() as u16, q.used_index());
         q.ready().then_some(Ring { desc, used, size, used_index })
     })
 }
@@ -384,7 +384,9 @@ fn writable_len(ram: &[u8], r: Ring, head: u32) -> Option<u64> {
 }
 
 /// Checks the used entries each ready queue published during the step: `before` is RAM
-/// before it, `mem` after it.
+/// before it, `mem` after it. Only the last queue's worth of entries is still readable: a
+/// driver that makes more buffers available than the queue has entries gets more completed
+/// in one step, and the used ring wraps over the first.
 fn check_used(
     before: &[u8],
     mem: &SliceMemory<'_>,
@@ -399,8 +401,7 @@ fn check_used(
             continue;
         }
         let new = a.used_index.wrapping_sub(r.used_index);
-        assert!(new <= r.size, "queue {q}: {new} used entries from at most {} chains", r.size);
-        for k in 0..new {
+        for k in new.saturating_sub(r.size)..new {
             let slot = u64::from(r.used_index.wrapping_add(k) % r.size);
             let e = at(r.used + 4 + 8 * slot);
             let id = u32::from_le_bytes(ram[e..e + 4].try_into().unwrap());
@@ -630,6 +631,36 @@ mod tests {
         for seed in crate::seeds::noise(21, 16, 1500) {
             super::run(&seed);
         }
+    }
+
+    /// Found after 1.19 M runs: the guest made 9 rx buffers available in an 8-entry queue
+    /// (the device had already read entry 1, so its next look at `avail.idx` saw only 8
+    /// ahead). When a packet arrived the device completed 9 chains in one step, within its
+    /// bounds, and the used ring wrapped; the harness had asserted at most a queue's worth.
+    #[test]
+    fn regression_more_buffers_available_than_queue_entries() {
+        super::run(&[
+            77, 167, 93, 30, 12, 0, 188, 2, 0, 0, 135, 221, 126, 90, 12, 213, 118, 49, 114, 46, 94,
+            63, 189, 238, 209, 46, 222, 19, 43, 238, 92, 142, 147, 137, 19, 168, 224, 199, 151, 98,
+            45, 218, 6, 155, 168, 68, 86, 86, 86, 86, 86, 86, 86, 86, 86, 86, 86, 86, 86, 86, 86,
+            86, 86, 86, 86, 86, 86, 86, 86, 35, 79, 79, 79, 79, 79, 79, 79, 79, 79, 79, 86, 86, 86,
+            86, 86, 86, 79, 86, 86, 79, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129,
+            129, 129, 129, 161, 60, 81, 57, 184, 51, 252, 150, 115, 41, 97, 101, 60, 115, 91, 97,
+            86, 82, 73, 91, 101, 218, 255, 255, 255, 255, 255, 255, 50, 53, 51, 252, 34, 113, 242,
+            100, 255, 98, 89, 252, 31, 79, 79, 79, 79, 195, 7, 79, 79, 79, 79, 79, 79, 145, 79, 79,
+            142, 77, 25, 110, 43, 171, 185, 218, 7, 134, 165, 110, 37, 161, 232, 70, 121, 0, 86,
+            35, 79, 79, 79, 79, 79, 79, 79, 79, 79, 79, 86, 86, 86, 86, 86, 86, 79, 86, 86, 79,
+            129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129,
+            129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129,
+            129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 113, 129, 129, 129, 129, 129, 129,
+            129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129,
+            129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129,
+            129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129,
+            129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 129, 255, 255, 147, 179,
+            244, 135, 37, 134, 213, 49, 10, 236, 52, 12, 46, 49, 152, 176, 140, 28, 65, 170, 17,
+            166, 113, 87, 62, 54, 70, 162, 155, 111, 77, 146, 5, 237, 142, 245, 66, 234, 129, 129,
+            129, 129, 3, 40, 111, 137, 30, 189, 117, 83, 189, 209, 40, 220, 140, 72,
+        ]);
     }
 
     /// Replays `corpus/virtio_vsock/` (after a fuzzing run) and prints what it reached:

@@ -663,21 +663,31 @@ mod tests {
         ]);
     }
 
-    /// Replays `corpus/virtio_vsock/` (after a fuzzing run) and prints what it reached:
-    /// `cargo test --release -- --ignored corpus_reach --nocapture`.
+    /// Replays `corpus/virtio_vsock/` after a fuzzing run and prints what it reached:
+    /// `cargo test --release -- --ignored corpus_reach --nocapture`. The fuzz smoke script
+    /// runs the ignored tests before fuzzing, when the corpus holds only the noise seeds (or
+    /// is being written): then it only reports.
     #[test]
     #[ignore]
     fn corpus_reach() {
         let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("corpus/virtio_vsock");
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            println!("no corpus/virtio_vsock: nothing to replay");
+            return;
+        };
         let mut n = 0;
-        for entry in std::fs::read_dir(dir).unwrap() {
-            super::run(&std::fs::read(entry.unwrap().path()).unwrap());
-            n += 1;
+        for entry in entries.flatten() {
+            if let Ok(input) = std::fs::read(entry.path()) {
+                super::run(&input);
+                n += 1;
+            }
         }
         let [sent, payload, events] = super::REACHED.with(|r| r.get());
         println!(
             "{n} inputs: {sent} packets sent, {payload} rx buffers with payload, {events} events"
         );
-        assert!(sent > 0 && payload > 0 && events > 0);
+        if n >= 100 {
+            assert!(sent > 0 && payload > 0 && events > 0, "a fuzzed corpus reaches the device");
+        }
     }
 }

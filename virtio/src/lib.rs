@@ -3,7 +3,8 @@
 //! The crate is split along the seams of the virtio 1.2 specification:
 //!
 //! - [`layout`]: the byte layouts of the structures in guest memory (descriptors, ring
-//!   entries, the block request header, configuration spaces), checked at compile time.
+//!   entries, the block request and vsock packet headers, configuration spaces), checked at
+//!   compile time.
 //! - [`memory`]: the [`GuestMemory`] seam, guest-physical memory as the device sees it.
 //! - [`queue`]: split virtqueues (§2.7): ring access, descriptor-chain parsing, notification
 //!   suppression. Every guest-written value is read once and validated.

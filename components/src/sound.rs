@@ -6,6 +6,7 @@
 //! signal ([`CounterSource`]) today, a client's sDDF sound queue later.
 
 pub mod hda;
+pub mod virt;
 
 /// What a [`PeriodSource`] put into a period.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -6,6 +6,7 @@
 //! signal ([`CounterSource`]) today, a client's sDDF sound queue later.
 
 pub mod hda;
+pub mod sddf;
 pub mod virt;
 
 /// What a [`PeriodSource`] put into a period.

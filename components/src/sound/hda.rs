@@ -21,7 +21,7 @@
 pub mod codec;
 pub mod corb;
 #[cfg(test)]
-mod fake;
+pub(crate) mod fake;
 pub mod regs;
 pub mod stream;
 

@@ -137,12 +137,12 @@ impl<const C: usize, const S: usize> SoundVirt<C, S> {
         if !self.ready && !self.publish_state(&mut notify) {
             return notify;
         }
-        self.from_driver(&mut notify);
+        self.driver_answers_in(&mut notify);
         for i in 0..C {
-            self.from_client(i, &mut notify);
+            self.client_requests(i, &mut notify);
         }
         // Answers to a client free room for more of its requests.
-        self.from_driver(&mut notify);
+        self.driver_answers_in(&mut notify);
         notify
     }
 
@@ -163,7 +163,7 @@ impl<const C: usize, const S: usize> SoundVirt<C, S> {
     }
 
     /// Routes the driver's answers back to their clients.
-    fn from_driver(&mut self, notify: &mut Notify) {
+    fn driver_answers_in(&mut self, notify: &mut Notify) {
         let mut any = false;
         while let Some(res) = self.driver.queues.cmd_res.dequeue() {
             any = true;
@@ -225,7 +225,7 @@ impl<const C: usize, const S: usize> SoundVirt<C, S> {
 
     /// Takes a client's buffers, then its commands, each command only
     /// once every buffer sent before it is forwarded.
-    fn from_client(&mut self, i: usize, notify: &mut Notify) {
+    fn client_requests(&mut self, i: usize, notify: &mut Notify) {
         loop {
             let blocked = self.client_pcms(i, notify);
             let Some(s) = self.clients[i].as_mut() else { return };

@@ -38,8 +38,7 @@ struct Rig {
 fn rig(streams: u32) -> Rig {
     let (driver, virt_side) = connection();
     let (drv_state, drv_state_virt) = state();
-    let mut info = SoundSharedState::default();
-    info.streams = streams;
+    let mut info = SoundSharedState { streams, ..SoundSharedState::default() };
     for i in info.stream_info.iter_mut() {
         *i = SoundPcmInfo {
             formats: 1 << format::S16,
@@ -359,8 +358,8 @@ fn random_hostile_traffic_never_loses_an_answer() {
     // Drain: the driver answers everything, the clients read everything.
     for _ in 0..20 {
         r.driver_answers(SoundStatus::Ok);
-        for c in 0..2 {
-            got[c] += r.answers(c).len() as u32 + r.pcm_answers(c).len() as u32;
+        for (c, got) in got.iter_mut().enumerate() {
+            *got += r.answers(c).len() as u32 + r.pcm_answers(c).len() as u32;
         }
     }
     assert_eq!(got, sent, "every request answered exactly once");

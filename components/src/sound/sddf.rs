@@ -1,0 +1,473 @@
+//! A sound driver's sDDF side: serves the sDDF 0.7 sound driver queues
+//! (from the virtualiser) with an [`Hda`] controller (docs/sound.md "The
+//! driver's side").
+//!
+//! One stream, id 0: playback, 48 kHz, S16_LE, 2 channels, published once
+//! in the shared state at [`SddfSound::new`]. Commands (sDDF 0.7 has TAKE,
+//! PREPARE, START, STOP and RELEASE) move it through `idle → taken →
+//! prepared → running → stopped`; a command the state does not allow, or
+//! a stream other than 0, gets `BAD_MSG`, TAKE with other parameters
+//! `NOT_SUPP`.
+//!
+//! PCM buffers (I/O address and length in one of the data regions the
+//! driver maps) are accepted from PREPARE on; one outside every region, of
+//! 0 or more than 4096 bytes or not whole frames gets `BAD_MSG`, one
+//! before PREPARE `IO_ERR`. A buffer that arrives while the stream runs is
+//! played: buffers are copied back to back into the card's periods, and
+//! each is answered `OK`, with the bytes still in the card's buffer as its
+//! latency, once the period holding its last byte has played. A buffer that
+//! arrives while the stream is not running is not played (sDDF: the client
+//! sends it again after START): after the next START the `k`-th such buffer
+//! is answered once `k + 1` buffers have played. Answers keep the order of
+//! the requests, and a request is taken only when its answer will fit.
+//!
+//! The DMA engine starts with the first buffer after START (so a client
+//! that sends its buffers once START is answered does not underrun at the
+//! start). STOP lets the buffers sent before it play, then the
+//! controller's drain periods of silence (at least 2048 frames: QEMU's codec
+//! reads that far ahead, docs/sound-guest.md), then stops the DMA engine
+//! and answers. Commands wait meanwhile. A period with no buffer ready plays
+//! silence ([`Stats::underruns`] of the [`Hda`]). RELEASE answers every
+//! buffer still held `IO_ERR`.
+
+use super::hda::regs::HdaRegisters;
+use super::hda::{Event, Hda};
+use super::{Fill, PeriodSource, FRAME_BYTES_S16_STEREO};
+use sddf_bindings::sound::{
+    format, SoundCmd, SoundCmdCode, SoundDirection, SoundPcm, SoundPcmInfo, SoundPcmRate,
+    SoundQueues, SoundSharedState, SoundSharedStateHandle, SoundStatus, SOUND_PCM_BUFFER_SIZE,
+    SOUND_PCM_QUEUE_CAPACITY,
+};
+use sddf_bindings::SharedRegion;
+
+/// A region the driver reads PCM data from, and its I/O address.
+pub struct DataRegion {
+    /// The region, mapped in this PD.
+    pub region: SharedRegion,
+    /// Its I/O (physical) address, as the virtualiser writes it.
+    pub io_addr: u64,
+}
+
+/// Buffers held at once (the PCM ring's capacity).
+const HELD: usize = SOUND_PCM_QUEUE_CAPACITY as usize;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Kind {
+    /// To play: bytes copied so far, and the period (counted from START)
+    /// holding its last byte once all are copied.
+    Play { copied: u32, last: Option<u64> },
+    /// Sent while not running: answered as the `rank`th buffer after START
+    /// plays (`None` until a START).
+    Held { rank: Option<u32> },
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Entry {
+    pcm: SoundPcm,
+    region: usize,
+    kind: Kind,
+    counted: bool,
+}
+
+/// The buffers in order of arrival, and the periods of the current run.
+struct Queue<const D: usize> {
+    data: [DataRegion; D],
+    entries: [Option<Entry>; HELD],
+    head: usize,
+    len: usize,
+    /// Periods filled and played since START.
+    filled: u64,
+    played: u64,
+    /// Buffers played since START.
+    buffers_played: u32,
+    /// STOP asked: play what is queued, then end.
+    stopping: bool,
+}
+
+impl<const D: usize> Queue<D> {
+    fn at(&self, i: usize) -> Option<&Entry> {
+        self.entries[(self.head + i) % HELD].as_ref()
+    }
+
+    fn at_mut(&mut self, i: usize) -> Option<&mut Entry> {
+        self.entries[(self.head + i) % HELD].as_mut()
+    }
+
+    fn push(&mut self, e: Entry) {
+        self.entries[(self.head + self.len) % HELD] = Some(e);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<Entry> {
+        if self.len == 0 {
+            return None;
+        }
+        let e = self.entries[self.head].take();
+        self.head = (self.head + 1) % HELD;
+        self.len -= 1;
+        e
+    }
+
+    /// The index of the region holding `io..io + len`.
+    fn region_of(&self, io: u64, len: u32) -> Option<usize> {
+        self.data.iter().position(|d| {
+            io.checked_sub(d.io_addr)
+                .and_then(|off| off.checked_add(u64::from(len)))
+                .is_some_and(|end| end <= d.region.len() as u64)
+        })
+    }
+
+    /// Whether a buffer is waiting to be copied into a period.
+    fn has_audio(&self) -> bool {
+        (0..self.len)
+            .any(|i| matches!(self.at(i), Some(Entry { kind: Kind::Play { last: None, .. }, .. })))
+    }
+
+    /// A new run: held buffers ranked, period counts back to zero.
+    fn start(&mut self) {
+        let mut rank = 0;
+        for i in 0..self.len {
+            if let Some(Entry { kind: Kind::Held { rank: r }, .. }) = self.at_mut(i) {
+                *r = Some(rank);
+                rank += 1;
+            }
+        }
+        (self.filled, self.played, self.buffers_played, self.stopping) = (0, 0, 0, false);
+    }
+
+    /// The head's answer, if it is due.
+    fn due(&self, period_bytes: u32) -> Option<SoundPcm> {
+        let e = self.at(0)?;
+        let latency = (self.filled - self.played) * u64::from(period_bytes);
+        let due = match e.kind {
+            Kind::Play { last, .. } => last.is_some_and(|p| p < self.played),
+            Kind::Held { rank } => rank.is_some_and(|r| r < self.buffers_played),
+        };
+        due.then(|| e.pcm.respond(SoundStatus::Ok, latency.min(u64::from(u32::MAX)) as u32))
+    }
+}
+
+impl<const D: usize> PeriodSource for Queue<D> {
+    fn fill(&mut self, period: &mut [u8]) -> Fill {
+        period.fill(0);
+        let mut at = 0;
+        for i in 0..self.len {
+            let filled = self.filled;
+            let Some(e) = self.entries[(self.head + i) % HELD].as_mut() else { continue };
+            let Kind::Play { copied, last: None } = e.kind else { continue };
+            let n = (e.pcm.len - copied).min((period.len() - at) as u32);
+            let d = &self.data[e.region];
+            let from = (e.pcm.io_or_offset - d.io_addr) as usize + copied as usize;
+            if d.region.read(from, &mut period[at..at + n as usize]).is_err() {
+                log::error!(target: "snd", "buffer outside its data region");
+            }
+            at += n as usize;
+            let copied = copied + n;
+            let last = (copied == e.pcm.len).then_some(filled);
+            e.kind = Kind::Play { copied, last };
+            if at == period.len() {
+                break;
+            }
+        }
+        self.filled += 1;
+        match (at, self.stopping) {
+            (0, true) => Fill::End,
+            (0, false) => Fill::Silence,
+            _ => Fill::Audio,
+        }
+    }
+
+    fn played(&mut self, count: u32) {
+        self.played += u64::from(count);
+        for i in 0..self.len {
+            let played = self.played;
+            if let Some(e) = self.at_mut(i) {
+                if let (Kind::Play { last: Some(p), .. }, false) = (e.kind, e.counted) {
+                    if p < played {
+                        e.counted = true;
+                        self.buffers_played += 1;
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    Idle,
+    Taken,
+    Prepared,
+    Running,
+    Stopped,
+}
+
+/// What the driver side has counted.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SddfStats {
+    /// Commands and buffers refused.
+    pub refused: u64,
+    /// Buffers answered `OK` (played, or held and paired).
+    pub answered: u64,
+}
+
+/// The one stream the driver offers.
+pub fn stream_info() -> SoundPcmInfo {
+    SoundPcmInfo {
+        formats: 1 << format::S16,
+        rates: 1 << SoundPcmRate::Hz48000 as u8,
+        direction: SoundDirection::Output as u8,
+        channels_min: 2,
+        channels_max: 2,
+        pad0: [0; 5],
+    }
+}
+
+/// An [`Hda`] driver's sDDF sound queues, with `D` data regions.
+pub struct SddfSound<const D: usize> {
+    queues: SoundQueues,
+    queue: Queue<D>,
+    state: State,
+    /// The DMA engine runs.
+    dma: bool,
+    /// The STOP being carried out.
+    stop: Option<SoundCmd>,
+    period_bytes: u32,
+    stats: SddfStats,
+}
+
+impl<const D: usize> SddfSound<D> {
+    /// Serves `queues` (the driver's ends), reading PCM data from `data`
+    /// regions; publishes the stream in `shared` and sets it ready.
+    /// `period_bytes` is the controller's period (for the latency).
+    pub fn new(
+        queues: SoundQueues,
+        shared: &SoundSharedStateHandle,
+        data: [DataRegion; D],
+        period_bytes: u32,
+    ) -> Self {
+        let mut state = SoundSharedState { streams: 1, ..SoundSharedState::default() };
+        state.stream_info[0] = stream_info();
+        if shared.write(&state).is_ok() {
+            shared.set_ready(true);
+        }
+        SddfSound {
+            queues,
+            queue: Queue {
+                data,
+                entries: [None; HELD],
+                head: 0,
+                len: 0,
+                filled: 0,
+                played: 0,
+                buffers_played: 0,
+                stopping: false,
+            },
+            state: State::Idle,
+            dma: false,
+            stop: None,
+            period_bytes,
+            stats: SddfStats::default(),
+        }
+    }
+
+    /// What has been counted.
+    pub fn stats(&self) -> SddfStats {
+        self.stats
+    }
+
+    /// Handles the queues (on the virtualiser's notification); true if the
+    /// virtualiser should be notified.
+    pub fn handle<R: HdaRegisters>(&mut self, hda: &mut Hda<R>) -> bool {
+        let mut progress = self.answer();
+        progress |= self.commands(hda);
+        self.start_dma(hda);
+        progress | self.answer()
+    }
+
+    /// Handles the controller's interrupt; true if the virtualiser should
+    /// be notified. Acknowledge the interrupt after.
+    pub fn irq<R: HdaRegisters>(&mut self, hda: &mut Hda<R>) -> bool {
+        let event = hda.handle_irq(&mut self.queue);
+        let mut progress = false;
+        match event {
+            Event::Finished | Event::Failed(_) => {
+                if let Event::Failed(e) = event {
+                    log::error!(target: "snd", "stream failed: {e}");
+                }
+                self.dma = false;
+                if let Some(stop) = self.stop.take() {
+                    let status =
+                        if event == Event::Finished { SoundStatus::Ok } else { SoundStatus::IoErr };
+                    let _ = self.queues.cmd_res.enqueue(stop.respond(status));
+                    progress = true;
+                }
+                self.state = State::Stopped;
+            }
+            Event::Playing | Event::Idle => {}
+        }
+        progress | self.handle(hda)
+    }
+
+    /// Starts the DMA engine if the stream runs and a buffer is ready.
+    fn start_dma<R: HdaRegisters>(&mut self, hda: &mut Hda<R>) {
+        if self.state != State::Running
+            || self.dma
+            || self.stop.is_some()
+            || !self.queue.has_audio()
+        {
+            return;
+        }
+        match hda.start(&mut self.queue) {
+            Ok(()) => self.dma = true,
+            Err(e) => {
+                log::error!(target: "snd", "start: {e}");
+                self.state = State::Stopped;
+            }
+        }
+    }
+
+    /// Enqueues the answers that are due, in order.
+    fn answer(&mut self) -> bool {
+        let mut any = false;
+        while let Some(res) = self.queue.due(self.period_bytes) {
+            if self.queues.pcm_res.enqueue(res).is_err() {
+                break;
+            }
+            self.queue.pop();
+            self.stats.answered += 1;
+            any = true;
+        }
+        any
+    }
+
+    /// Takes every visible buffer whose answer will fit.
+    fn take_buffers(&mut self) -> bool {
+        let mut any = false;
+        while let Some(pcm) = self.queues.pcm_req.peek() {
+            if self.queue.len + 1 > self.queues.pcm_res.free() as usize || self.queue.len == HELD {
+                break;
+            }
+            self.queues.pcm_req.skip();
+            any = true;
+            match self.check_pcm(&pcm) {
+                Ok(region) => {
+                    let kind = if self.state == State::Running && self.stop.is_none() {
+                        Kind::Play { copied: 0, last: None }
+                    } else {
+                        Kind::Held { rank: None }
+                    };
+                    self.queue.push(Entry { pcm, region, kind, counted: false });
+                }
+                Err(status) => {
+                    self.refused();
+                    let _ = self.queues.pcm_res.enqueue(pcm.respond(status, 0));
+                }
+            }
+        }
+        any
+    }
+
+    /// Runs the commands, each once the buffers sent before it are taken;
+    /// none while a STOP drains.
+    fn commands<R: HdaRegisters>(&mut self, hda: &mut Hda<R>) -> bool {
+        let mut any = false;
+        while self.stop.is_none() {
+            any |= self.take_buffers();
+            self.start_dma(hda);
+            let Some(cmd) = self.queues.cmd_req.peek() else { break };
+            if self.queues.cmd_res.is_full() || !self.queues.pcm_req.is_empty() {
+                break;
+            }
+            self.queues.cmd_req.skip();
+            any = true;
+            if let Some(status) = self.command(cmd) {
+                let _ = self.queues.cmd_res.enqueue(cmd.respond(status));
+            }
+        }
+        any
+    }
+
+    /// Carries out a command; its status, or `None` if it is answered later.
+    fn command(&mut self, cmd: SoundCmd) -> Option<SoundStatus> {
+        use SoundCmdCode::*;
+        use State::*;
+        let Some(code) = cmd.code() else {
+            self.refused();
+            return Some(SoundStatus::BadMsg);
+        };
+        if cmd.stream_id != 0 {
+            self.refused();
+            return Some(SoundStatus::BadMsg);
+        }
+        let p = cmd.set_params();
+        let status = match (code, self.state) {
+            (Take, Idle | Taken | Prepared) => {
+                let ours = p.channels == 2
+                    && p.format == format::S16
+                    && p.rate == SoundPcmRate::Hz48000 as u8;
+                if !ours {
+                    return Some(SoundStatus::NotSupp);
+                }
+                self.state = Taken;
+                SoundStatus::Ok
+            }
+            (Prepare, Taken | Prepared) => {
+                self.state = Prepared;
+                SoundStatus::Ok
+            }
+            (Start, Prepared | Stopped) => {
+                self.queue.start();
+                self.state = Running;
+                SoundStatus::Ok
+            }
+            (Stop, Running) if self.dma => {
+                self.queue.stopping = true;
+                self.stop = Some(cmd);
+                return None;
+            }
+            (Stop, Running) => {
+                self.state = Stopped;
+                SoundStatus::Ok
+            }
+            (Release, Taken | Prepared | Stopped) => {
+                while let Some(e) = self.queue.pop() {
+                    let _ = self.queues.pcm_res.enqueue(e.pcm.respond(SoundStatus::IoErr, 0));
+                }
+                self.state = Idle;
+                SoundStatus::Ok
+            }
+            _ => {
+                self.refused();
+                SoundStatus::BadMsg
+            }
+        };
+        Some(status)
+    }
+
+    fn refused(&mut self) {
+        self.stats.refused += 1;
+        if self.stats.refused.is_power_of_two() {
+            log::warn!(target: "snd", "request refused ({} times)", self.stats.refused);
+        }
+    }
+
+    fn check_pcm(&self, pcm: &SoundPcm) -> Result<usize, SoundStatus> {
+        let frame = FRAME_BYTES_S16_STEREO as u32;
+        if pcm.stream_id != 0
+            || pcm.len == 0
+            || pcm.len as usize > SOUND_PCM_BUFFER_SIZE
+            || pcm.len % frame != 0
+        {
+            return Err(SoundStatus::BadMsg);
+        }
+        let region = self.queue.region_of(pcm.io_or_offset, pcm.len).ok_or(SoundStatus::BadMsg)?;
+        match self.state {
+            State::Idle | State::Taken => Err(SoundStatus::IoErr),
+            _ => Ok(region),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -209,6 +209,8 @@ pub struct SddfStats {
     pub refused: u64,
     /// Buffers answered `OK` (played, or held and paired).
     pub answered: u64,
+    /// STOPs carried out after the stream had played (drained and answered).
+    pub stops: u64,
 }
 
 /// The one stream the driver offers.
@@ -299,6 +301,7 @@ impl<const D: usize> SddfSound<D> {
                 if let Some(stop) = self.stop.take() {
                     let status =
                         if event == Event::Finished { SoundStatus::Ok } else { SoundStatus::IoErr };
+                    self.stats.stops += 1;
                     let _ = self.queues.cmd_res.enqueue(stop.respond(status));
                     progress = true;
                 }

@@ -1,34 +1,36 @@
 //! `hda_driver`: a native Intel HDA driver PD for QEMU virt's `intel-hda`
-//! card, on `sddf_components::pci` and `sddf_components::sound::hda`.
+//! card, serving the sDDF sound driver queues of the `sound_virt` PD, on
+//! `sddf_components::pci`, `sound::hda` and `sound::sddf`.
 //!
 //! At init it scans PCI bus 0 for a High Definition Audio controller,
 //! places its BAR0 in the `hda_regs` region, brings the controller and its
-//! codec up and starts playing a [`CounterSource`]: one second of 48 kHz
-//! 16-bit stereo where frame `n` is (`n`, `!n`). Each interrupt refills the
-//! periods that have played; when the counter and the drain periods after
-//! it are done the stream stops and the PD prints `hda: done`.
-//! `scripts/check-wav.py` then checks QEMU's recording.
-//!
-//! The period source is the seam for a real client: an sDDF sound queue
-//! would implement `sddf_components::sound::PeriodSource` in place of the
-//! counter.
+//! codec up (48 kHz, 16-bit stereo, 4 periods of 4 KiB), publishes its one
+//! playback stream in the shared state and waits for the virtualiser's
+//! commands and buffers. Each interrupt refills the periods that have
+//! played and answers the buffers in them; each STOP that drained prints a
+//! `hda: stopped` line with the run's numbers.
 
 #![no_std]
 #![no_main]
 
 use libvmm::logging::{self, Levels};
-use libvmm::microkit::{shared_region, ChannelSet, Handler, Patched};
+use libvmm::microkit::{shared_region, Channel, ChannelSet, Handler, Patched};
 use log::{error, info, LevelFilter};
+use sddf_bindings::sound::{SoundQueues, SoundSharedStateHandle};
 use sddf_bindings::SharedRegion;
 use sddf_components::pci::{self, Ecam, IntxMap, Window};
-use sddf_components::sound::hda::{Config, Dma, Event, Hda, PcmFormat};
-use sddf_components::sound::CounterSource;
+use sddf_components::sound::hda::{Config, Dma, Hda, PcmFormat};
+use sddf_components::sound::sddf::{DataRegion, SddfSound};
 
 libvmm::setvar! {
     static ecam; static ecam_size;
     static regs; static regs_size; static regs_paddr;
     static dma; static dma_size; static dma_paddr;
     static irq_base;
+    static snd_cmd_req; static snd_cmd_req_size; static snd_cmd_res; static snd_cmd_res_size;
+    static snd_pcm_req; static snd_pcm_req_size; static snd_pcm_res; static snd_pcm_res_size;
+    static snd_state; static snd_state_size; static snd_ch;
+    static data0; static data0_size; static data0_paddr;
 }
 
 /// QEMU virt's `interrupt-map` for its host bridge: slot 0's INTA is SPI 3,
@@ -37,24 +39,26 @@ libvmm::setvar! {
 const INTX: IntxMap = IntxMap { first_spi: 3 };
 /// PCI class: multimedia (0x04), High Definition Audio (0x03).
 const CLASS_HDA: u16 = 0x0403;
-/// One second of the counter.
-const FRAMES: u32 = 48_000;
 
 const CONFIG: Config = Config {
     format: PcmFormat::S16_STEREO_48K,
     periods: 4,
     period_bytes: 4096,
+    // 4 periods of 1024 frames: more than the 2048 frames QEMU's codec
+    // reads ahead, so nothing sent before a STOP is cut off.
     drain_periods: 4,
     poll_budget: 100_000,
     stream_tag: 1,
 };
+const _: () = assert!(CONFIG.drain_periods as u32 * CONFIG.period_bytes / 4 >= 2048);
 
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
 struct Playing {
     hda: Hda<SharedRegion>,
-    source: CounterSource,
+    sound: SddfSound<1>,
     irq: u8,
+    virt: Option<Channel>,
 }
 
 struct Driver(Option<Playing>);
@@ -103,20 +107,43 @@ fn find_controller() -> Option<(SharedRegion, u8)> {
     Some((registers.subregion(0, bar0.bar.size as usize).ok()?, irq))
 }
 
+/// The sDDF driver queues, the shared state and client 0's data region.
+fn sddf() -> Option<SddfSound<1>> {
+    let queues = SoundQueues::from_sddf_names(
+        region("cmd_req", &snd_cmd_req, &snd_cmd_req_size)?,
+        region("cmd_res", &snd_cmd_res, &snd_cmd_res_size)?,
+        region("pcm_req", &snd_pcm_req, &snd_pcm_req_size)?,
+        region("pcm_res", &snd_pcm_res, &snd_pcm_res_size)?,
+    )
+    .map_err(|e| error!(target: "hda", "sound queues: {e}"))
+    .ok()?;
+    let state = SoundSharedStateHandle::new(region("stream state", &snd_state, &snd_state_size)?)
+        .map_err(|e| error!(target: "hda", "stream state: {e}"))
+        .ok()?;
+    let data = DataRegion {
+        region: region("client data", &data0, &data0_size)?,
+        io_addr: data0_paddr.get(),
+    };
+    Some(SddfSound::new(queues, &state, [data], CONFIG.period_bytes))
+}
+
 fn start() -> Option<Playing> {
     let (registers, irq) = find_controller()?;
     let memory = Dma { region: region("DMA region", &dma, &dma_size)?, io_addr: dma_paddr.get() };
-    let mut hda = Hda::new(registers, memory, CONFIG)
+    let hda = Hda::new(registers, memory, CONFIG)
         .map_err(|e| error!(target: "hda", "controller: {e}"))
         .ok()?;
     let path = hda.path();
     info!(target: "hda", "codec {}: pin {} <- DAC {}, stream {} tag {}", path.cad.get(),
         path.pin().get(), path.dac().get(), hda.stream_index(), CONFIG.stream_tag);
-    let mut source = CounterSource::new(FRAMES);
-    hda.start(&mut source).map_err(|e| error!(target: "hda", "start: {e}")).ok()?;
-    info!(target: "hda", "playing {FRAMES} frames: 48 kHz, 16-bit stereo, {} periods of {} bytes",
+    let sound = sddf()?;
+    info!(target: "hda", "serving sDDF sound stream 0: 48 kHz, 16-bit stereo, playback, {} periods of {} bytes",
         CONFIG.periods, CONFIG.period_bytes);
-    Some(Playing { hda, source, irq })
+    let virt = Channel::new(snd_ch.get() as u8);
+    if let Some(v) = virt {
+        v.notify();
+    }
+    Some(Playing { hda, sound, irq, virt })
 }
 
 impl Handler for Driver {
@@ -127,16 +154,21 @@ impl Handler for Driver {
 
     fn notified(&mut self, channels: ChannelSet) {
         let Some(p) = self.0.as_mut() else { return };
+        let mut progress = false;
         for ch in channels.iter() {
-            if ch.id() != p.irq {
-                continue;
+            if ch.id() == p.irq {
+                let stops = p.sound.stats().stops;
+                progress |= p.sound.irq(&mut p.hda);
+                let _ = ch.irq_ack();
+                if p.sound.stats().stops != stops {
+                    report(&p.hda);
+                }
+            } else if Some(ch) == p.virt {
+                progress |= p.sound.handle(&mut p.hda);
             }
-            match p.hda.handle_irq(&mut p.source) {
-                Event::Finished => report(&p.hda),
-                Event::Failed(e) => error!(target: "hda", "stream failed: {e}"),
-                Event::Playing | Event::Idle => {}
-            }
-            let _ = ch.irq_ack();
+        }
+        if let (true, Some(v)) = (progress, p.virt) {
+            v.notify();
         }
     }
 }
@@ -147,9 +179,8 @@ fn report(hda: &Hda<SharedRegion>) {
     let bytes_per_ms = CONFIG.format.rate / 1000 * CONFIG.format.frame_bytes();
     let nominal = s.periods_played * u64::from(CONFIG.period_bytes) / u64::from(bytes_per_ms);
     let took = s.run_ticks.map_or(0, |t| t / 24_000);
-    info!(target: "hda", "done: {FRAMES} frames, {} periods played ({nominal} ms) in {took} ms of \
-        wall clock, {} interrupts, {} underruns, {} FIFO errors, {} spurious interrupts, \
-        {} bad positions",
+    info!(target: "hda", "stopped: {} periods played ({nominal} ms) in {took} ms of wall clock, \
+        {} interrupts, {} underruns, {} FIFO errors, {} spurious interrupts, {} bad positions",
         s.periods_played, s.completions, s.underruns, s.fifo_errors, s.spurious_irqs, s.bad_positions);
 }
 

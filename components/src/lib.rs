@@ -13,7 +13,10 @@
 //!   on a generic ECAM host bridge, for native drivers of PCI devices;
 //! - [`sound::hda`]: a driver for an Intel High Definition Audio controller
 //!   and its codec (QEMU's `intel-hda` with `hda-output`), playing periods
-//!   from a [`sound::PeriodSource`];
+//!   from a [`sound::PeriodSource`]; [`sound::sddf`] serves the sDDF sound
+//!   driver queues with it;
+//! - [`sound::virt`]: the sound virtualiser, which shares the driver's
+//!   streams between clients (one owner per stream);
 //! - [`timer`]: timeouts for several clients on one hardware timer (sDDF's
 //!   timer protocol).
 //!

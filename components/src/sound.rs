@@ -3,7 +3,8 @@
 //! A driver plays a cyclic buffer of equal periods; whenever the hardware
 //! has finished some, it asks its [`PeriodSource`] to refill them. The
 //! source is whatever the protection domain connects: a built-in test
-//! signal ([`CounterSource`]) today, a client's sDDF sound queue later.
+//! signal ([`CounterSource`]), or the sDDF sound driver queues
+//! ([`sddf`]), fed by the sound virtualiser ([`virt`]).
 
 pub mod hda;
 pub mod sddf;

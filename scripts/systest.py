@@ -357,8 +357,8 @@ def scenario_sound(q):
                  30, "the client's done line")
     if (int(m.group(1)), int(m.group(2))) != (2 * (4 + 24), 0):
         raise Failure(f"the client had {m.group(1)} buffers answered (want 56) and {m.group(2)} failures")
-    # How long it took is printed, not checked: without -icount QEMU's clock
-    # follows the host's, and a test must not depend on the host's speed.
+    # How long it took is printed, not checked (example.mk runs QEMU with
+    # -icount, so it is guest time; a test must not depend on the host).
     # The recording below is the check.
     q.send("\x01x")  # QEMU's monitor (Ctrl-a x): a clean exit finishes the WAV file
     q.wait_exit(30)

@@ -138,7 +138,7 @@ impl<const D: usize> Queue<D> {
     /// The head's answer, if it is due.
     fn due(&self, period_bytes: u32) -> Option<SoundPcm> {
         let e = self.at(0)?;
-        let latency = (self.filled - self.played) * u64::from(period_bytes);
+        let latency = self.filled.saturating_sub(self.played) * u64::from(period_bytes);
         let due = match e.kind {
             Kind::Play { last, .. } => last.is_some_and(|p| p < self.played),
             Kind::Held { rank } => rank.is_some_and(|r| r < self.buffers_played),

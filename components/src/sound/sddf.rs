@@ -16,9 +16,10 @@
 //! played: buffers are copied back to back into the card's periods, and
 //! each is answered `OK`, with the bytes still in the card's buffer as its
 //! latency, once the period holding its last byte has played. A buffer that
-//! arrives while the stream is not running is not played (sDDF: the client
-//! sends it again after START): after the next START the `k`-th such buffer
-//! is answered once `k + 1` buffers have played. Answers keep the order of
+//! arrives between PREPARE and the first START is not played (sDDF: the
+//! client sends it again after START): after that START the `k`-th such
+//! buffer is answered once `k + 1` buffers have played. One that arrives
+//! after a STOP plays from the next START, once. Answers keep the order of
 //! the requests, and a request is taken only when its answer will fit.
 //!
 //! The DMA engine starts with the first buffer after START (so a client
@@ -67,6 +68,8 @@ struct Entry {
     region: usize,
     kind: Kind,
     counted: bool,
+    /// Sent after a STOP: plays from the next START.
+    wait: bool,
 }
 
 /// The buffers in order of arrival, and the periods of the current run.
@@ -119,17 +122,24 @@ impl<const D: usize> Queue<D> {
 
     /// Whether a buffer is waiting to be copied into a period.
     fn has_audio(&self) -> bool {
-        (0..self.len)
-            .any(|i| matches!(self.at(i), Some(Entry { kind: Kind::Play { last: None, .. }, .. })))
+        (0..self.len).any(|i| {
+            matches!(
+                self.at(i),
+                Some(Entry { kind: Kind::Play { last: None, .. }, wait: false, .. })
+            )
+        })
     }
 
     /// A new run: held buffers ranked, period counts back to zero.
     fn start(&mut self) {
         let mut rank = 0;
         for i in 0..self.len {
-            if let Some(Entry { kind: Kind::Held { rank: r }, .. }) = self.at_mut(i) {
-                *r = Some(rank);
-                rank += 1;
+            if let Some(e) = self.at_mut(i) {
+                e.wait = false;
+                if let Kind::Held { rank: r } = &mut e.kind {
+                    *r = Some(rank);
+                    rank += 1;
+                }
             }
         }
         (self.filled, self.played, self.buffers_played, self.stopping) = (0, 0, 0, false);
@@ -154,7 +164,7 @@ impl<const D: usize> PeriodSource for Queue<D> {
         for i in 0..self.len {
             let filled = self.filled;
             let Some(e) = self.entries[(self.head + i) % HELD].as_mut() else { continue };
-            let Kind::Play { copied, last: None } = e.kind else { continue };
+            let (Kind::Play { copied, last: None }, false) = (e.kind, e.wait) else { continue };
             let n = (e.pcm.len - copied).min((period.len() - at) as u32);
             let d = &self.data[e.region];
             let from = (e.pcm.io_or_offset - d.io_addr) as usize + copied as usize;
@@ -355,12 +365,13 @@ impl<const D: usize> SddfSound<D> {
             any = true;
             match self.check_pcm(&pcm) {
                 Ok(region) => {
-                    let kind = if self.state == State::Running && self.stop.is_none() {
-                        Kind::Play { copied: 0, last: None }
-                    } else {
-                        Kind::Held { rank: None }
+                    let play = Kind::Play { copied: 0, last: None };
+                    let (kind, wait) = match self.state {
+                        State::Prepared => (Kind::Held { rank: None }, false),
+                        State::Running if self.stop.is_none() => (play, false),
+                        _ => (play, true),
                     };
-                    self.queue.push(Entry { pcm, region, kind, counted: false });
+                    self.queue.push(Entry { pcm, region, kind, counted: false, wait });
                 }
                 Err(status) => {
                     self.refused();

@@ -3,10 +3,11 @@
 //!
 //! It waits for the stream state, takes stream 0 (48 kHz, S16, stereo) and
 //! prepares it, then plays the counter in two runs of 24000 frames: each
-//! run sends its first 4 buffers, START, and once START is answered sends
-//! every buffer of the run (the first 4 again: sDDF's rule for buffers sent
-//! before START), then STOP. A run ends when STOP and all its buffers are
-//! answered. Then RELEASE, and `snd: done`. Frame `n` is left = `n as
+//! run sends its first 4 buffers, START, and once START is answered the
+//! rest of the run's buffers, then STOP. After PREPARE (run 0) the first 4
+//! are sent again after START (sDDF's rule for buffers sent between PREPARE
+//! and START, as `libvmm::sddf::sound` does); after a STOP (run 1) they are
+//! not. A run ends when STOP and all its buffers are answered. Then RELEASE, and `snd: done`. Frame `n` is left = `n as
 //! i16`, right = `!n as i16` (`CounterSource`); a buffer is one 4 KiB cell
 //! of the data region (1024 frames), cell `i` for buffer `i` of the run.
 
@@ -123,7 +124,8 @@ impl Client {
             }
             Phase::Setup if idle => self.start_run(0),
             Phase::Starting(n) if self.cmds == 0 => {
-                self.buffers(n, 0, buffers);
+                let replay = if n == 0 { 0 } else { PREFILL };
+                self.buffers(n, replay, buffers);
                 self.cmd(SoundCmd::new(SoundCmdCode::Stop, 20 + n, 0));
                 Phase::Playing(n)
             }

@@ -179,10 +179,10 @@ fn hostile_buffers_are_refused() {
     assert_eq!(r.sound.stats().refused, 8);
 }
 
-/// TAKE, PREPARE, `pre` buffers before START (sDDF: not played), START,
-/// then those buffers again and the rest of `frames`; STOP. Returns the
-/// answers in order.
-fn session(r: &mut Rig, first: u32, frames: u32, pre: u32) -> Vec<SoundPcm> {
+/// `pre` buffers before START, START, then (`replay`: those buffers again,
+/// as after PREPARE) the rest of `frames`; STOP. Returns the answers in
+/// order.
+fn session(r: &mut Rig, first: u32, frames: u32, pre: u32, replay: bool) -> Vec<SoundPcm> {
     let per = 1024; // frames per 4 KiB buffer
     let cells = frames.div_ceil(per);
     let buffer = |i: u32| (u64::from(i) % CELLS, first + i * per, per.min(frames - i * per));
@@ -192,7 +192,7 @@ fn session(r: &mut Rig, first: u32, frames: u32, pre: u32) -> Vec<SoundPcm> {
     }
     assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Start, 2, 0)), Some(SoundStatus::Ok));
     let mut answers = Vec::new();
-    let mut i = 0;
+    let mut i = if replay { 0 } else { pre };
     while i < cells {
         while i < cells && r.client.pcm_req.free() > 0 && i < 40 + answers.len() as u32 {
             let (cell, from, n) = buffer(i);
@@ -222,7 +222,7 @@ fn plays_buffers_in_order_and_answers_each_once_played() {
     let mut r = rig();
     r.cmd(SoundCmd::take(1, 0, params()));
     r.cmd(SoundCmd::new(SoundCmdCode::Prepare, 1, 0));
-    let answers = session(&mut r, 0, 48_000, 4);
+    let answers = session(&mut r, 0, 48_000, 4, true);
     // 4 held buffers answered first (as the first buffers played), then 47.
     let cookies: Vec<u32> = answers.iter().map(|a| a.cookie).collect();
     let sent: Vec<u32> = (0..4).chain(0..47).map(|i| i * 1024).collect();
@@ -241,9 +241,10 @@ fn start_stop_start_loses_nothing() {
     let mut r = rig();
     r.cmd(SoundCmd::take(1, 0, params()));
     r.cmd(SoundCmd::new(SoundCmdCode::Prepare, 1, 0));
-    let a = session(&mut r, 0, 24_000, 4);
-    let b = session(&mut r, 24_000, 24_000, 4);
-    assert_eq!((a.len(), b.len()), (4 + 24, 4 + 24));
+    let a = session(&mut r, 0, 24_000, 4, true);
+    // Buffers sent after a STOP play at the next START (no replay).
+    let b = session(&mut r, 24_000, 24_000, 4, false);
+    assert_eq!((a.len(), b.len()), (4 + 24, 24));
     assert_counter(&r.played(), 48_000);
     assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Release, 9, 0)), Some(SoundStatus::Ok));
 }
@@ -261,7 +262,10 @@ fn late_buffers_underrun_on_silence_and_release_fails_held_ones() {
     assert_eq!(r.answers().len(), 1);
     assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Stop, 3, 0)), None, "answered after the drain");
     assert_eq!(r.run(16 * PERIOD), Some(SoundStatus::Ok));
-    r.send(1, 256, 256); // while stopped: held for the next START
+    r.send(1, 256, 256); // while stopped: waits for the next START
+    r.sound.handle(&mut r.hda);
+    r.run(8 * PERIOD);
+    assert!(r.answers().is_empty() && !r.hda.running(), "not played while stopped");
     assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Release, 4, 0)), Some(SoundStatus::Ok));
     let a = r.answers();
     assert_eq!((a.len(), a[0].status()), (1, Some(SoundStatus::IoErr)));

@@ -9,14 +9,15 @@
 #![no_std]
 #![no_main]
 
+#[path = "../../../virtio/src/console_disk.rs"]
+mod console_disk;
 #[path = "../../../virtio/src/pd.rs"]
 mod pd;
 
+use console_disk::{BlockDev, ConsoleDev};
 use libvmm::guest_memory::GuestRam;
 use libvmm::logging::{self, Levels};
 use libvmm::microkit::{pd_name, ChannelSet, Child, Handler};
-use libvmm::sddf::blk::SddfBlock;
-use libvmm::sddf::serial::SddfSerial;
 use libvmm::sddf::vsock::SddfVsock;
 use libvmm::sddf::Microkit;
 use libvmm::sel4::{Fault, MessageInfo};
@@ -25,8 +26,6 @@ use libvmm::vm::hypervisor::Sel4;
 use libvmm::vm::{Passthrough, Vm, VmConfig};
 use log::LevelFilter;
 use sddf_bindings::vsock::VsockChannel;
-use virtio::block::BlockDevice;
-use virtio::console::Console;
 use virtio::vsock::VsockDevice;
 
 #[allow(dead_code)]
@@ -38,32 +37,19 @@ mod sdf {
 libvmm::setvar! {
     /// Where the Microkit tool mapped guest RAM in this PD.
     static guest_ram_vaddr;
-    static serial_tx_ch; static serial_rx_ch; static blk_ch; static vsock_ch;
+    static vsock_ch;
     /// The timer PD's channel (build.rs turns it into `sdf::TIMER`).
     static timer_ch;
-    static serial_tx_queue; static serial_tx_queue_size; static serial_tx_data; static serial_tx_data_size;
-    static serial_rx_queue; static serial_rx_queue_size; static serial_rx_data; static serial_rx_data_size;
-    static blk_req; static blk_req_size; static blk_resp; static blk_resp_size;
-    static blk_info; static blk_info_size; static blk_data; static blk_data_size;
     static vsock_tx; static vsock_tx_size; static vsock_rx; static vsock_rx_size;
 }
 
-/// Where board/<board>/multi_vm.dts puts the virtio-MMIO devices, and their
-/// interrupts (SPI + 32).
-const CONSOLE_BASE: u64 = 0x0013_0000;
-const CONSOLE_IRQ: u32 = 32 + 10;
-const BLOCK_BASE: u64 = 0x0015_0000;
-const BLOCK_IRQ: u32 = 32 + 11;
+/// Where board/<board>/multi_vm.dts puts the vsock device (the console and
+/// the disk are where console_disk.rs says), and its interrupt (SPI + 32).
 const VSOCK_BASE: u64 = 0x0016_0000;
 const VSOCK_IRQ: u32 = 32 + 12;
 
-/// Virtio-blk requests in flight at most.
-const BLOCK_REQUESTS: usize = 16;
-
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
-type ConsoleDev = MmioDevice<Console<SddfSerial<Microkit>>>;
-type BlockDev = MmioDevice<BlockDevice<SddfBlock<Microkit>, BLOCK_REQUESTS>>;
 type VsockDev = MmioDevice<VsockDevice<SddfVsock<Microkit>>>;
 type Devices = (ConsoleDev, (BlockDev, VsockDev));
 
@@ -84,23 +70,6 @@ fn cids() -> Option<(u32, u32)> {
 }
 
 fn devices((cid, peer): (u32, u32)) -> Option<Devices> {
-    let tx = pd::serial_queue(
-        "serial TX",
-        (&serial_tx_queue, &serial_tx_queue_size),
-        (&serial_tx_data, &serial_tx_data_size),
-    )?;
-    let rx = pd::serial_queue(
-        "serial RX",
-        (&serial_rx_queue, &serial_rx_queue_size),
-        (&serial_rx_data, &serial_rx_data_size),
-    )?;
-    let serial =
-        SddfSerial::new(tx, rx, pd::channel(&serial_tx_ch), pd::channel(&serial_rx_ch), Microkit)
-            .with_coalescing(4096);
-    let queue = pd::blk_queue("block", (&blk_req, &blk_req_size), (&blk_resp, &blk_resp_size))?;
-    let info = pd::storage_info("block", (&blk_info, &blk_info_size))?;
-    let data = pd::region("block data", (&blk_data, &blk_data_size))?;
-    let block = SddfBlock::new(queue, info, data, pd::channel(&blk_ch), Microkit);
     let rings = VsockChannel::new(
         pd::region("vsock TX ring", (&vsock_tx, &vsock_tx_size))?,
         pd::region("vsock RX ring", (&vsock_rx, &vsock_rx_size))?,
@@ -108,28 +77,15 @@ fn devices((cid, peer): (u32, u32)) -> Option<Devices> {
     .map_err(|e| log::error!(target: "core", "vsock rings: {e:?}"))
     .ok()?;
     let vsock = SddfVsock::new(rings, pd::channel(&vsock_ch), Microkit);
-    Some((
-        {
-            let mut con = MmioDevice::new(CONSOLE_BASE, CONSOLE_IRQ, Console::new(serial));
-            con.transport().set_defer_notify_interrupts(true);
-            con
-        },
-        (
-            MmioDevice::new(BLOCK_BASE, BLOCK_IRQ, BlockDevice::new(block)),
-            MmioDevice::new(
-                VSOCK_BASE,
-                VSOCK_IRQ,
-                VsockDevice::new(u64::from(cid), u64::from(peer), vsock),
-            ),
-        ),
-    ))
+    let vsock =
+        MmioDevice::new(VSOCK_BASE, VSOCK_IRQ, VsockDevice::new(cid.into(), peer.into(), vsock));
+    Some((console_disk::console()?, (console_disk::disk()?, vsock)))
 }
 
 impl Handler for Vmm {
     fn init() -> Self {
         logging::init(&LEVELS);
-        let console_channels = 1 << serial_tx_ch.get() | 1 << serial_rx_ch.get();
-        let block_channels = 1 << blk_ch.get();
+        let (console_channels, block_channels) = console_disk::channels();
         let vsock_channels = 1 << vsock_ch.get();
         let mut vmm = Vmm { vm: None, console_channels, block_channels, vsock_channels };
         let Some((cid, peer)) = cids() else {

@@ -7,22 +7,19 @@
 #![no_std]
 #![no_main]
 
+#[path = "../console_disk.rs"]
+mod console_disk;
 #[path = "../pd.rs"]
 mod pd;
 
+use console_disk::{BlockDev, ConsoleDev};
 use libvmm::guest_memory::GuestRam;
 use libvmm::logging::{self, Levels};
 use libvmm::microkit::{ChannelSet, Child, Handler};
-use libvmm::sddf::blk::SddfBlock;
-use libvmm::sddf::serial::SddfSerial;
-use libvmm::sddf::Microkit;
 use libvmm::sel4::{Fault, MessageInfo};
-use libvmm::virtio::MmioDevice;
 use libvmm::vm::hypervisor::Sel4;
 use libvmm::vm::{Passthrough, SystemOff, Vm, VmConfig};
 use log::LevelFilter;
-use virtio::block::BlockDevice;
-use virtio::console::Console;
 
 #[allow(dead_code)]
 mod sdf {
@@ -33,28 +30,10 @@ mod sdf {
 libvmm::setvar! {
     /// Where the Microkit tool mapped guest RAM in this PD.
     static guest_ram_vaddr;
-    static serial_tx_ch; static serial_rx_ch; static blk_ch;
-    static serial_tx_queue; static serial_tx_queue_size; static serial_tx_data; static serial_tx_data_size;
-    static serial_rx_queue; static serial_rx_queue_size; static serial_rx_data; static serial_rx_data_size;
-    static blk_req; static blk_req_size; static blk_resp; static blk_resp_size;
-    static blk_info; static blk_info_size; static blk_data; static blk_data_size;
 }
-
-/// Where the guest's device tree puts the virtio-MMIO devices
-/// (board/qemu_virt_aarch64/virtio.dts), and their interrupts (SPI + 32).
-const CONSOLE_BASE: u64 = 0x0013_0000;
-const CONSOLE_IRQ: u32 = 32 + 10;
-const BLOCK_BASE: u64 = 0x0015_0000;
-const BLOCK_IRQ: u32 = 32 + 11;
-
-/// Virtio-blk requests in flight at most (each holds up to its size in
-/// 4 KiB data cells).
-const BLOCK_REQUESTS: usize = 16;
 
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
-type ConsoleDev = MmioDevice<Console<SddfSerial<Microkit>>>;
-type BlockDev = MmioDevice<BlockDevice<SddfBlock<Microkit>, BLOCK_REQUESTS>>;
 type Devices = (ConsoleDev, BlockDev);
 
 struct Vmm {
@@ -65,41 +44,13 @@ struct Vmm {
 }
 
 fn devices() -> Option<Devices> {
-    let tx = pd::serial_queue(
-        "serial TX",
-        (&serial_tx_queue, &serial_tx_queue_size),
-        (&serial_tx_data, &serial_tx_data_size),
-    )?;
-    let rx = pd::serial_queue(
-        "serial RX",
-        (&serial_rx_queue, &serial_rx_queue_size),
-        (&serial_rx_data, &serial_rx_data_size),
-    )?;
-    let serial =
-        SddfSerial::new(tx, rx, pd::channel(&serial_tx_ch), pd::channel(&serial_rx_ch), Microkit)
-            .with_coalescing(4096);
-    let queue = pd::blk_queue("block", (&blk_req, &blk_req_size), (&blk_resp, &blk_resp_size))?;
-    let info = pd::storage_info("block", (&blk_info, &blk_info_size))?;
-    if !info.is_ready() {
-        log::warn!(target: "virtio", "the block virtualiser is not ready yet: the disk reads as empty until it is");
-    }
-    let data = pd::region("block data", (&blk_data, &blk_data_size))?;
-    let block = SddfBlock::new(queue, info, data, pd::channel(&blk_ch), Microkit);
-    Some((
-        {
-            let mut con = MmioDevice::new(CONSOLE_BASE, CONSOLE_IRQ, Console::new(serial));
-            con.transport().set_defer_notify_interrupts(true);
-            con
-        },
-        MmioDevice::new(BLOCK_BASE, BLOCK_IRQ, BlockDevice::new(block)),
-    ))
+    Some((console_disk::console()?, console_disk::disk()?))
 }
 
 impl Handler for Vmm {
     fn init() -> Self {
         logging::init(&LEVELS);
-        let console_channels = 1 << serial_tx_ch.get() | 1 << serial_rx_ch.get();
-        let block_channels = 1 << blk_ch.get();
+        let (console_channels, block_channels) = console_disk::channels();
         let mut vmm = Vmm { vm: None, console_channels, block_channels };
         log::info!(target: "core", "virtio VMM: {} MiB guest RAM at {:#x}, {} vCPU(s)",
             sdf::GUEST_RAM_SIZE >> 20, sdf::GUEST_RAM_GPA, sdf::NUM_VCPUS);

@@ -52,32 +52,76 @@ pub struct DataRegion {
 /// Buffers held at once (the PCM ring's capacity).
 const HELD: usize = SOUND_PCM_QUEUE_CAPACITY as usize;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum Kind {
-    /// To play: bytes copied so far, and the period (counted from START)
-    /// holding its last byte once all are copied.
-    Play { copied: u32, last: Option<u64> },
-    /// Sent while not running: answered as the `rank`th buffer after START
-    /// plays (`None` until a START).
-    Held { rank: Option<u32> },
-}
-
+/// A buffer to play.
 #[derive(Clone, Copy, Debug)]
 struct Entry {
     pcm: SoundPcm,
     region: usize,
-    kind: Kind,
+    /// Bytes copied into periods so far.
+    copied: u32,
+    /// The period (counted from START) holding its last byte, once all
+    /// are copied.
+    last: Option<u64>,
+    /// Counted in `buffers_played`.
     counted: bool,
     /// Sent after a STOP: plays from the next START.
     wait: bool,
 }
 
+/// A buffer sent between PREPARE and the first START: not played (the
+/// client sends it again after START), answered as the `rank`th buffer
+/// after START plays (`None` until a START).
+#[derive(Clone, Copy, Debug)]
+struct Held {
+    pcm: SoundPcm,
+    rank: Option<u32>,
+}
+
+/// A FIFO of at most [`HELD`] items.
+struct Fifo<T> {
+    items: [Option<T>; HELD],
+    head: usize,
+    len: usize,
+}
+
+impl<T: Copy> Fifo<T> {
+    const fn new() -> Self {
+        Fifo { items: [None; HELD], head: 0, len: 0 }
+    }
+
+    fn at(&self, i: usize) -> Option<&T> {
+        self.items[(self.head + i) % HELD].as_ref()
+    }
+
+    fn at_mut(&mut self, i: usize) -> Option<&mut T> {
+        self.items[(self.head + i) % HELD].as_mut()
+    }
+
+    fn push(&mut self, e: T) {
+        self.items[(self.head + self.len) % HELD] = Some(e);
+        self.len += 1;
+    }
+
+    fn pop(&mut self) -> Option<T> {
+        if self.len == 0 {
+            return None;
+        }
+        let e = self.items[self.head].take();
+        self.head = (self.head + 1) % HELD;
+        self.len -= 1;
+        e
+    }
+}
+
 /// The buffers in order of arrival, and the periods of the current run.
 struct Queue<const D: usize> {
     data: [DataRegion; D],
-    entries: [Option<Entry>; HELD],
-    head: usize,
-    len: usize,
+    /// Buffers to play, in order of arrival.
+    play: Fifo<Entry>,
+    /// Buffers held (sent before the first START), in order of arrival.
+    /// Kept apart from `play` so that their answers do not hold back the
+    /// answers of the buffers played meanwhile (their replays among them).
+    held: Fifo<Held>,
     /// Periods filled and played since START.
     filled: u64,
     played: u64,
@@ -88,27 +132,9 @@ struct Queue<const D: usize> {
 }
 
 impl<const D: usize> Queue<D> {
-    fn at(&self, i: usize) -> Option<&Entry> {
-        self.entries[(self.head + i) % HELD].as_ref()
-    }
-
-    fn at_mut(&mut self, i: usize) -> Option<&mut Entry> {
-        self.entries[(self.head + i) % HELD].as_mut()
-    }
-
-    fn push(&mut self, e: Entry) {
-        self.entries[(self.head + self.len) % HELD] = Some(e);
-        self.len += 1;
-    }
-
-    fn pop(&mut self) -> Option<Entry> {
-        if self.len == 0 {
-            return None;
-        }
-        let e = self.entries[self.head].take();
-        self.head = (self.head + 1) % HELD;
-        self.len -= 1;
-        e
+    /// Buffers taken and not yet answered.
+    fn len(&self) -> usize {
+        self.play.len + self.held.len
     }
 
     /// The index of the region holding `io..io + len`.
@@ -122,38 +148,42 @@ impl<const D: usize> Queue<D> {
 
     /// Whether a buffer is waiting to be copied into a period.
     fn has_audio(&self) -> bool {
-        (0..self.len).any(|i| {
-            matches!(
-                self.at(i),
-                Some(Entry { kind: Kind::Play { last: None, .. }, wait: false, .. })
-            )
-        })
+        (0..self.play.len)
+            .any(|i| matches!(self.play.at(i), Some(Entry { last: None, wait: false, .. })))
     }
 
     /// A new run: held buffers ranked, period counts back to zero.
     fn start(&mut self) {
-        let mut rank = 0;
-        for i in 0..self.len {
-            if let Some(e) = self.at_mut(i) {
+        for i in 0..self.play.len {
+            if let Some(e) = self.play.at_mut(i) {
                 e.wait = false;
-                if let Kind::Held { rank: r } = &mut e.kind {
-                    *r = Some(rank);
-                    rank += 1;
-                }
+            }
+        }
+        for i in 0..self.held.len {
+            if let Some(h) = self.held.at_mut(i) {
+                h.rank = Some(i as u32);
             }
         }
         (self.filled, self.played, self.buffers_played, self.stopping) = (0, 0, 0, false);
     }
 
-    /// The head's answer, if it is due.
-    fn due(&self, period_bytes: u32) -> Option<SoundPcm> {
-        let e = self.at(0)?;
+    fn latency(&self, period_bytes: u32) -> u32 {
         let latency = self.filled.saturating_sub(self.played) * u64::from(period_bytes);
-        let due = match e.kind {
-            Kind::Play { last, .. } => last.is_some_and(|p| p < self.played),
-            Kind::Held { rank } => rank.is_some_and(|r| r < self.buffers_played),
-        };
-        due.then(|| e.pcm.respond(SoundStatus::Ok, latency.min(u64::from(u32::MAX)) as u32))
+        latency.min(u64::from(u32::MAX)) as u32
+    }
+
+    /// The first held buffer's answer, if it is due.
+    fn held_due(&self, period_bytes: u32) -> Option<SoundPcm> {
+        let h = self.held.at(0)?;
+        let due = h.rank.is_some_and(|r| r < self.buffers_played);
+        due.then(|| h.pcm.respond(SoundStatus::Ok, self.latency(period_bytes)))
+    }
+
+    /// The first buffer to play's answer, if it has played.
+    fn play_due(&self, period_bytes: u32) -> Option<SoundPcm> {
+        let e = self.play.at(0)?;
+        let due = e.last.is_some_and(|p| p < self.played);
+        due.then(|| e.pcm.respond(SoundStatus::Ok, self.latency(period_bytes)))
     }
 }
 
@@ -161,10 +191,11 @@ impl<const D: usize> PeriodSource for Queue<D> {
     fn fill(&mut self, period: &mut [u8]) -> Fill {
         period.fill(0);
         let mut at = 0;
-        for i in 0..self.len {
+        for i in 0..self.play.len {
             let filled = self.filled;
-            let Some(e) = self.entries[(self.head + i) % HELD].as_mut() else { continue };
-            let (Kind::Play { copied, last: None }, false) = (e.kind, e.wait) else { continue };
+            let Some(e) = self.play.at_mut(i) else { continue };
+            let (None, false) = (e.last, e.wait) else { continue };
+            let copied = e.copied;
             let n = (e.pcm.len - copied).min((period.len() - at) as u32);
             let d = &self.data[e.region];
             let from = (e.pcm.io_or_offset - d.io_addr) as usize + copied as usize;
@@ -172,9 +203,8 @@ impl<const D: usize> PeriodSource for Queue<D> {
                 log::error!(target: "snd", "buffer outside its data region");
             }
             at += n as usize;
-            let copied = copied + n;
-            let last = (copied == e.pcm.len).then_some(filled);
-            e.kind = Kind::Play { copied, last };
+            e.copied = copied + n;
+            e.last = (e.copied == e.pcm.len).then_some(filled);
             if at == period.len() {
                 break;
             }
@@ -189,10 +219,10 @@ impl<const D: usize> PeriodSource for Queue<D> {
 
     fn played(&mut self, count: u32) {
         self.played += u64::from(count);
-        for i in 0..self.len {
+        for i in 0..self.play.len {
             let played = self.played;
-            if let Some(e) = self.at_mut(i) {
-                if let (Kind::Play { last: Some(p), .. }, false) = (e.kind, e.counted) {
+            if let Some(e) = self.play.at_mut(i) {
+                if let (Some(p), false) = (e.last, e.counted) {
                     if p < played {
                         e.counted = true;
                         self.buffers_played += 1;
@@ -267,9 +297,8 @@ impl<const D: usize> SddfSound<D> {
             queues,
             queue: Queue {
                 data,
-                entries: [None; HELD],
-                head: 0,
-                len: 0,
+                play: Fifo::new(),
+                held: Fifo::new(),
                 filled: 0,
                 played: 0,
                 buffers_played: 0,
@@ -340,14 +369,25 @@ impl<const D: usize> SddfSound<D> {
         }
     }
 
-    /// Enqueues the answers that are due, in order.
+    /// Enqueues the answers that are due: held buffers in their order,
+    /// played ones in theirs (the `k`-th held buffer and its replay are
+    /// both due once `k + 1` buffers have played).
     fn answer(&mut self) -> bool {
         let mut any = false;
-        while let Some(res) = self.queue.due(self.period_bytes) {
-            if self.queues.pcm_res.enqueue(res).is_err() {
+        loop {
+            if let Some(res) = self.queue.held_due(self.period_bytes) {
+                if self.queues.pcm_res.enqueue(res).is_err() {
+                    break;
+                }
+                self.queue.held.pop();
+            } else if let Some(res) = self.queue.play_due(self.period_bytes) {
+                if self.queues.pcm_res.enqueue(res).is_err() {
+                    break;
+                }
+                self.queue.play.pop();
+            } else {
                 break;
             }
-            self.queue.pop();
             self.stats.answered += 1;
             any = true;
         }
@@ -358,20 +398,20 @@ impl<const D: usize> SddfSound<D> {
     fn take_buffers(&mut self) -> bool {
         let mut any = false;
         while let Some(pcm) = self.queues.pcm_req.peek() {
-            if self.queue.len + 1 > self.queues.pcm_res.free() as usize || self.queue.len == HELD {
+            let taken = self.queue.len();
+            if taken + 1 > self.queues.pcm_res.free() as usize || taken == HELD {
                 break;
             }
             self.queues.pcm_req.skip();
             any = true;
             match self.check_pcm(&pcm) {
+                Ok(_) if self.state == State::Prepared => {
+                    self.queue.held.push(Held { pcm, rank: None });
+                }
                 Ok(region) => {
-                    let play = Kind::Play { copied: 0, last: None };
-                    let (kind, wait) = match self.state {
-                        State::Prepared => (Kind::Held { rank: None }, false),
-                        State::Running if self.stop.is_none() => (play, false),
-                        _ => (play, true),
-                    };
-                    self.queue.push(Entry { pcm, region, kind, counted: false, wait });
+                    let wait = !(self.state == State::Running && self.stop.is_none());
+                    let e = Entry { pcm, region, copied: 0, last: None, counted: false, wait };
+                    self.queue.play.push(e);
                 }
                 Err(status) => {
                     self.refused();
@@ -445,7 +485,10 @@ impl<const D: usize> SddfSound<D> {
                 SoundStatus::Ok
             }
             (Release, Taken | Prepared | Stopped) => {
-                while let Some(e) = self.queue.pop() {
+                while let Some(h) = self.queue.held.pop() {
+                    let _ = self.queues.pcm_res.enqueue(h.pcm.respond(SoundStatus::IoErr, 0));
+                }
+                while let Some(e) = self.queue.play.pop() {
                     let _ = self.queues.pcm_res.enqueue(e.pcm.respond(SoundStatus::IoErr, 0));
                 }
                 self.state = Idle;

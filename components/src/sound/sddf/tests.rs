@@ -223,9 +223,10 @@ fn plays_buffers_in_order_and_answers_each_once_played() {
     r.cmd(SoundCmd::take(1, 0, params()));
     r.cmd(SoundCmd::new(SoundCmdCode::Prepare, 1, 0));
     let answers = session(&mut r, 0, 48_000, 4, true);
-    // 4 held buffers answered first (as the first buffers played), then 47.
+    // Held buffer k is answered with its replay, as the replay plays; then
+    // the other 43.
     let cookies: Vec<u32> = answers.iter().map(|a| a.cookie).collect();
-    let sent: Vec<u32> = (0..4).chain(0..47).map(|i| i * 1024).collect();
+    let sent: Vec<u32> = (0..4).flat_map(|i| [i, i]).chain(4..47).map(|i| i * 1024).collect();
     assert_eq!(cookies, sent);
     assert!(answers.iter().all(|a| a.status() == Some(SoundStatus::Ok)));
     assert!(answers.iter().any(|a| a.latency_bytes > 0));
@@ -234,6 +235,51 @@ fn plays_buffers_in_order_and_answers_each_once_played() {
     let tail = r.played().len() - r.played().iter().rposition(|&b| b != 0).unwrap();
     assert!(tail >= 2048 * 4, "at least 2048 frames of silence before the stop ({tail} bytes)");
     assert!(!r.hda.running());
+}
+
+/// sDDF 0.7 (replay): the `k`-th buffer sent before START is answered once
+/// `k + 1` buffers have played, and so is its replay: the client hears of
+/// the first buffer while the others still play, so it can send more in
+/// time (answering all held buffers before the replays starved a client).
+#[test]
+fn a_held_buffer_and_its_replay_are_answered_as_the_replay_plays() {
+    let mut r = rig();
+    r.cmd(SoundCmd::take(1, 0, params()));
+    r.cmd(SoundCmd::new(SoundCmdCode::Prepare, 1, 0));
+    for i in 0..4 {
+        r.send(i, i as u32 * 1024, 1024);
+    }
+    r.sound.handle(&mut r.hda);
+    assert!(r.answers().is_empty(), "held, not answered before START");
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Start, 2, 0)), Some(SoundStatus::Ok));
+    for i in 0..4 {
+        r.send(i, i as u32 * 1024, 1024);
+    }
+    r.sound.handle(&mut r.hda);
+    assert!(r.answers().is_empty(), "nothing played yet");
+    let mut next = |r: &mut Rig| {
+        for _ in 0..64 {
+            r.run(PERIOD / 4);
+            let a: Vec<u32> = r.answers().iter().map(|a| a.cookie).collect();
+            if !a.is_empty() {
+                let audio = r.played().chunks_exact(4).filter(|f| *f != [0; 4]).count();
+                return (a, audio);
+            }
+        }
+        panic!("no answer");
+    };
+    let (a, audio) = next(&mut r);
+    assert_eq!(a, [0, 0], "the first held buffer and its replay come first, together");
+    assert!(audio < 2 * 1024, "answered as the first buffer has played ({audio} frames)");
+    r.send(4, 4096, 1024);
+    r.sound.handle(&mut r.hda);
+    let mut all = a;
+    while all.len() < 9 {
+        all.extend(next(&mut r).0);
+    }
+    assert_eq!(all, [0, 0, 1024, 1024, 2048, 2048, 3072, 3072, 4096]);
+    assert_counter(&r.played(), 5 * 1024);
+    assert_eq!(r.hda.stats().underruns, 0, "a buffer sent on the first answer plays in time");
 }
 
 #[test]

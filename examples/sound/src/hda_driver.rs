@@ -42,7 +42,12 @@ const CLASS_HDA: u16 = 0x0403;
 
 const CONFIG: Config = Config {
     format: PcmFormat::S16_STEREO_48K,
-    periods: 4,
+    // 3 periods of 1024 frames in the card: a client is answered once a
+    // buffer has played and the driver fills a freed period before the
+    // client can answer that, so the card's buffer must be at least one
+    // client buffer smaller than what the client keeps in flight (Linux's
+    // virtio-snd with sndplay: 4 periods of 1024 frames, docs/sound.md).
+    periods: 3,
     period_bytes: 4096,
     // 4 periods of 1024 frames: more than the 2048 frames QEMU's codec
     // reads ahead, so nothing sent before a STOP is cut off.

@@ -410,7 +410,7 @@ def scenario_virtio_sound(q):
     # -t 250: silence before the drain (docs/sound-guest.md).
     q.send("sndplay -t 250 play 10\n")
     q.expect(r"SND OPEN /dev/snd/pcmC0D0p rate 48000", 30, "sndplay opening the PCM")
-    m = q.expect(r"SND (XRUN underrun[^\n]*|PLAY OK[^\n]*|PLAY XRUN[^\n]*|\S+ FAIL[^\n]*)", 120,
+    m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n", 120,
                  "sndplay's first underrun or final line")
     line = m.group(1)
     player = None if line.startswith("PLAY OK") else f"sndplay: SND {line}"

@@ -18,9 +18,11 @@
 //! latency, once the period holding its last byte has played. A buffer that
 //! arrives between PREPARE and the first START is not played (sDDF: the
 //! client sends it again after START): after that START the `k`-th such
-//! buffer is answered once `k + 1` buffers have played. One that arrives
-//! after a STOP plays from the next START, once. Answers keep the order of
-//! the requests, and a request is taken only when its answer will fit.
+//! buffer is answered once `k + 1` buffers have played (with its replay,
+//! not after every held buffer). One that arrives after a STOP plays from
+//! the next START, once. Played buffers are answered in the order of the
+//! requests, held ones in theirs, and a request is taken only when its
+//! answer will fit.
 //!
 //! The DMA engine starts with the first buffer after START (so a client
 //! that sends its buffers once START is answered does not underrun at the

@@ -257,7 +257,7 @@ fn a_held_buffer_and_its_replay_are_answered_as_the_replay_plays() {
     }
     r.sound.handle(&mut r.hda);
     assert!(r.answers().is_empty(), "nothing played yet");
-    let mut next = |r: &mut Rig| {
+    let next = |r: &mut Rig| {
         for _ in 0..64 {
             r.run(PERIOD / 4);
             let a: Vec<u32> = r.answers().iter().map(|a| a.cookie).collect();

@@ -48,7 +48,7 @@ hash() { sha256sum <"$1" | cut -d' ' -f1; }
 inputs="script=$(hash "${BASH_SOURCE[0]}")
 lib=$(hash "$repo/scripts/guest-lib.sh")
 init=$(hash "$init_src")
-sndplay=$(cat "$player_src/sndplay.c" "$player_src/Makefile" | sha256sum | cut -d' ' -f1)"
+sndplay=$(cat "$player_src/sndplay.c" "$player_src/Makefile" "$repo/guest/include/nolibc.h" | sha256sum | cut -d' ' -f1)"
 
 report() {
     echo "Image: $out/Image ($(stat -c %s "$out/Image") bytes, $(head -n1 "$out/VERSION"))"

@@ -18,7 +18,7 @@ QEMU_EXTRA += -global virtio-mmio.force-legacy=false \
 	-device virtio-blk-device,drive=hd
 
 VSOCK_TEST := $(BUILD_DIR)/vsock-test/vsock-test.cpio.gz
-$(VSOCK_TEST): $(TOP)/guest/vsock-test/vsock-test.c $(TOP)/guest/vsock-test/Makefile
+$(VSOCK_TEST): $(TOP)/guest/vsock-test/vsock-test.c $(TOP)/guest/include/nolibc.h $(TOP)/guest/vsock-test/Makefile
 	$(MAKE) -s -C $(TOP)/guest/vsock-test O=$(BUILD_DIR)/vsock-test
 
 # The kernel unpacks concatenated (separately compressed) cpio archives.

@@ -20,5 +20,5 @@ QEMU_EXTRA += -icount shift=0,align=off,sleep=off \
 	-audiodev wav,id=snd0,path=$(WAV),out.frequency=48000,out.channels=2,out.format=s16
 
 $(TOP)/build/sound-guest/Image $(TOP)/build/sound-guest/rootfs.cpio.gz: $(TOP)/guest/sound/init \
-		$(TOP)/scripts/sound-guest-images.sh $(TOP)/scripts/guest-lib.sh $(TOP)/guest/sndplay/sndplay.c
+		$(TOP)/scripts/sound-guest-images.sh $(TOP)/scripts/guest-lib.sh $(TOP)/guest/sndplay/sndplay.c $(TOP)/guest/include/nolibc.h
 	$(TOP)/scripts/sound-guest-images.sh $(TOP)/build/sound-guest

@@ -327,6 +327,8 @@ SOUND_WAV = os.path.join(TOP, "build", "sound", "systest.wav")
 
 
 def setup_sound(_extra):
+    # QEMU's wav backend does not create the directory (a fresh tree has none).
+    os.makedirs(os.path.dirname(SOUND_WAV), exist_ok=True)
     if os.path.exists(SOUND_WAV):
         os.remove(SOUND_WAV)
     return [f"WAV={SOUND_WAV}"]

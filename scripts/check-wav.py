@@ -4,7 +4,7 @@
     scripts/check-wav.py FILE [--signal auto|counter24|counter16]
                               [--seconds S | --frames N] [--rate 48000]
                               [--start N] [--allow-gaps] [--ignore-before]
-                              [--max-silence S]
+                              [--max-silence S] [--until COUNTER] [--may-end-early]
     scripts/check-wav.py --self-test     (runs scripts/test_check_wav.py)
 
 FILE is what QEMU's `-audiodev wav,...` wrote. Two signals, both 2 channels
@@ -34,6 +34,11 @@ sequence cut short).
 continues where it stopped (a stream stopped and started again: nothing may
 be lost). --ignore-before skips everything before the first frame holding
 counter START (e.g. what a guest played before it was rebooted).
+--until COUNTER checks only the frames before the first one holding counter
+COUNTER (where a later sequence begins: a rebooted guest's), and
+--may-end-early lets the sequence stop short (cut by a reset), whole and in
+order up to where it stops, then only silence; together they check one
+segment of a recording that holds several.
 --max-silence S fails a recording with more than S seconds of silence before
 or after the sequence (so the card cannot have played it too slowly).
 
@@ -323,9 +328,19 @@ def detect(data, s):
 
 
 def check(data, rate, frames, start=0, allow_gaps=False, ignore_before=False, max_problems=20,
-          signal=Counter24, max_silence=None):
-    """Checks WAV data; returns (ok, report lines)."""
+          signal=Counter24, max_silence=None, until=None, may_end_early=False):
+    """Checks WAV data; returns (ok, report lines). With `until`, only the
+    frames before the first one holding counter `until` are checked (a later
+    sequence begins there); with `may_end_early`, the sequence may stop short
+    (cut by a reset), whole and in order up to where it stops."""
     rep = Report(rate, max_problems)
+    if until is not None:
+        cut = find_frame(data, signal_bytes(until, 1, signal))
+        if cut is None:
+            return False, [f'FAIL: no frame holds counter {until} (--until)']
+        rep.notes.append(f'checking file frames 0..{cut - 1}, before counter {until} '
+                         f'({rep.at(cut)})')
+        data = data[:cut * 4]
     nframes = len(data) // 4
     end = start + frames
     first = first_nonsilent(data)
@@ -348,7 +363,11 @@ def check(data, rate, frames, start=0, allow_gaps=False, ignore_before=False, ma
         i, want, gaps = begin + frames, end, []
     else:
         i, want, gaps = walk(signal, s, begin, start, end, allow_gaps, rep)
-    if want < end:
+    if want < end and may_end_early and want > start and first_nonsilent(data, i) is None:
+        rep.notes.append(f'the sequence stops after counter {want - 1} ({want - start} of {frames} '
+                         f'frames; --may-end-early)')
+        end, frames = want, want - start
+    elif want < end:
         if i >= nframes:
             rep.problem('cut', i, f'the file ends after counter {want - 1}: the last '
                         f'{end - want} of {frames} frames are missing')
@@ -408,6 +427,12 @@ def main(argv=None):
                     help='accept silence inside the sequence when nothing is lost')
     ap.add_argument('--ignore-before', action='store_true',
                     help='ignore what comes before the first frame holding counter START')
+    ap.add_argument('--until', type=int, metavar='COUNTER',
+                    help='check only the frames before the first one holding counter COUNTER '
+                         '(where a later sequence begins)')
+    ap.add_argument('--may-end-early', action='store_true',
+                    help='the sequence may stop short (cut by a reset): whole and in order up to '
+                         'where it stops, then only silence')
     ap.add_argument('--max-silence', type=float,
                     help='most seconds of silence before and after (counter16 default 0.5)')
     ap.add_argument('--max-problems', type=int, default=20, help='problems to list')
@@ -436,7 +461,7 @@ def main(argv=None):
         return 2
     max_silence = args.max_silence if args.max_silence is not None else signal.default_max_silence
     ok, lines = check(data, args.rate, frames, args.start, args.allow_gaps, args.ignore_before,
-                      args.max_problems, signal, max_silence)
+                      args.max_problems, signal, max_silence, args.until, args.may_end_early)
     for line in notes + lines:
         print(f'check-wav: {line}')
     return 0 if ok else 1

@@ -231,6 +231,57 @@ class Reboot(CheckerCase):
                           args=('--start', '30000', '--ignore-before'))
 
 
+class Segments(CheckerCase):
+    """A recording of several sequences (the virtio_sound systest): earlier
+    playback, a sequence cut by a reboot, then the rebooted guest's; each
+    checked alone with --until, the cut one with --may-end-early."""
+    CUT = 4_000_000
+    AFTER = 1 << 23
+
+    def data(self, cut_part=None):
+        cut_part = sig(self.CUT, 30000) if cut_part is None else cut_part
+        return wav_bytes(sig(0, N) + silence(700) + cut_part + silence(900) + sig(self.AFTER, N) +
+                         silence(10))
+
+    def test_the_first_sequence_until_the_cut_one(self):
+        status, out = self.run_checker(self.data(), '--until', str(self.CUT))
+        self.assertEqual(status, 0, out)
+        self.assertIn(f'checking file frames 0..{N + 699}, before counter {self.CUT}', out)
+        self.assertIn('after it 700 frames of silence', out)
+
+    def test_without_until_the_next_sequence_fails(self):
+        self.assert_fails(self.data(), f'holds counter {self.CUT}')
+
+    def test_the_cut_sequence(self):
+        args = ('--start', str(self.CUT), '--ignore-before', '--until', str(self.AFTER), '--may-end-early',
+                '--seconds', '10')
+        status, out = self.run_checker(self.data(), *args)
+        self.assertEqual(status, 0, out)
+        self.assertIn(f'the sequence stops after counter {self.CUT + 29999} (30000 of 480000 frames', out)
+        self.assertIn(f'OK: counter24 {self.CUT}..{self.CUT + 29999} (30000 frames', out)
+
+    def test_a_cut_sequence_must_be_whole_up_to_its_end(self):
+        args = ('--start', str(self.CUT), '--ignore-before', '--until', str(self.AFTER), '--may-end-early',
+                '--seconds', '10')
+        lost = sig(self.CUT, 10000) + sig(self.CUT + 10000 + PERIOD, 20000)
+        self.assert_fails(self.data(lost), f'expected counter {self.CUT + 10000}', f'{PERIOD} frames lost',
+                          args=args)
+        # A gap inside is not the end: the sequence goes on after it.
+        gap = sig(self.CUT, 10000) + silence(PERIOD) + sig(self.CUT + 10000, 20000)
+        self.assert_fails(self.data(gap), 'of silence inside the sequence', args=args)
+
+    def test_may_end_early_does_not_accept_an_empty_sequence(self):
+        self.assert_fails(wav_bytes(silence(10) + sig(5, 100)), 'expected counter 0, got 5',
+                          args=('--may-end-early',))
+
+    def test_the_sequence_after_the_reboot(self):
+        status, out = self.run_checker(self.data(), '--start', str(self.AFTER), '--ignore-before')
+        self.assertEqual(status, 0, out)
+
+    def test_until_a_counter_that_is_not_there(self):
+        self.assert_fails(self.data(), 'no frame holds counter 3000000 (--until)', args=('--until', '3000000'))
+
+
 def sig16(start, count):
     return cw.signal_bytes(start, count, cw.Counter16)
 

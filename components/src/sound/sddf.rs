@@ -26,10 +26,12 @@
 //!
 //! The DMA engine starts with the first buffer after START (so a client
 //! that sends its buffers once START is answered does not underrun at the
-//! start). STOP lets the buffers sent before it play, then the
-//! controller's drain periods of silence (at least 2048 frames: QEMU's codec
-//! reads that far ahead, docs/sound-guest.md), then stops the DMA engine
-//! and answers. Commands wait meanwhile. A period with no buffer ready plays
+//! start). STOP lets the buffers sent before it play and is answered once
+//! they have; the controller then plays its drain periods of silence (at
+//! least 2048 frames: QEMU's codec reads that far ahead,
+//! docs/sound-guest.md) and stops the DMA engine. Later commands wait for
+//! that. (A STOP answered only after the silence came too late for Linux's
+//! drain, docs/sound.md.) A period with no buffer ready plays
 //! silence ([`Stats::underruns`] of the [`Hda`]). RELEASE answers every
 //! buffer still held `IO_ERR`.
 
@@ -154,6 +156,11 @@ impl<const D: usize> Queue<D> {
             .any(|i| matches!(self.play.at(i), Some(Entry { last: None, wait: false, .. })))
     }
 
+    /// Whether a buffer of the run is still to play or be answered.
+    fn has_pending(&self) -> bool {
+        (0..self.play.len).any(|i| self.play.at(i).is_some_and(|e| !e.wait))
+    }
+
     /// A new run: held buffers ranked, period counts back to zero.
     fn start(&mut self) {
         for i in 0..self.play.len {
@@ -274,8 +281,9 @@ pub struct SddfSound<const D: usize> {
     state: State,
     /// The DMA engine runs.
     dma: bool,
-    /// The STOP being carried out.
-    stop: Option<SoundCmd>,
+    /// The STOP being carried out: the command, and whether it has been
+    /// answered (the buffers sent before it have played).
+    stop: Option<(SoundCmd, bool)>,
     period_bytes: u32,
     stats: SddfStats,
 }
@@ -339,11 +347,13 @@ impl<const D: usize> SddfSound<D> {
                     log::error!(target: "snd", "stream failed: {e}");
                 }
                 self.dma = false;
-                if let Some(stop) = self.stop.take() {
+                if let Some((stop, answered)) = self.stop.take() {
                     let status =
                         if event == Event::Finished { SoundStatus::Ok } else { SoundStatus::IoErr };
                     self.stats.stops += 1;
-                    let _ = self.queues.cmd_res.enqueue(stop.respond(status));
+                    if !answered {
+                        let _ = self.queues.cmd_res.enqueue(stop.respond(status));
+                    }
                     progress = true;
                 }
                 self.state = State::Stopped;
@@ -393,7 +403,18 @@ impl<const D: usize> SddfSound<D> {
             self.stats.answered += 1;
             any = true;
         }
-        any
+        any | self.answer_stop()
+    }
+
+    /// Answers a STOP `OK` once the buffers sent before it have played;
+    /// the drain's silence goes on, and commands wait for its end.
+    fn answer_stop(&mut self) -> bool {
+        let Some((stop, answered @ false)) = &mut self.stop else { return false };
+        if self.queue.has_pending() {
+            return false;
+        }
+        *answered = self.queues.cmd_res.enqueue(stop.respond(SoundStatus::Ok)).is_ok();
+        *answered
     }
 
     /// Takes every visible buffer whose answer will fit.
@@ -479,7 +500,8 @@ impl<const D: usize> SddfSound<D> {
             }
             (Stop, Running) if self.dma => {
                 self.queue.stopping = true;
-                self.stop = Some(cmd);
+                self.stop = Some((cmd, false));
+                self.answer_stop();
                 return None;
             }
             (Stop, Running) => {

@@ -205,15 +205,25 @@ fn session(r: &mut Rig, first: u32, frames: u32, pre: u32, replay: bool) -> Vec<
     }
     r.client.cmd_req.enqueue(SoundCmd::new(SoundCmdCode::Stop, 3, 0)).unwrap();
     r.sound.handle(&mut r.hda);
-    let mut stopped = None;
+    let mut stopped = r.client.cmd_res.dequeue().and_then(|c| c.status());
     for _ in 0..1000 {
-        stopped = stopped.or(r.run(PERIOD));
         answers.extend(r.answers());
         if stopped.is_some() {
             break;
         }
+        stopped = r.run(PERIOD);
     }
-    assert_eq!(stopped, Some(SoundStatus::Ok), "STOP answered once drained");
+    assert_eq!(stopped, Some(SoundStatus::Ok), "STOP answered once its buffers played");
+    let sent = cells + if replay { pre.min(cells) } else { 0 };
+    assert_eq!(answers.len() as u32, sent, "every buffer answered before the STOP");
+    // The drain's silence plays on; then the DMA engine stops.
+    for _ in 0..1000 {
+        if !r.hda.running() {
+            break;
+        }
+        assert_eq!(r.run(PERIOD), None);
+    }
+    assert!(!r.hda.running());
     answers
 }
 
@@ -286,6 +296,48 @@ fn a_held_buffer_and_its_replay_are_answered_as_the_replay_plays() {
     assert!(frames[..5 * 1024].iter().all(|f| *f != [0; 4]), "no gap before buffer 4");
 }
 
+/// STOP is answered once the buffers sent before it have played, not after
+/// the drain's silence (Linux's drain times out waiting for that answer,
+/// docs/sound.md); a command sent meanwhile waits for the DMA engine to stop.
+#[test]
+fn stop_is_answered_once_its_buffers_played_and_commands_wait_for_the_drain() {
+    let mut r = rig();
+    r.cmd(SoundCmd::take(1, 0, params()));
+    r.cmd(SoundCmd::new(SoundCmdCode::Prepare, 1, 0));
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Start, 2, 0)), Some(SoundStatus::Ok));
+    r.send(0, 0, 1024);
+    r.send(1, 1024, 1024);
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Stop, 3, 0)), None, "not played yet");
+    let mut stop = None;
+    let mut answers = Vec::new();
+    for _ in 0..100 {
+        stop = r.run(PERIOD / 4);
+        answers.extend(r.answers());
+        if stop.is_some() {
+            break;
+        }
+    }
+    assert_eq!(stop, Some(SoundStatus::Ok));
+    assert_eq!(answers.len(), 2, "both buffers answered before the STOP");
+    assert_counter(&r.played(), 2048);
+    assert!(r.hda.running(), "the drain's silence plays on");
+    // RELEASE waits for the end of the drain.
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Release, 4, 0)), None);
+    let mut release = None;
+    for _ in 0..100 {
+        release = release.or(r.run(PERIOD));
+        if !r.hda.running() {
+            break;
+        }
+        assert_eq!(release, None, "RELEASE answered while the DMA runs");
+    }
+    r.sound.handle(&mut r.hda);
+    let release = release.or_else(|| r.client.cmd_res.dequeue().and_then(|c| c.status()));
+    assert_eq!(release, Some(SoundStatus::Ok));
+    let tail = r.played().len() - r.played().iter().rposition(|&b| b != 0).unwrap();
+    assert!(tail >= 2048 * 4, "at least 2048 frames of silence before the stop ({tail} bytes)");
+}
+
 #[test]
 fn start_stop_start_loses_nothing() {
     let mut r = rig();
@@ -310,8 +362,11 @@ fn late_buffers_underrun_on_silence_and_release_fails_held_ones() {
     r.run(8 * PERIOD);
     assert!(r.hda.stats().underruns >= 3, "periods without a buffer play silence");
     assert_eq!(r.answers().len(), 1);
-    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Stop, 3, 0)), None, "answered after the drain");
-    assert_eq!(r.run(16 * PERIOD), Some(SoundStatus::Ok));
+    let ok = Some(SoundStatus::Ok);
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Stop, 3, 0)), ok, "its buffer had played");
+    assert!(r.hda.running(), "the drain's silence plays on");
+    assert_eq!(r.run(16 * PERIOD), None);
+    assert!(!r.hda.running());
     r.send(1, 256, 256); // while stopped: waits for the next START
     r.sound.handle(&mut r.hda);
     r.run(8 * PERIOD);

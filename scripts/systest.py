@@ -415,12 +415,11 @@ def scenario_virtio_sound(q):
     run(q, "cat /sys/bus/virtio/devices/*/device", r"0x0019", what="the virtio-snd device id")
     run(q, "cat /proc/asound/cards", r"VirtIO SoundCard at platform/160000\.virtio_mmio",
         what="the virtio-snd card")
-    # -t 250: silence before the drain (docs/sound-guest.md). -n 16: with
-    # the default 4 periods of 1024 frames everything plays but Linux's
-    # drain times out (docs/sound.md, Status). Then start/stop/start: 3
+    # sndplay's default geometry (4 periods of 1024 frames); -t 250: silence
+    # before the drain (docs/sound-guest.md). Then start/stop/start: 3
     # cycles of 2 s, the counter going on.
     problems = []
-    for cmd in ("sndplay -n 16 -t 250 play 10", "sndplay -n 16 -t 250 -c 3 -f 480000 play 2"):
+    for cmd in ("sndplay -t 250 play 10", "sndplay -t 250 -c 3 -f 480000 play 2"):
         q.send(cmd + "\n")
         q.expect(r"SND OPEN /dev/snd/pcmC0D0p rate 48000", 30, f"{cmd}: opening the PCM")
         m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n",
@@ -428,8 +427,7 @@ def scenario_virtio_sound(q):
         if not m.group(1).startswith("PLAY OK"):
             problems.append(f"{cmd}: SND {m.group(1)}")
         q.expect(r"/ # ", 60, f"the prompt after {cmd}")
-    # reboot -f in the middle of a playback (sndplay's default geometry: it
-    # never reaches its drain): the VMM's reset must bring the stream back
+    # reboot -f in the middle of a playback: the VMM's reset must bring the stream back
     # through the virtualiser and the driver, so that the rebooted guest
     # plays again, from counter 2^23.
     q.send(f"sndplay -f {SOUND_CUT} play 10 & sleep 2; reboot -f\n")
@@ -440,7 +438,7 @@ def scenario_virtio_sound(q):
     if "none" in m.group(1):
         problems.append(f"after the reboot: SOUND CARD {m.group(1)}")
     linux_shell(q, 60)
-    cmd = f"sndplay -n 16 -t 250 -f {SOUND_REBOOTED} play 2"
+    cmd = f"sndplay -t 250 -f {SOUND_REBOOTED} play 2"
     q.send(cmd + "\n")
     q.expect(r"SND OPEN /dev/snd/pcmC0D0p rate 48000", 30, f"{cmd} (after the reboot): opening the PCM")
     m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n",

@@ -396,25 +396,35 @@ class GuestGenerator(CheckerCase):
         return subprocess.run([self.exe, *args], check=True, stdout=subprocess.PIPE).stdout
 
     def test_one_second(self):
+        # 48000 frames, then silence to a whole period of 1024 frames.
         blob = self.generated('wav', str(SECONDS))
-        self.assertEqual(blob, wav_bytes(sig(0, N)))
+        self.assertEqual(blob, wav_bytes(sig(0, N) + silence(128)))
         status, out = self.run_checker(blob)
         self.assertEqual(status, 0, out)
 
     def test_cycles_continue_the_counter(self):
-        # -c 3: three cycles of 1 s continue the counter, as `play` does.
+        # -c 3: three cycles of 1 s continue the counter, as `play` does
+        # (each padded with silence to a whole period).
         blob = self.generated('-f', '1000000', '-c', '3', 'wav', '1')
-        status, out = self.run_checker(blob, '--start', '1000000', '--seconds', '3')
+        status, out = self.run_checker(blob, '--start', '1000000', '--seconds', '3', '--allow-gaps')
         self.assertEqual(status, 0, out)
+        self.assertIn('2 silent gaps inside the sequence (allowed), nothing lost: 128 frames', out)
 
     def test_tail_silence_after_each_cycle(self):
-        # -t 100: 4800 frames of silence after each cycle; the counter continues.
+        # -t 100: 4800 frames of silence after each cycle, and 448 to a whole
+        # period of 1024 frames; the counter continues.
         blob = self.generated('-c', '2', '-t', '100', 'wav', '1')
-        self.assertEqual(blob, wav_bytes(sig(0, N) + silence(4800) + sig(N, N) + silence(4800)))
+        tail = silence(4800 + 448)
+        self.assertEqual(blob, wav_bytes(sig(0, N) + tail + sig(N, N) + tail))
         status, out = self.run_checker(blob, '--seconds', '2')
         self.assertEqual(status, 1, out)
         status, out = self.run_checker(blob, '--seconds', '2', '--allow-gaps')
         self.assertEqual(status, 0, out)
+
+    def test_whole_periods_need_no_padding(self):
+        # -p 480: 48000 and 4800 frames are whole periods.
+        blob = self.generated('-p', '480', '-t', '100', 'wav', '1')
+        self.assertEqual(blob, wav_bytes(sig(0, N) + silence(4800)))
 
     def test_refuses_to_pass_the_counter_limit(self):
         r = subprocess.run([self.exe, '-f', str(cw.COUNTER_LIMIT - 100), 'wav', '1'],

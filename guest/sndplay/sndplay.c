@@ -343,8 +343,18 @@ static void note_avail(struct pcm *p, struct run *run, int record)
         run->max_avail = st.avail_max;
 }
 
+/* The frames of a cycle: the signal and the tail, padded with silence to a
+ * whole period (as aplay pads its last chunk). Linux's virtio-snd driver (6.7
+ * on) sends the device whole periods only, so a drain whose last period is
+ * partial never ends: it times out (EIO). */
+static u64 cycle_frames(const struct config *c, u64 period)
+{
+    u64 n = c->frames + c->tail;
+    return period ? (n + period - 1) / period * period : n;
+}
+
 /* Plays frames [first, first + frames) of the signal, then `tail` frames of
- * silence, then drains. */
+ * silence (and the padding to a whole period), then drains. */
 static void play_cycle(struct pcm *p, const struct config *c, u32 first, u32 cycle, struct run *run)
 {
     i64 r = sys(SYS_ioctl, p->fd, PCM_IOCTL_PREPARE, 0);
@@ -352,8 +362,9 @@ static void play_cycle(struct pcm *p, const struct config *c, u32 first, u32 cyc
     note_avail(p, run, 0);
     u64 done = 0;
     u64 step = p->period < MAX_PERIOD ? p->period : MAX_PERIOD;
-    while (done < c->frames + c->tail) {
-        u64 left = c->frames + c->tail - done;
+    u64 total = cycle_frames(c, p->period);
+    while (done < total) {
+        u64 left = total - done;
         u64 n = left < step ? left : step;
         if (done < c->frames) {
             if (n > c->frames - done) n = c->frames - done;
@@ -447,7 +458,10 @@ static void le(u8 *p, u32 v, int bytes)
 
 static void wav(const struct config *c)
 {
-    u64 total = (c->frames + c->tail) * c->cycles;
+    /* The padding as for the period asked (-p): what `play` writes when the
+     * device grants it. */
+    u64 tail = cycle_frames(c, c->period) - c->frames;
+    u64 total = (c->frames + tail) * c->cycles;
     if (total * 4 > 0xffffffffu - 36) fail("WAV", "too long for a WAV file", 0);
     u8 h[44];
     memcpy(h, "RIFF", 4);
@@ -472,8 +486,8 @@ static void wav(const struct config *c)
             done += n;
         }
         memset(chunk, 0, sizeof chunk);
-        for (u64 done = 0; done < c->tail;) {
-            u64 n = c->tail - done < MAX_PERIOD ? c->tail - done : MAX_PERIOD;
+        for (u64 done = 0; done < tail;) {
+            u64 n = tail - done < MAX_PERIOD ? tail - done : MAX_PERIOD;
             write_all(chunk, n * 4);
             done += n;
         }

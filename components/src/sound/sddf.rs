@@ -36,7 +36,7 @@
 //! buffer still held `IO_ERR`.
 
 use super::hda::regs::HdaRegisters;
-use super::hda::{Event, Hda};
+use super::hda::{Event, Hda, Stats};
 use super::{Fill, PeriodSource, FRAME_BYTES_S16_STEREO};
 use sddf_bindings::sound::{
     format, SoundCmd, SoundCmdCode, SoundDirection, SoundPcm, SoundPcmInfo, SoundPcmRate,
@@ -286,6 +286,8 @@ pub struct SddfSound<const D: usize> {
     stop: Option<(SoundCmd, bool)>,
     period_bytes: u32,
     stats: SddfStats,
+    /// The controller's counts when the DMA engine last stopped.
+    last_run: Option<Stats>,
 }
 
 impl<const D: usize> SddfSound<D> {
@@ -319,12 +321,20 @@ impl<const D: usize> SddfSound<D> {
             stop: None,
             period_bytes,
             stats: SddfStats::default(),
+            last_run: None,
         }
     }
 
     /// What has been counted.
     pub fn stats(&self) -> SddfStats {
         self.stats
+    }
+
+    /// The controller's counts ([`Hda::stats`]) when its DMA engine last
+    /// stopped (a START waiting for the drain may already have begun the
+    /// next run).
+    pub fn last_run(&self) -> Option<Stats> {
+        self.last_run
     }
 
     /// Handles the queues (on the virtualiser's notification); true if the
@@ -347,6 +357,8 @@ impl<const D: usize> SddfSound<D> {
                     log::error!(target: "snd", "stream failed: {e}");
                 }
                 self.dma = false;
+                // Before a command waiting for the drain starts the next run.
+                self.last_run = Some(hda.stats());
                 if let Some((stop, answered)) = self.stop.take() {
                     let status =
                         if event == Event::Finished { SoundStatus::Ok } else { SoundStatus::IoErr };

@@ -19,7 +19,7 @@ use log::{error, info, LevelFilter};
 use sddf_bindings::sound::{SoundQueues, SoundSharedStateHandle};
 use sddf_bindings::SharedRegion;
 use sddf_components::pci::{self, Ecam, IntxMap, Window};
-use sddf_components::sound::hda::{Config, Dma, Hda, PcmFormat};
+use sddf_components::sound::hda::{Config, Dma, Hda, PcmFormat, Stats};
 use sddf_components::sound::sddf::{DataRegion, SddfSound};
 
 libvmm::setvar! {
@@ -166,7 +166,7 @@ impl Handler for Driver {
                 progress |= p.sound.irq(&mut p.hda);
                 let _ = ch.irq_ack();
                 if p.sound.stats().stops != stops {
-                    report(&p.hda);
+                    report(p.sound.last_run().unwrap_or_default());
                 }
             } else if Some(ch) == p.virt {
                 progress |= p.sound.handle(&mut p.hda);
@@ -178,8 +178,7 @@ impl Handler for Driver {
     }
 }
 
-fn report(hda: &Hda<SharedRegion>) {
-    let s = hda.stats();
+fn report(s: Stats) {
     // Nominal length of what played: every period, audio and drain alike.
     let bytes_per_ms = CONFIG.format.rate / 1000 * CONFIG.format.frame_bytes();
     let nominal = s.periods_played * u64::from(CONFIG.period_bytes) / u64::from(bytes_per_ms);

@@ -324,7 +324,7 @@ fn stop_is_answered_once_its_buffers_played_and_commands_wait_for_the_drain() {
     // RELEASE waits for the end of the drain.
     assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Release, 4, 0)), None);
     let mut release = None;
-    for _ in 0..100 {
+    for _ in 0..1000 {
         release = release.or(r.run(PERIOD));
         if !r.hda.running() {
             break;
@@ -336,6 +336,59 @@ fn stop_is_answered_once_its_buffers_played_and_commands_wait_for_the_drain() {
     assert_eq!(release, Some(SoundStatus::Ok));
     let tail = r.played().len() - r.played().iter().rposition(|&b| b != 0).unwrap();
     assert!(tail >= 2048 * 4, "at least 2048 frames of silence before the stop ({tail} bytes)");
+}
+
+/// What a VMM's virtio-snd device does when its guest resets mid-playback
+/// (docs/sound.md, Reset): STOP with buffers still queued, then RELEASE;
+/// the rebooted guest then takes the stream again and plays a new session,
+/// replays and all, from its start.
+#[test]
+fn a_stream_stopped_and_released_mid_playback_serves_a_new_session() {
+    let mut r = rig();
+    let ok = Some(SoundStatus::Ok);
+    r.cmd(SoundCmd::take(1, 0, params()));
+    r.cmd(SoundCmd::new(SoundCmdCode::Prepare, 1, 0));
+    for i in 0..4 {
+        r.send(i, i as u32 * 1024, 1024); // held until START
+    }
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Start, 2, 0)), ok);
+    for i in 0..8 {
+        r.send(i, i as u32 * 1024, 1024); // the replays, then 4 more
+    }
+    r.sound.handle(&mut r.hda);
+    r.run(2 * PERIOD);
+    let mut answers = r.answers();
+    assert!(answers.len() < 12, "still playing when the guest resets");
+    r.client.cmd_req.enqueue(SoundCmd::new(SoundCmdCode::Stop, 3, 0)).unwrap();
+    r.sound.handle(&mut r.hda);
+    let mut stop = r.client.cmd_res.dequeue().and_then(|c| c.status());
+    for _ in 0..1000 {
+        answers.extend(r.answers());
+        if stop.is_some() {
+            break;
+        }
+        stop = r.run(PERIOD / 4);
+    }
+    assert_eq!(stop, ok);
+    assert_eq!(answers.len(), 12, "the buffers sent before the STOP played");
+    assert!(answers.iter().all(|a| a.status() == ok));
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Release, 4, 0)), None, "waits for the drain");
+    let mut release = None;
+    for _ in 0..1000 {
+        release = release.or(r.run(PERIOD));
+        if !r.hda.running() {
+            break;
+        }
+    }
+    assert_eq!(release, ok);
+    // The rebooted guest's session.
+    assert_eq!(r.cmd(SoundCmd::take(5, 0, params())), ok);
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Prepare, 6, 0)), ok);
+    let b = session(&mut r, 8 * 1024, 8 * 1024, 4, true);
+    assert_eq!(b.len(), 4 + 8);
+    assert!(b.iter().all(|a| a.status() == ok));
+    assert_counter(&r.played(), 16 * 1024);
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Release, 9, 0)), ok);
 }
 
 #[test]

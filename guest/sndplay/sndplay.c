@@ -344,8 +344,8 @@ static void note_avail(struct pcm *p, struct run *run, int record)
 }
 
 /* The frames of a cycle: the signal and the tail, padded with silence to a
- * whole period (as aplay pads its last chunk). Linux's virtio-snd driver (6.7
- * on) sends the device whole periods only, so a drain whose last period is
+ * whole period (as aplay pads its last chunk). Linux's virtio-snd driver (6.12's)
+ * sends the device whole periods only, so a drain whose last period is
  * partial never ends: it times out (EIO). */
 static u64 cycle_frames(const struct config *c, u64 period)
 {

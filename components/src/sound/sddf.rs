@@ -258,7 +258,8 @@ pub struct SddfStats {
     pub refused: u64,
     /// Buffers answered `OK` (played, or held and paired).
     pub answered: u64,
-    /// STOPs carried out after the stream had played (drained and answered).
+    /// STOPs carried out after the stream had played (drained: the DMA
+    /// engine stopped; answered when their buffers had played).
     pub stops: u64,
 }
 

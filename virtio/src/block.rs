@@ -146,14 +146,18 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
     /// moves (bounded).
     fn run<M: GuestMemory + ?Sized>(&mut self, ctx: &mut DeviceContext<'_, M>) {
         let mut submitted = false;
-        for _ in 0..4 {
+        for round in 0..4 {
             let mut progress = self.drain(ctx);
             if self.active {
                 if let Some((q, mem)) = ctx.queue(REQUESTQ) {
                     progress |= self.accept(q, mem);
-                    let (moved, sub) = self.advance(q, mem);
-                    progress |= moved;
-                    submitted |= sub;
+                    // A request only moves once something changed: a new one, or a
+                    // completion that freed a buffer, a backend slot or a conflict.
+                    if round == 0 || progress {
+                        let (moved, sub) = self.advance(q, mem);
+                        progress |= moved;
+                        submitted |= sub;
+                    }
                 }
             }
             if !progress {

@@ -68,6 +68,15 @@ impl<D: VirtioDevice> Devices for MmioDevice<D> {
         Some(self.transport.write(ram, offset, width, value).is_raised().then_some(self.irq))
     }
 
+    /// QueueNotify (a 4-byte store): every usable queue is looked at, so the
+    /// queue index written need not be read ([`MmioTransport::notify_all`]).
+    fn doorbell(&mut self, ram: &mut GuestRam, gpa: Gpa, width: u8) -> Option<Option<u32>> {
+        if self.offset(gpa)? != virtio::mmio::QUEUE_NOTIFY || width != 4 {
+            return None;
+        }
+        Some(self.transport.notify_all(ram)?.is_raised().then_some(self.irq))
+    }
+
     fn reset(&mut self) {
         self.transport.reset();
     }
@@ -98,6 +107,13 @@ impl<A: Devices, B: Devices> Devices for (A, B) {
         match self.0.write(ram, gpa, width, value) {
             Some(r) => Some(r),
             None => self.1.write(ram, gpa, width, value),
+        }
+    }
+
+    fn doorbell(&mut self, ram: &mut GuestRam, gpa: Gpa, width: u8) -> Option<Option<u32>> {
+        match self.0.doorbell(ram, gpa, width) {
+            Some(r) => Some(r),
+            None => self.1.doorbell(ram, gpa, width),
         }
     }
 

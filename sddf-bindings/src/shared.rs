@@ -241,6 +241,10 @@ const WORD: usize = size_of::<u64>();
 /// `src..src + dst.len()` must be mapped readable, and nothing may hold a
 /// Rust reference to it (other accesses must be volatile or atomic).
 pub unsafe fn volatile_copy_from(src: *const u8, dst: &mut [u8]) {
+    // SAFETY: the caller's contract, for a range of `dst.len()` bytes.
+    if unsafe { small_from(src, dst) } {
+        return;
+    }
     let head = src.align_offset(WORD).min(dst.len());
     let (edge, rest) = dst.split_at_mut(head);
     for (i, byte) in edge.iter_mut().enumerate() {
@@ -265,6 +269,67 @@ pub unsafe fn volatile_copy_from(src: *const u8, dst: &mut [u8]) {
         // SAFETY: `head + done + i < dst.len()`: in the range.
         *byte = unsafe { src.add(done + i).read_volatile() };
     }
+}
+
+/// The copies of ring indices, descriptors and request headers: a naturally
+/// aligned 2, 4 or 8 bytes is one load (so it is not torn either), 16 bytes
+/// on an 8-byte boundary two. Returns false for anything else.
+///
+/// # Safety
+///
+/// As [`volatile_copy_from`].
+#[inline(always)]
+unsafe fn small_from(src: *const u8, dst: &mut [u8]) -> bool {
+    match dst.len() {
+        2 if src.cast::<u16>().is_aligned() => {
+            // SAFETY: 2 readable bytes at `src` (the caller's contract), aligned (checked).
+            let v = unsafe { src.cast::<u16>().read_volatile() };
+            dst.copy_from_slice(&v.to_ne_bytes());
+        }
+        4 if src.cast::<u32>().is_aligned() => {
+            // SAFETY: 4 readable bytes at `src`, aligned (checked).
+            let v = unsafe { src.cast::<u32>().read_volatile() };
+            dst.copy_from_slice(&v.to_ne_bytes());
+        }
+        8 | 16 if src.cast::<u64>().is_aligned() => {
+            for (k, chunk) in dst.chunks_exact_mut(WORD).enumerate() {
+                // SAFETY: word `k` (of 1 or 2) is readable at `src`, aligned (checked).
+                let v = unsafe { src.cast::<u64>().add(k).read_volatile() };
+                chunk.copy_from_slice(&v.to_ne_bytes());
+            }
+        }
+        _ => return false,
+    }
+    true
+}
+
+/// [`small_from`] the other way.
+///
+/// # Safety
+///
+/// As [`volatile_copy_to`].
+#[inline(always)]
+unsafe fn small_to(src: &[u8], dst: *mut u8) -> bool {
+    match *src {
+        [a, b] if dst.cast::<u16>().is_aligned() => {
+            // SAFETY: 2 writable bytes at `dst` (the caller's contract), aligned (checked).
+            unsafe { dst.cast::<u16>().write_volatile(u16::from_ne_bytes([a, b])) };
+        }
+        [a, b, c, d] if dst.cast::<u32>().is_aligned() => {
+            // SAFETY: 4 writable bytes at `dst`, aligned (checked).
+            unsafe { dst.cast::<u32>().write_volatile(u32::from_ne_bytes([a, b, c, d])) };
+        }
+        _ if matches!(src.len(), 8 | 16) && dst.cast::<u64>().is_aligned() => {
+            for (k, chunk) in src.chunks_exact(WORD).enumerate() {
+                let mut w = [0u8; WORD];
+                w.copy_from_slice(chunk);
+                // SAFETY: word `k` (of 1 or 2) is writable at `dst`, aligned (checked).
+                unsafe { dst.cast::<u64>().add(k).write_volatile(u64::from_ne_bytes(w)) };
+            }
+        }
+        _ => return false,
+    }
+    true
 }
 
 /// Words per iteration of the aligned copies: 64 bytes, so the loop's own
@@ -355,6 +420,10 @@ unsafe fn copy_words_unaligned_from(src: *const u8, dst: &mut [u8]) -> usize {
 /// `dst..dst + src.len()` must be mapped writable, and nothing may hold a
 /// Rust reference to it (other accesses must be volatile or atomic).
 pub unsafe fn volatile_copy_to(src: &[u8], dst: *mut u8) {
+    // SAFETY: the caller's contract, for a range of `src.len()` bytes.
+    if unsafe { small_to(src, dst) } {
+        return;
+    }
     let head = dst.align_offset(WORD).min(src.len());
     let (edge, rest) = src.split_at(head);
     for (i, &byte) in edge.iter().enumerate() {

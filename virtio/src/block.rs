@@ -32,7 +32,7 @@ use zerocopy::IntoBytes;
 use crate::device::{read_config_bytes, ActivateError, DeviceContext, VirtioDevice};
 use crate::layout::{VirtioBlkConfig, VirtioBlkGeometry, VirtioBlkTopology};
 use crate::memory::GuestMemory;
-use crate::queue::{Queue, MAX_SEGMENTS};
+use crate::queue::{DescriptorChain, Queue, MAX_SEGMENTS};
 use request::{
     Request, RequestError, RequestKind, SECTOR_SIZE, VIRTIO_BLK_ID_BYTES, VIRTIO_BLK_S_IOERR,
     VIRTIO_BLK_S_OK, VIRTIO_BLK_S_UNSUPP,
@@ -79,6 +79,8 @@ pub const DEFAULT_ID: [u8; VIRTIO_BLK_ID_BYTES] = *b"mkvm-virtio-blk\0\0\0\0\0";
 pub struct BlockDevice<B: BlockBackend, const N: usize = 32> {
     backend: B,
     slots: [Option<Slot>; N],
+    /// The parsed chain of each slot's request: filled in place by the queue, never moved.
+    chains: [DescriptorChain; N],
     next_seq: u64,
     next_gen: u16,
     id: [u8; VIRTIO_BLK_ID_BYTES],
@@ -97,6 +99,7 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
         BlockDevice {
             backend,
             slots: [const { None }; N],
+            chains: [const { DescriptorChain::empty(0) }; N],
             next_seq: 0,
             next_gen: 0,
             id: DEFAULT_ID,
@@ -143,14 +146,18 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
     /// moves (bounded).
     fn run<M: GuestMemory + ?Sized>(&mut self, ctx: &mut DeviceContext<'_, M>) {
         let mut submitted = false;
-        for _ in 0..4 {
+        for round in 0..4 {
             let mut progress = self.drain(ctx);
             if self.active {
                 if let Some((q, mem)) = ctx.queue(REQUESTQ) {
                     progress |= self.accept(q, mem);
-                    let (moved, sub) = self.advance(q, mem);
-                    progress |= moved;
-                    submitted |= sub;
+                    // A request only moves once something changed: a new one, or a
+                    // completion that freed a buffer, a backend slot or a conflict.
+                    if round == 0 || progress {
+                        let (moved, sub) = self.advance(q, mem);
+                        progress |= moved;
+                        submitted |= sub;
+                    }
                 }
             }
             if !progress {
@@ -181,7 +188,10 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
     fn accept<M: GuestMemory + ?Sized>(&mut self, q: &mut Queue, mem: &mut M) -> bool {
         let mut any = false;
         while let Some(free) = self.slots.iter().position(Option::is_none) {
-            let Some(chain) = q.pop(mem) else { break };
+            let Some(chain) = self.chains.get_mut(free) else { break };
+            if !q.pop_into(mem, chain) {
+                break;
+            }
             any = true;
             match request::parse(chain, &*mem) {
                 Ok(req) => self.admit(q, mem, free, req),
@@ -209,7 +219,8 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
                 VIRTIO_BLK_S_UNSUPP
             }
             (RequestKind::GetId, _) => {
-                let n = req.write_data(mem, 0, &self.id).unwrap_or(0);
+                let Some(chain) = self.chains.get(free) else { return };
+                let n = req.write_data(chain, mem, 0, &self.id).unwrap_or(0);
                 // At most 20.
                 return finish(q, mem, &req, VIRTIO_BLK_S_OK, n as u64);
             }
@@ -306,7 +317,9 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
         mem: &mut M,
         i: usize,
     ) -> (bool, bool) {
-        let Some(Some(slot)) = self.slots.get_mut(i) else { return (false, false) };
+        let (Some(Some(slot)), Some(chain)) = (self.slots.get_mut(i), self.chains.get(i)) else {
+            return (false, false);
+        };
         let (mut progress, mut submitted) = (false, false);
         if slot.phase == Phase::Idle {
             if slot.req.kind == RequestKind::Flush {
@@ -314,7 +327,7 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
             } else if slot.done >= slot.req.data_len {
                 return (self.finish_slot(q, mem, i, VIRTIO_BLK_S_OK), false);
             } else {
-                match start_chunk(&mut self.backend, slot, &*mem, self.chunk_blocks) {
+                match start_chunk(&mut self.backend, slot, chain, &*mem, self.chunk_blocks) {
                     Ok(true) => progress = true,
                     Ok(false) => return (false, false),
                     Err(Fault) => return (self.finish_slot(q, mem, i, VIRTIO_BLK_S_IOERR), false),
@@ -394,15 +407,17 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
             self.finish_slot(q, mem, i, VIRTIO_BLK_S_IOERR);
             return;
         }
-        let Some(Some(slot)) = self.slots.get_mut(i) else { return };
+        let (Some(Some(slot)), Some(chain)) = (self.slots.get_mut(i), self.chains.get(i)) else {
+            return;
+        };
         let Phase::InFlight(op) = slot.phase else { return };
         let result = match (op, slot.chunk) {
             (BlockOp::Flush, _) => {
                 self.finish_slot(q, mem, i, VIRTIO_BLK_S_OK);
                 return;
             }
-            (BlockOp::Read, Some(c)) if c.rmw => merge(&mut self.backend, slot, &*mem, c),
-            (BlockOp::Read, Some(c)) => copy_out(&mut self.backend, slot, mem, c),
+            (BlockOp::Read, Some(c)) if c.rmw => merge(&mut self.backend, slot, chain, &*mem, c),
+            (BlockOp::Read, Some(c)) => copy_out(&mut self.backend, slot, chain, mem, c),
             (BlockOp::Write, Some(c)) => {
                 finish_chunk(&mut self.backend, slot, c);
                 Ok(())

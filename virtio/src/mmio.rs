@@ -493,6 +493,33 @@ impl<D: VirtioDevice> MmioTransport<D> {
         }
     }
 
+    /// A QueueNotify whose value the VMM did not read (it saves reading the guest's
+    /// register): every usable queue counts as notified. A device may look at its queues at
+    /// any time, so this is what a notification of any one of them may do. `None` (nothing
+    /// done) until the driver is DRIVER_OK: then the VMM takes the write's usual path, which
+    /// checks and logs it.
+    pub fn notify_all<M: GuestMemory + ?Sized>(&mut self, mem: &mut M) -> Option<Interrupt> {
+        if !self.activated {
+            return None;
+        }
+        let mut usable = 0u64;
+        for (i, q) in self.queues.iter().take(self.num_queues.min(64)).enumerate() {
+            if q.ready() && !q.needs_reset() {
+                usable |= 1 << i;
+            }
+        }
+        let notify = |dev: &mut D, ctx: &mut DeviceContext<'_, M>| {
+            let mut left = usable;
+            while left != 0 {
+                // At most 63, so it fits in u16.
+                let index = left.trailing_zeros() as u16;
+                left &= left - 1;
+                dev.queue_notify(index, ctx);
+            }
+        };
+        Some(self.run_with(mem, !self.defer_notify_interrupts, notify))
+    }
+
     fn notify<M: GuestMemory + ?Sized>(&mut self, mem: &mut M, value: u32) -> Interrupt {
         let usable = usize::try_from(value)
             .ok()
@@ -830,6 +857,31 @@ mod tests {
         assert_eq!(t.queue(0).unwrap().desc_table(), 0);
         assert_eq!(w(&mut t, &mut mem, QUEUE_NOTIFY, 0), Interrupt::NONE);
         assert_eq!(t.device().notified, vec![0], "no notify after reset");
+    }
+
+    #[test]
+    fn notify_all_notifies_every_usable_queue_and_nothing_before_driver_ok() {
+        let mut ram = ram();
+        let mut mem = SliceMemory::new(BASE, &mut ram);
+        let mut t = T::new(Dummy::default());
+        negotiate(&mut t, &mut mem, VIRTIO_F_VERSION_1);
+        assert_eq!(t.notify_all(&mut mem), None, "not DRIVER_OK: the ordinary path checks it");
+        // Queue 0 only: queue 1 is never made ready.
+        let mut drv = DriverQueue::at(BASE, 8);
+        setup_queue(&mut t, &mut mem, 0, &drv);
+        w(&mut t, &mut mem, STATUS, RUNNING);
+        drv.add_chain(&mut mem, &[(DATA, 4, true)]);
+        assert_eq!(t.notify_all(&mut mem), Some(Interrupt::USED_BUFFER));
+        assert_eq!(t.device().notified, vec![0]);
+        assert_eq!(r(&t, INTERRUPT_STATUS), 1);
+        // Both queues ready: both notified, in order.
+        let mut t = T::new(Dummy::default());
+        negotiate(&mut t, &mut mem, VIRTIO_F_VERSION_1);
+        setup_queue(&mut t, &mut mem, 0, &DriverQueue::at(BASE, 8));
+        setup_queue(&mut t, &mut mem, 1, &DriverQueue::at(BASE + 0x1000, 8));
+        w(&mut t, &mut mem, STATUS, RUNNING);
+        assert!(t.notify_all(&mut mem).is_some());
+        assert_eq!(t.device().notified, vec![0, 1]);
     }
 
     #[test]

@@ -279,23 +279,35 @@ impl Queue {
     /// reaching the end of the available ring also publishes `avail_event` so the driver
     /// notifies for the next buffer.
     pub fn pop<M: GuestMemory + ?Sized>(&mut self, mem: &mut M) -> Option<DescriptorChain> {
+        let mut chain = DescriptorChain::empty(0);
+        self.pop_into(mem, &mut chain).then_some(chain)
+    }
+
+    /// [`Queue::pop`] into `chain`, which is overwritten in place: for devices that keep
+    /// the chains of requests in flight in a table of their own. Returns whether a chain
+    /// was taken; when not, `chain` holds nothing of use.
+    pub fn pop_into<M: GuestMemory + ?Sized>(
+        &mut self,
+        mem: &mut M,
+        chain: &mut DescriptorChain,
+    ) -> bool {
         // Bounded: each round consumes one available entry, and at most a queue's worth.
         for _ in 0..=u32::from(self.max_size) {
             if !self.ready || self.broken {
-                return None;
+                return false;
             }
             if self.next_avail == self.avail_shadow && !self.refresh_avail(mem) {
-                return None;
+                return false;
             }
-            let head = self.read_avail_entry(mem)?;
+            let Some(head) = self.read_avail_entry(mem) else { return false };
             self.next_avail = self.next_avail.wrapping_add(1);
             let src = ChainSource {
                 table: self.desc,
                 size: self.qsize(),
                 indirect: self.features.indirect,
             };
-            match chain::walk(mem, &src, head) {
-                Ok(c) => return Some(c),
+            match chain::walk_into(mem, &src, head, chain) {
+                Ok(()) => return true,
                 Err(ChainError::HeadOutOfRange(h)) => {
                     // No valid id to complete it with: the queue cannot continue.
                     guest_warn!("queue: head index {} out of range; device needs reset", h);
@@ -307,7 +319,7 @@ impl Queue {
                 }
             }
         }
-        None
+        false
     }
 
     /// Puts back the chain most recently returned by [`Queue::pop`], so the next `pop`

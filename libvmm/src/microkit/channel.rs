@@ -43,6 +43,21 @@ impl Channel {
         Notification(BASE_OUTPUT_NOTIFICATION_CAP + self.0 as u64).signal();
     }
 
+    /// Corresponds to `microkit_deferred_notify`: the notification goes out
+    /// with the PD's next wait, in the same system call (`seL4_NBSendRecv`),
+    /// so the PD is blocked before the notified PD runs: one kernel entry
+    /// and, when that PD has the higher priority, two thread switches fewer
+    /// than [`Channel::notify`]. One notification is held at a time: a
+    /// second, to another channel, sends the held one at once. Before a
+    /// reply (a fault or a protected call) the held one is sent first.
+    pub fn notify_deferred(self) {
+        if microkit_notifications.get() & self.bit() == 0 {
+            log::error!(target: "core", "notify: channel {} cannot notify (see the .system file)", self.0);
+            return;
+        }
+        super::runtime::defer_notify(BASE_OUTPUT_NOTIFICATION_CAP + self.0 as u64);
+    }
+
     /// Corresponds to `microkit_irq_ack`: re-enables this IRQ channel.
     pub fn irq_ack(self) -> Result<(), Error> {
         if microkit_irqs.get() & self.bit() == 0 {

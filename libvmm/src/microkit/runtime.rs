@@ -5,7 +5,29 @@ use super::channel::{Channel, ChannelSet};
 use super::handler::{Event, Handler};
 use super::slots::{INPUT_CAP, MONITOR_EP, REPLY_CAP};
 use super::symbols::{microkit_ioports, microkit_irqs, microkit_passive};
-use crate::sel4::{syscall, Fault, MessageInfo};
+use crate::sel4::{syscall, Fault, MessageInfo, Notification};
+use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
+
+/// The notification capability held by [`Channel::notify_deferred`] + 1;
+/// 0: none. A PD is one thread, so `Relaxed` is all the ordering needed.
+static DEFERRED: AtomicU64 = AtomicU64::new(0);
+
+/// Holds a notification to `cap` for the next wait; one held already for
+/// another capability is sent now.
+pub(super) fn defer_notify(cap: u64) {
+    let held = DEFERRED.swap(cap + 1, Relaxed);
+    if held != 0 && held != cap + 1 {
+        Notification(held - 1).signal();
+    }
+}
+
+/// Takes the held notification's capability, if any.
+fn take_deferred() -> Option<u64> {
+    match DEFERRED.swap(0, Relaxed) {
+        0 => None,
+        held => Some(held - 1),
+    }
+}
 
 /// Declares the PD's entry point, running `$handler` (a [`Handler`]).
 ///
@@ -52,9 +74,18 @@ pub fn run<H: Handler>() -> ! {
                 reply = handler.fault(child, fault);
             }
         }
-        (info, badge) = match reply.take() {
-            Some(r) => syscall::reply_recv(INPUT_CAP, r, REPLY_CAP),
-            None => syscall::recv(INPUT_CAP, REPLY_CAP),
+        (info, badge) = match (reply.take(), take_deferred()) {
+            (Some(r), held) => {
+                if let Some(cap) = held {
+                    Notification(cap).signal();
+                }
+                syscall::reply_recv(INPUT_CAP, r, REPLY_CAP)
+            }
+            // A signal fused with the wait (libmicrokit's deferred notify).
+            (None, Some(cap)) => {
+                syscall::nb_send_recv(cap, MessageInfo::new(0, 0), INPUT_CAP, REPLY_CAP)
+            }
+            (None, None) => syscall::recv(INPUT_CAP, REPLY_CAP),
         };
     }
 }

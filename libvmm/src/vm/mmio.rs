@@ -5,30 +5,45 @@
 use super::exception::Exception;
 use super::exit::MmioAccess;
 use super::irq::Lrs;
-use super::{Devices, Hypervisor, Vm, RESUME};
+use super::{DataEndianness, Devices, Hypervisor, Vm, RESUME};
 use crate::sel4::user_context::{gpr_index, words_to_cover, SPSR};
-use crate::sel4::{Error, MessageInfo, UserContext, VcpuReg};
+use crate::sel4::{Error, MessageInfo, VcpuReg};
 use vgic::VcpuMask;
 
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
-    /// A load or store to the GIC or one of `Devices`; to
-    /// nothing, an abort. One register read and one write-back at most,
-    /// plus SCTLR_EL1 for the guest's data endianness.
+    /// A load or store to the GIC or one of `Devices`; to nothing, an
+    /// abort. At most one register read and one write-back (none for a
+    /// doorbell's value), plus SCTLR_EL1 under [`DataEndianness::FromSctlr`].
     pub(super) fn mmio(
         &mut self,
         vcpu: usize,
         ip: u64,
         a: MmioAccess,
     ) -> Result<Option<MessageInfo>, Error> {
-        let mut regs = UserContext::default();
-        let count = words_to_cover(a.reg);
-        if a.write && gpr_index(a.reg).is_some() {
-            self.hv.read_regs(vcpu, count, &mut regs)?;
-        }
-        let read = if a.write && gpr_index(a.reg).is_some() { count } else { 0 };
-        let big_endian = self.big_endian(vcpu, &mut regs, read)?;
-        let value = swap_if(big_endian, a.store_value(regs.gpr(a.reg)), a.width);
         let gic = self.gic.region(&self.config.gic, a.gpa.0);
+        if a.write && gic.is_none() {
+            if let Some(irq) = self.devices.doorbell(&mut self.ram, a.gpa, a.width) {
+                self.scratch.set_pc(ip.wrapping_add(a.instruction_len));
+                self.hv.write_regs(vcpu, false, 1, &self.scratch)?;
+                if let Some(irq) = irq {
+                    self.raise_irq(irq);
+                }
+                return Ok(RESUME);
+            }
+        }
+        // Only words `..count` of `scratch` are read or written below, each
+        // loaded from the vCPU first (or the PC, set).
+        let count = words_to_cover(a.reg);
+        let stored = a.write && gpr_index(a.reg).is_some();
+        if stored {
+            self.hv.read_regs(vcpu, count, &mut self.scratch)?;
+        }
+        let big_endian = match self.endianness {
+            DataEndianness::Little => false,
+            DataEndianness::FromSctlr => self.big_endian(vcpu, if stored { count } else { 0 })?,
+        };
+        let stored_value = if stored { self.scratch.gpr(a.reg) } else { 0 };
+        let value = swap_if(big_endian, a.store_value(stored_value), a.width);
         let (loaded, woken, irq) = match (gic, a.write) {
             (Some(region), true) => {
                 let woken = self.gic.write(vcpu, region, a.width, value, &mut Lrs(&mut self.hv));
@@ -51,12 +66,12 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         let write_count = if a.write { 1 } else { count };
         if !a.write {
             if count > 1 {
-                self.hv.read_regs(vcpu, count, &mut regs)?;
+                self.hv.read_regs(vcpu, count, &mut self.scratch)?;
             }
-            regs.set_gpr(a.reg, a.load_value(swap_if(big_endian, loaded, a.width)));
+            self.scratch.set_gpr(a.reg, a.load_value(swap_if(big_endian, loaded, a.width)));
         }
-        regs.set_pc(ip.wrapping_add(a.instruction_len));
-        self.hv.write_regs(vcpu, false, write_count, &regs)?;
+        self.scratch.set_pc(ip.wrapping_add(a.instruction_len));
+        self.hv.write_regs(vcpu, false, write_count, &self.scratch)?;
         self.wake(woken);
         if gic.is_some() && a.write {
             self.gic_followup();
@@ -70,23 +85,18 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// Is the guest's data big-endian for this access? SCTLR_EL1.EE for
     /// EL1, E0E for EL0 (Arm ARM D19.2.118). The guest changes SCTLR_EL1
     /// without trapping, so it is read on each MMIO exit; SPSR (words
-    /// 0-2 of `regs`, of which `read` are loaded) only when EE and E0E differ.
-    fn big_endian(
-        &mut self,
-        vcpu: usize,
-        regs: &mut UserContext,
-        read: usize,
-    ) -> Result<bool, Error> {
+    /// 0-2 of `scratch`, of which `read` are loaded) only when EE and E0E differ.
+    fn big_endian(&mut self, vcpu: usize, read: usize) -> Result<bool, Error> {
         let sctlr = self.hv.read_reg(vcpu, VcpuReg::Sctlr)?;
         let (ee, e0e) = (sctlr & SCTLR_EE != 0, sctlr & SCTLR_E0E != 0);
         if ee == e0e {
             return Ok(ee);
         }
         if read <= SPSR {
-            self.hv.read_regs(vcpu, SPSR + 1, regs)?;
+            self.hv.read_regs(vcpu, SPSR + 1, &mut self.scratch)?;
         }
         // SPSR.M[4]: AArch32 (EL0 only); else M[3:2] is the EL.
-        let spsr = regs.words[SPSR];
+        let spsr = self.scratch.words[SPSR];
         let el0 = spsr & 0b1_0000 != 0 || spsr & 0b1100 == 0;
         Ok(if el0 { e0e } else { ee })
     }

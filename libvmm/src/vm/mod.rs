@@ -21,7 +21,7 @@ pub mod reset_stub;
 
 use crate::guest_memory::{Gpa, GuestRam};
 use crate::linux::boot::{BootImages, Layout};
-use crate::sel4::{Error, Fault, MessageInfo};
+use crate::sel4::{Error, Fault, MessageInfo, UserContext};
 use exception::Exception;
 use exit::Exit;
 use gic::Gic;
@@ -96,6 +96,13 @@ pub trait Devices {
     /// raise, if any.
     fn write(&mut self, ram: &mut GuestRam, gpa: Gpa, width: u8, value: u64)
         -> Option<Option<u32>>;
+    /// A store to a doorbell, a register where the value written does not
+    /// matter (a virtio-MMIO QueueNotify: every queue is looked at): `None`
+    /// if `gpa` is not one, else the interrupt to raise, if any. The VMM
+    /// asks before it reads the guest's register, and saves that read.
+    fn doorbell(&mut self, _ram: &mut GuestRam, _gpa: Gpa, _width: u8) -> Option<Option<u32>> {
+        None
+    }
     /// The guest is being reset: put every device back to its power-on state.
     fn reset(&mut self) {}
     /// Deferred work, when a vCPU idles and at each virtual timer interrupt: `raise` the
@@ -173,6 +180,21 @@ pub enum SystemOff {
     Firmware,
 }
 
+/// The byte order of the guest's data in MMIO accesses.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Default)]
+pub enum DataEndianness {
+    /// Little-endian, as a Linux arm64 Image's header must declare (the
+    /// loader refuses big-endian kernels) and a little-endian kernel keeps:
+    /// `SCTLR_EL1` is not read. The default.
+    #[default]
+    Little,
+    /// Whatever `SCTLR_EL1.EE` (EL1) or `E0E` (EL0) says at each access:
+    /// for guests that switch to big-endian data. The guest changes
+    /// `SCTLR_EL1` without a trap, so it is read on every MMIO exit (one
+    /// more invocation each).
+    FromSctlr,
+}
+
 /// Where a vCPU is.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum VcpuState {
@@ -227,6 +249,10 @@ pub struct Vm<'a, H: Hypervisor, D: Devices = ()> {
     layout: Option<Layout>,
     boots: u32,
     bad_guest: RateLimit,
+    endianness: DataEndianness,
+    /// The MMIO path's register words: only the words an exit reads or sets
+    /// are used, so it is not cleared per exit.
+    scratch: UserContext,
 }
 
 impl<'a, H: Hypervisor> Vm<'a, H, ()> {
@@ -265,7 +291,15 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             layout: None,
             boots: 0,
             bad_guest: RateLimit::default(),
+            endianness: DataEndianness::default(),
+            scratch: UserContext::default(),
         }
+    }
+
+    /// Sets how the guest's MMIO data is ordered ([`DataEndianness`];
+    /// little-endian unless set).
+    pub fn set_data_endianness(&mut self, endianness: DataEndianness) {
+        self.endianness = endianness;
     }
 
     /// The hypervisor interface (tests inspect their fake through it).

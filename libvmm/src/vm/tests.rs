@@ -31,6 +31,9 @@ struct Fake {
     active_lrs: Vec<(usize, u8)>,
     /// Timer-service requests: (channel, timeout in ns).
     timeouts: Vec<(u8, u64)>,
+    /// Invocations that read registers: TCB (`read_regs`) and VCPU (`read_reg`).
+    tcb_reads: usize,
+    vcpu_reads: usize,
 }
 
 impl Fake {
@@ -51,6 +54,7 @@ impl Fake {
 
 impl Hypervisor for Fake {
     fn read_regs(&mut self, v: usize, count: usize, regs: &mut UserContext) -> Result<(), Error> {
+        self.tcb_reads += 1;
         regs.words[..count].copy_from_slice(&self.regs[v].words[..count]);
         Ok(())
     }
@@ -72,6 +76,7 @@ impl Hypervisor for Fake {
         Ok(())
     }
     fn read_reg(&mut self, v: usize, reg: VcpuReg) -> Result<u64, Error> {
+        self.vcpu_reads += 1;
         Ok(self.vcpu_regs[v][reg as usize])
     }
     fn write_reg(&mut self, v: usize, reg: VcpuReg, value: u64) -> Result<(), Error> {
@@ -716,6 +721,83 @@ fn devices_get_accesses_and_raise_their_interrupts() {
     assert_eq!(vm.hv.vcpu_regs[0][VcpuReg::Esr as usize] >> 26, 0x25);
 }
 
+/// A doorbell at 0x0a00_0100 that raises SPI 48, and `Register` behind it.
+#[derive(Default)]
+struct Bell {
+    rung: usize,
+    reg: Register,
+}
+
+impl Devices for Bell {
+    fn read(&mut self, ram: &mut GuestRam, gpa: Gpa, w: u8) -> Option<(u64, Option<u32>)> {
+        self.reg.read(ram, gpa, w)
+    }
+    fn write(&mut self, ram: &mut GuestRam, gpa: Gpa, w: u8, value: u64) -> Option<Option<u32>> {
+        self.reg.write(ram, gpa, w, value)
+    }
+    fn doorbell(&mut self, _: &mut GuestRam, gpa: Gpa, width: u8) -> Option<Option<u32>> {
+        (gpa.0 == 0x0a00_0100 && width == 4).then(|| {
+            self.rung += 1;
+            Some(48)
+        })
+    }
+}
+
+#[test]
+fn a_doorbell_store_reads_no_register_and_steps_the_pc() {
+    let mut s = Setup::new();
+    let ram = GuestRam::from_slice(RAM_BASE, &mut s.mem);
+    let images = BootImages { kernel: &s.kernel, initrd: &[], dtb: &s.dtb, bootargs: None };
+    let config = VmConfig {
+        num_vcpus: 1,
+        gic: GicLayout::QEMU_VIRT_V2,
+        num_lrs: 4,
+        passthrough: &[],
+        timer: Timer::None,
+        system_off: SystemOff::StopVm,
+    };
+    let mut vm = Vm::with_devices(Fake::new(1), Bell::default(), ram, images, config);
+    vm.boot().unwrap();
+    finish_reset_stub(&mut vm);
+    for (offset, width, value) in [(0, 4, 1), (0x104, 4, 1 << 16), (0x800 + 48, 1, 1)] {
+        vm.hv.regs[0].set_gpr(1, value);
+        let fault = Fault::VmFault {
+            ip: 0x4000_1000,
+            addr: GICD + offset,
+            prefetch: false,
+            fsr: dabt(width, 1, true),
+        };
+        vm.handle_fault(0, &fault);
+    }
+    let before = (vm.hv.tcb_reads, vm.hv.vcpu_reads);
+    vm.hv.regs[0].set_gpr(5, 0x1234);
+    let sp_spsr = (vm.hv.regs[0].words[1], vm.hv.regs[0].words[2]);
+    let fault = Fault::VmFault {
+        ip: 0x4000_2000,
+        addr: 0x0a00_0100,
+        prefetch: false,
+        fsr: dabt(4, 5, true),
+    };
+    assert_eq!(vm.handle_fault(0, &fault), RESUME);
+    assert_eq!(vm.devices().0.rung, 1);
+    assert_eq!((vm.hv.tcb_reads, vm.hv.vcpu_reads), before, "no register read at all");
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
+    assert_eq!((vm.hv.regs[0].words[1], vm.hv.regs[0].words[2]), sp_spsr, "only the PC written");
+    assert_eq!(vm.hv.regs[0].gpr(5), 0x1234);
+    assert_eq!(vm.hv.injected, [(0, 48, 0)]);
+    // A 2-byte store there is no doorbell: the ordinary path (no device: an abort).
+    vm.hv.regs[0].words[2] = 0x3c5;
+    let fault = Fault::VmFault {
+        ip: 0x4000_2000,
+        addr: 0x0a00_0100,
+        prefetch: false,
+        fsr: dabt(2, 5, true),
+    };
+    vm.handle_fault(0, &fault);
+    assert_eq!(vm.devices().0.rung, 1);
+    assert_eq!(vm.hv.vcpu_regs[0][VcpuReg::Esr as usize] >> 26, 0x25);
+}
+
 const WFI: Fault = Fault::VcpuFault { hsr: 0x07e0_0000 };
 
 fn gicd_write(vm: &mut Vm<'_, Fake>, vcpu: usize, offset: u64, width: u8, value: u64) {
@@ -788,6 +870,7 @@ fn cpu_suspend_powerdown_returns_like_standby_and_bad_states_are_invalid() {
 fn big_endian_guest_mmio_is_byte_swapped() {
     let mut s = Setup::new();
     let mut vm = s.vm(1);
+    vm.set_data_endianness(DataEndianness::FromSctlr);
     vm.hv.vcpu_regs[0][VcpuReg::Sctlr as usize] = 1 << 25; // EE
     vm.hv.regs[0].words[2] = 0x3c5; // EL1h
     vm.hv.regs[0].set_gpr(1, 0x0100_0000); // GICD_CTLR = 1, big-endian
@@ -803,6 +886,23 @@ fn big_endian_guest_mmio_is_byte_swapped() {
     vm.hv.regs[0].words[2] = 0x3c5;
     mmio(&mut vm, GICD, 4, 3, false);
     assert_eq!(vm.hv.regs[0].gpr(3), 0x0100_0000);
+}
+
+#[test]
+fn little_endian_data_reads_no_sctlr_and_costs_one_read_and_one_write() {
+    let mut s = Setup::new();
+    let mut vm = s.vm(1);
+    // Even with EE set (a guest contradicting its Image header), the
+    // default takes the data as little-endian and never reads SCTLR_EL1.
+    vm.hv.vcpu_regs[0][VcpuReg::Sctlr as usize] = 1 << 25;
+    let (tcb, vcpu) = (vm.hv.tcb_reads, vm.hv.vcpu_reads);
+    vm.hv.regs[0].set_gpr(1, 1);
+    mmio(&mut vm, GICD, 4, 1, true);
+    mmio(&mut vm, GICD, 4, 3, false);
+    assert_eq!(vm.hv.regs[0].gpr(3), 1, "GICD_CTLR as written, not byte-swapped");
+    assert_eq!(vm.hv.vcpu_reads - vcpu, 0, "no SCTLR_EL1 read");
+    assert_eq!(vm.hv.tcb_reads - tcb, 2, "one register read per access");
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_1004);
 }
 
 #[test]

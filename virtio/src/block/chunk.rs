@@ -13,6 +13,7 @@ use super::backend::{BlockBackend, BlockOp, BufferId, BACKEND_BLOCK};
 const BOUNCE: usize = 512;
 use super::request::{Request, RequestKind, SECTOR_SIZE};
 use crate::memory::{CopyError, GuestMemory};
+use crate::queue::DescriptorChain;
 
 /// The bounce buffer, aligned like the words the volatile copies move.
 #[repr(C, align(16))]
@@ -50,7 +51,8 @@ pub(super) enum Phase {
     InFlight(BlockOp),
 }
 
-/// One request in the in-flight table.
+/// One request in the in-flight table (its chain is in the device's table of chains, at
+/// the same index).
 #[derive(Clone, Debug)]
 pub(super) struct Slot {
     pub(super) req: Request,
@@ -93,6 +95,7 @@ impl Slot {
 pub(super) fn start_chunk<B: BlockBackend, M: GuestMemory + ?Sized>(
     backend: &mut B,
     slot: &mut Slot,
+    chain: &DescriptorChain,
     mem: &M,
     cap: u32,
 ) -> Result<bool, Fault> {
@@ -113,7 +116,7 @@ pub(super) fn start_chunk<B: BlockBackend, M: GuestMemory + ?Sized>(
         slot.phase = Phase::Submit(BlockOp::Read);
         return Ok(true);
     }
-    guest_to_buffer(backend, slot, mem, buf, chunk)?;
+    guest_to_buffer(backend, slot, chain, mem, buf, chunk)?;
     slot.phase = Phase::Submit(BlockOp::Write);
     Ok(true)
 }
@@ -144,13 +147,14 @@ fn plan(req: &Request, done: u64, cap: u32) -> Chunk {
 fn guest_to_buffer<B: BlockBackend, M: GuestMemory + ?Sized>(
     backend: &mut B,
     slot: &Slot,
+    chain: &DescriptorChain,
     mem: &M,
     buf: BufferId,
     c: Chunk,
 ) -> Result<(), Fault> {
     if let Some((shared, base, size)) = backend.shared_buffer(buf) {
         let start = fits(base, size, c)?;
-        let n = slot.req.read_data_pieces(slot.done, c.len, |gpa, at, n| {
+        let n = slot.req.read_data_pieces(chain, slot.done, c.len, |gpa, at, n| {
             mem.read_to_shared(gpa, shared, start + at, n)
         });
         return copied(n, c);
@@ -159,7 +163,7 @@ fn guest_to_buffer<B: BlockBackend, M: GuestMemory + ?Sized>(
     let mut at = 0;
     while at < c.len {
         let part = &mut bounce.0[..core::cmp::min(BOUNCE, c.len - at)];
-        let n = slot.req.read_data(mem, slot.done + at as u64, part).map_err(|_| Fault)?;
+        let n = slot.req.read_data(chain, mem, slot.done + at as u64, part).map_err(|_| Fault)?;
         if n != part.len() {
             return Err(Fault);
         }
@@ -174,13 +178,14 @@ fn guest_to_buffer<B: BlockBackend, M: GuestMemory + ?Sized>(
 fn buffer_to_guest<B: BlockBackend, M: GuestMemory + ?Sized>(
     backend: &B,
     slot: &Slot,
+    chain: &DescriptorChain,
     mem: &mut M,
     buf: BufferId,
     c: Chunk,
 ) -> Result<(), Fault> {
     if let Some((shared, base, size)) = backend.shared_buffer(buf) {
         let start = fits(base, size, c)?;
-        let n = slot.req.write_data_pieces(slot.done, c.len, |gpa, at, n| {
+        let n = slot.req.write_data_pieces(chain, slot.done, c.len, |gpa, at, n| {
             mem.write_from_shared(gpa, shared, start + at, n)
         });
         return copied(n, c);
@@ -190,7 +195,7 @@ fn buffer_to_guest<B: BlockBackend, M: GuestMemory + ?Sized>(
     while at < c.len {
         let part = &mut bounce.0[..core::cmp::min(BOUNCE, c.len - at)];
         backend.read_buffer(buf, c.skip + at, part).map_err(|_| too_small(c))?;
-        let n = slot.req.write_data(mem, slot.done + at as u64, part).map_err(|_| Fault)?;
+        let n = slot.req.write_data(chain, mem, slot.done + at as u64, part).map_err(|_| Fault)?;
         if n != part.len() {
             return Err(Fault);
         }
@@ -227,11 +232,12 @@ fn too_small(c: Chunk) -> Fault {
 pub(super) fn merge<B: BlockBackend, M: GuestMemory + ?Sized>(
     backend: &mut B,
     slot: &mut Slot,
+    chain: &DescriptorChain,
     mem: &M,
     c: Chunk,
 ) -> Result<(), Fault> {
     let buf = c.buf.ok_or(Fault)?;
-    guest_to_buffer(backend, slot, mem, buf, c)?;
+    guest_to_buffer(backend, slot, chain, mem, buf, c)?;
     slot.phase = Phase::Submit(BlockOp::Write);
     Ok(())
 }
@@ -240,11 +246,12 @@ pub(super) fn merge<B: BlockBackend, M: GuestMemory + ?Sized>(
 pub(super) fn copy_out<B: BlockBackend, M: GuestMemory + ?Sized>(
     backend: &mut B,
     slot: &mut Slot,
+    chain: &DescriptorChain,
     mem: &mut M,
     c: Chunk,
 ) -> Result<(), Fault> {
     let buf = c.buf.ok_or(Fault)?;
-    buffer_to_guest(backend, slot, mem, buf, c)?;
+    buffer_to_guest(backend, slot, chain, mem, buf, c)?;
     finish_chunk(backend, slot, c);
     Ok(())
 }

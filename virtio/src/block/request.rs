@@ -50,8 +50,10 @@ pub enum RequestKind {
     Unsupported(u32),
 }
 
-/// A parsed request. Its header was read once; the chain locates data and status.
-#[derive(Clone, Debug)]
+/// A parsed request. Its header was read once. The chain it was parsed from locates the
+/// data: the data methods take that chain (a device keeps the chains of its requests in a
+/// table, so a request is small and a chain is never copied).
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 pub struct Request {
     /// What to do.
     pub kind: RequestKind,
@@ -62,61 +64,65 @@ pub struct Request {
     pub data_len: u64,
     /// Guest-physical address of the status byte.
     pub status: u64,
-    chain: DescriptorChain,
+    head: u16,
 }
 
 impl Request {
     /// The chain's head index (the id to complete it with).
     pub fn head(&self) -> u16 {
-        self.chain.head()
+        self.head
     }
 
     /// Copies write data, starting `offset` bytes into it, into `buf`. Returns the bytes
     /// copied (fewer at the end of the data).
     pub fn read_data<M: GuestMemory + ?Sized>(
         &self,
+        chain: &DescriptorChain,
         mem: &M,
         offset: u64,
         buf: &mut [u8],
     ) -> Result<usize, MemoryError> {
         let n = clamp(buf.len(), self.data_len.saturating_sub(offset));
-        self.chain.read_at(mem, HEADER_SIZE + offset, &mut buf[..n])
+        chain.read_at(mem, HEADER_SIZE + offset, &mut buf[..n])
     }
 
     /// Copies `data` into the read data area, `offset` bytes into it; never into the
     /// status byte. Returns the bytes copied.
     pub fn write_data<M: GuestMemory + ?Sized>(
         &self,
+        chain: &DescriptorChain,
         mem: &mut M,
         offset: u64,
         data: &[u8],
     ) -> Result<usize, MemoryError> {
         let n = clamp(data.len(), self.data_len.saturating_sub(offset));
-        self.chain.write_at(mem, offset, &data[..n])
+        chain.write_at(mem, offset, &data[..n])
     }
 
     /// Calls `f(gpa, at, n)` for each guest piece of the write data `[offset, offset + len)`
     /// (`at`: bytes before the piece); see [`Request::read_data`]. Returns the bytes covered.
     pub fn read_data_pieces<E>(
         &self,
+        chain: &DescriptorChain,
         offset: u64,
         len: usize,
         f: impl FnMut(u64, usize, usize) -> Result<(), E>,
     ) -> Result<usize, E> {
         let n = clamp(len, self.data_len.saturating_sub(offset));
-        self.chain.readable_pieces(HEADER_SIZE + offset, n, f)
+        chain.readable_pieces(HEADER_SIZE + offset, n, f)
     }
 
     /// Calls `f(gpa, at, n)` for each guest piece of the read data area `[offset, offset +
     /// len)`, never the status byte; see [`Request::write_data`]. Returns the bytes covered.
     pub fn write_data_pieces<E>(
         &self,
+        chain: &DescriptorChain,
         offset: u64,
         len: usize,
         f: impl FnMut(u64, usize, usize) -> Result<(), E>,
     ) -> Result<usize, E> {
         let n = clamp(len, self.data_len.saturating_sub(offset));
-        self.chain.writable_pieces(offset, n, f)
+        chain.writable_pieces(offset, n, f)
     }
 }
 
@@ -167,7 +173,7 @@ pub struct RequestError {
 
 /// Parses `chain` as a virtio-blk request.
 pub fn parse<M: GuestMemory + ?Sized>(
-    chain: DescriptorChain,
+    chain: &DescriptorChain,
     mem: &M,
 ) -> Result<Request, RequestError> {
     let head = chain.head();
@@ -203,7 +209,7 @@ pub fn parse<M: GuestMemory + ?Sized>(
     {
         return Err(fail(ParseError::BadLength(data_len), Some(status)));
     }
-    Ok(Request { kind, sector, data_len, status, chain })
+    Ok(Request { kind, sector, data_len, status, head })
 }
 
 #[cfg(test)]
@@ -233,7 +239,7 @@ mod tests {
     }
 
     fn parse_in(ram: &mut [u8], segs: &[(u64, u32, bool)]) -> Result<Request, RequestError> {
-        parse(chain(segs), &SliceMemory::new(BASE, ram))
+        parse(&chain(segs), &SliceMemory::new(BASE, ram))
     }
 
     #[test]
@@ -262,12 +268,12 @@ mod tests {
     fn header_and_status_may_share_segments_with_data() {
         let mut ram = ram_with_header(VIRTIO_BLK_T_OUT, 1);
         ram[16..16 + 512].fill(0xab);
-        let r = parse_in(&mut ram, &[(HDR, 10, false), (HDR + 10, 518, false), (STATUS, 1, true)])
-            .unwrap();
+        let segs = [(HDR, 10, false), (HDR + 10, 518, false), (STATUS, 1, true)];
+        let r = parse_in(&mut ram, &segs).unwrap();
         assert_eq!((r.kind, r.sector, r.data_len), (RequestKind::Write, 1, 512));
         let mem = SliceMemory::new(BASE, &mut ram);
         let mut buf = [0u8; 600];
-        assert_eq!(r.read_data(&mem, 0, &mut buf).unwrap(), 512);
+        assert_eq!(r.read_data(&chain(&segs), &mem, 0, &mut buf).unwrap(), 512);
         assert!(buf[..512].iter().all(|&b| b == 0xab));
         let mut ram = ram_with_header(VIRTIO_BLK_T_IN, 1);
         let r = parse_in(&mut ram, &[(HDR, 16, false), (DATA, 513, true)]).unwrap();
@@ -327,11 +333,13 @@ mod tests {
     #[test]
     fn write_data_never_touches_the_status_byte() {
         let mut ram = ram_with_header(VIRTIO_BLK_T_IN, 0);
-        let r = parse_in(&mut ram, &[(HDR, 16, false), (DATA, 513, true)]).unwrap();
+        let segs = [(HDR, 16, false), (DATA, 513, true)];
+        let r = parse_in(&mut ram, &segs).unwrap();
+        let c = chain(&segs);
         let mut mem = SliceMemory::new(BASE, &mut ram);
         mem.write(DATA + 512, &[0x77]).unwrap();
-        assert_eq!(r.write_data(&mut mem, 0, &[1u8; 600]).unwrap(), 512);
-        assert_eq!(r.write_data(&mut mem, 512, &[1u8; 4]).unwrap(), 0);
+        assert_eq!(r.write_data(&c, &mut mem, 0, &[1u8; 600]).unwrap(), 512);
+        assert_eq!(r.write_data(&c, &mut mem, 512, &[1u8; 4]).unwrap(), 0);
         assert_eq!(mem.as_slice()[0x1000 + 512], 0x77);
     }
 }

@@ -51,20 +51,38 @@ pub trait SerialBackend {
 struct TxProgress {
     chain: DescriptorChain,
     offset: u64,
+    /// Whether `chain` holds a chain being sent (else it is only storage).
+    held: bool,
+}
+
+/// A guest receive chain waiting for input.
+#[derive(Clone, Debug)]
+struct RxBuffer {
+    chain: DescriptorChain,
+    /// Whether `chain` holds a chain (else it is only storage).
+    held: bool,
 }
 
 /// A virtio console over a [`SerialBackend`].
+///
+/// The chain in progress each way is kept in place (a parsed chain is about 1 KiB, and the
+/// queues fill it where it lies), so a poll without input or backend space copies nothing.
 pub struct Console<S: SerialBackend> {
     backend: S,
-    tx: Option<TxProgress>,
-    rx: Option<DescriptorChain>,
+    tx: TxProgress,
+    rx: RxBuffer,
     active: bool,
 }
 
 impl<S: SerialBackend> Console<S> {
     /// A console over `backend`.
     pub fn new(backend: S) -> Console<S> {
-        Console { backend, tx: None, rx: None, active: false }
+        Console {
+            backend,
+            tx: TxProgress { chain: DescriptorChain::empty(0), offset: 0, held: false },
+            rx: RxBuffer { chain: DescriptorChain::empty(0), held: false },
+            active: false,
+        }
     }
 
     /// The backend.
@@ -79,7 +97,7 @@ impl<S: SerialBackend> Console<S> {
 
     /// Whether a guest transmit chain is waiting for backend space.
     pub fn tx_pending(&self) -> bool {
-        self.tx.is_some()
+        self.tx.held
     }
 
     /// Sends guest output until the transmit queue is empty or the backend is full.
@@ -88,27 +106,26 @@ impl<S: SerialBackend> Console<S> {
         let mut moved = false;
         // Bounded: each round completes one chain or stops.
         for _ in 0..=u32::from(QUEUE_SIZE) {
-            let mut p = match self.tx.take() {
-                Some(p) => p,
-                None => match q.pop(mem) {
-                    Some(chain) => TxProgress { chain, offset: 0 },
-                    None => break,
-                },
-            };
-            let start = p.offset;
-            let done = send(&mut self.backend, &*mem, &mut p);
-            moved |= p.offset != start;
-            match done {
-                Ok(false) => {
-                    self.tx = Some(p);
+            let p = &mut self.tx;
+            if !p.held {
+                if !q.pop_into(mem, &mut p.chain) {
                     break;
                 }
+                p.offset = 0;
+                p.held = true;
+            }
+            let start = p.offset;
+            let done = send(&mut self.backend, &*mem, p);
+            moved |= p.offset != start;
+            match done {
+                Ok(false) => break,
                 Ok(true) => q.add_used(mem, p.chain.head(), 0),
                 Err(e) => {
                     guest_warn!("console: transmit buffer unreadable: {}", e);
                     q.add_used(mem, p.chain.head(), 0);
                 }
             }
+            p.held = false;
         }
         if moved {
             self.backend.tx_flush();
@@ -120,27 +137,28 @@ impl<S: SerialBackend> Console<S> {
         let Some((q, mem)) = ctx.queue(RECEIVEQ) else { return };
         // Bounded: each round completes one chain or stops.
         for _ in 0..=u32::from(QUEUE_SIZE) {
-            let chain = match self.rx.take() {
-                Some(c) => c,
-                None => match q.pop(mem) {
-                    Some(c) => c,
-                    None => return,
-                },
-            };
+            if !self.rx.held {
+                if !q.pop_into(mem, &mut self.rx.chain) {
+                    return;
+                }
+                self.rx.held = true;
+            }
+            let chain = &self.rx.chain;
             let cap = chain.writable_len();
             if cap == 0 {
                 guest_warn!("console: receive buffer {} has no writable bytes", chain.head());
                 q.add_used(mem, chain.head(), 0);
+                self.rx.held = false;
                 continue;
             }
-            let filled = fill(&mut self.backend, mem, &chain);
+            let filled = fill(&mut self.backend, mem, chain);
             if filled == 0 {
                 // No input now: keep the buffer for when some arrives.
-                self.rx = Some(chain);
                 return;
             }
             // `filled <= cap <= u32::MAX` (chains are bounded to 2^32 - 1 bytes).
             q.add_used(mem, chain.head(), filled as u32);
+            self.rx.held = false;
             if filled < cap {
                 return;
             }
@@ -233,8 +251,8 @@ impl<S: SerialBackend> VirtioDevice for Console<S> {
     }
 
     fn reset(&mut self) {
-        self.tx = None;
-        self.rx = None;
+        self.tx.held = false;
+        self.rx.held = false;
         self.active = false;
     }
 

@@ -128,6 +128,9 @@ pub struct Queue {
     next_used: u16,
     /// Used index when [`Queue::needs_interrupt`] last ran.
     signalled_used: u16,
+    /// The `avail_event` last published (EVENT_IDX), if any since `enable`: publishing the
+    /// same value again (and the fence and second look that go with it) changes nothing.
+    avail_event: Option<u16>,
     broken: bool,
 }
 
@@ -148,6 +151,7 @@ impl Queue {
             avail_shadow: 0,
             next_used: 0,
             signalled_used: 0,
+            avail_event: None,
             broken: false,
         }
     }
@@ -248,6 +252,7 @@ impl Queue {
         self.avail_shadow = 0;
         self.next_used = 0;
         self.signalled_used = 0;
+        self.avail_event = None;
         self.broken = false;
         self.ready = true;
         Ok(())
@@ -331,14 +336,19 @@ impl Queue {
     /// Re-reads the available index. Returns whether entries are available.
     fn refresh_avail<M: GuestMemory + ?Sized>(&mut self, mem: &mut M) -> bool {
         let Some(mut idx) = self.read_avail_idx(mem) else { return false };
-        if idx == self.next_avail && self.features.event_idx {
+        if idx == self.next_avail
+            && self.features.event_idx
+            && self.avail_event != Some(self.next_avail)
+        {
             // virtio 1.2 §2.7.10: ask for a notification once the driver moves past this
-            // entry, then look again in case it already did.
+            // entry, then look again in case it already did. Once published, a driver that
+            // adds this entry notifies, so an empty ring needs no second publication.
             let at = self.used + RING_ENTRIES + USED_ENTRY * u64::from(self.qsize());
             if mem.write_u16(at, self.next_avail).is_err() {
                 self.fail("cannot write avail_event");
                 return false;
             }
+            self.avail_event = Some(self.next_avail);
             fence(Ordering::SeqCst);
             let Some(again) = self.read_avail_idx(mem) else { return false };
             idx = again;
@@ -627,6 +637,18 @@ mod tests {
         assert!(q.needs_interrupt(&mem));
         assert!(q.pop(&mut mem).is_none());
         assert_eq!(drv.avail_event(&mem), 3, "notify me when entry 3 is added");
+        // Published once: looking at the empty ring again does not write it (a guest that
+        // scribbles over it only loses its own notifications)...
+        drv.set_avail_event_for_test(&mut mem, 77);
+        assert!(q.pop(&mut mem).is_none());
+        assert_eq!(drv.avail_event(&mem), 77);
+        // ...but every new position is published, and an entry added after the first look is
+        // still found by the second.
+        drv.add_chain(&mut mem, &[(DATA, 1, true)]);
+        let c = q.pop(&mut mem).unwrap();
+        q.add_used(&mut mem, c.head(), 0);
+        assert!(q.pop(&mut mem).is_none());
+        assert_eq!(drv.avail_event(&mem), 4);
     }
 
     #[test]

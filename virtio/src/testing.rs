@@ -116,6 +116,11 @@ impl DriverQueue {
         mem.read_u16(self.used + 4 + 8 * u64::from(self.size)).unwrap()
     }
 
+    /// Overwrites `avail_event`, as a hostile driver may (it lies in the device's area).
+    pub fn set_avail_event_for_test<M: GuestMemory + ?Sized>(&self, mem: &mut M, value: u16) {
+        mem.write_u16(self.used + 4 + 8 * u64::from(self.size), value).unwrap();
+    }
+
     /// Reads the device's used index.
     pub fn used_idx<M: GuestMemory + ?Sized>(&self, mem: &M) -> u16 {
         mem.read_u16(self.used + 2).unwrap()

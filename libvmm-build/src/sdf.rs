@@ -136,14 +136,22 @@ fn pd_constants(doc: &roxmltree::Document, vmm: roxmltree::Node) -> Result<Strin
             .ok_or_else(|| format!("no memory_region {mr}"))?;
         parse_u64(attr(node, "size")?)
     };
-    // Guest RAM: mapped by the VMM with setvar_vaddr and by the VM.
-    let mut ram = None;
+    // Guest RAM: mapped by the VMM with setvar_vaddr and by the VM, writable (a page the
+    // VM maps read-only is a device's register page, see MmioDevice::with_register_page).
+    let mut ram: Option<(&str, u64, u64)> = None;
     for map in vmm.children().filter(|c| c.has_tag_name("map")) {
         let Some(symbol) = map.attribute("setvar_vaddr") else { continue };
         let mr = attr(map, "mr")?;
-        if let Some(vm_map) =
-            vm.children().find(|c| c.has_tag_name("map") && c.attribute("mr") == Some(mr))
+        let writable = |m: &roxmltree::Node| m.attribute("perms").is_none_or(|p| p.contains('w'));
+        if let Some(vm_map) = vm
+            .children()
+            .find(|c| c.has_tag_name("map") && c.attribute("mr") == Some(mr) && writable(c))
         {
+            if let Some((other, ..)) = ram {
+                return Err(format!(
+                    "guest RAM is ambiguous: both {other} and {symbol} map a region the VM maps writable"
+                ));
+            }
             ram = Some((symbol, parse_u64(attr(vm_map, "vaddr")?)?, region_size(mr)?));
         }
     }

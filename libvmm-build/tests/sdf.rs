@@ -89,3 +89,22 @@ fn bad_vsock_wiring_is_named() {
     .unwrap_err();
     assert!(e.contains("CID 3 is given to two guests"), "{e}");
 }
+
+#[test]
+fn a_register_page_the_vm_maps_read_only_is_not_guest_ram() {
+    let regs = r#"<map mr="regs" vaddr="0x7000000" perms="rw" cached="false" setvar_vaddr="console_regs" />"#;
+    let vm_regs = r#"<map mr="regs" vaddr="0x130000" perms="r" cached="false" />"#;
+    let xml = system(&[vmm("vmm", "ram1", 1, None)])
+        .replace(r#"<irq irq="30" id="0" />"#, &format!(r#"<irq irq="30" id="0" />{regs}"#))
+        .replace(
+            r#"<map mr="ram1" vaddr="0x40000000" perms="rwx" />"#,
+            &format!(r#"<map mr="ram1" vaddr="0x40000000" perms="rwx" />{vm_regs}"#),
+        )
+        .replace("<system>", r#"<system><memory_region name="regs" size="0x1000" />"#);
+    let out = vmm_constants(&xml).unwrap();
+    assert!(out.contains("GUEST_RAM_GPA: u64 = 0x40000000;"), "{out}");
+    assert!(out.contains("GUEST_RAM_SIZE: u64 = 0x10000000;"), "{out}");
+    // Mapped writable by the VM as well, it is a second candidate: refused.
+    let e = vmm_constants(&xml.replace(r#"perms="r" cached"#, r#"perms="rw" cached"#)).unwrap_err();
+    assert!(e.contains("ambiguous"), "{e}");
+}

@@ -128,6 +128,21 @@ impl BitOrAssign for Interrupt {
     }
 }
 
+/// A page the guest reads the registers from without a trap: mapped read-only into the guest
+/// at the transport's base (the guest's stores still trap, and reach [`MmioTransport::write`]).
+/// [`MmioTransport::sync_registers`] keeps it equal to what [`MmioTransport::read`] returns, so
+/// a driver's InterruptStatus, Status and configuration reads cost no exit. Implemented by the
+/// VMM over the shared page.
+pub trait RegisterPage {
+    /// Stores `value`, the 4 bytes a 32-bit little-endian read at `offset` (a multiple of 4
+    /// below [`REGION_SIZE`]) returns.
+    fn store(&mut self, offset: u64, value: u32);
+}
+
+/// Bytes of the virtio-MMIO register window: registers below [`CONFIG`], the device's
+/// configuration space from there.
+pub const REGION_SIZE: u64 = 0x200;
+
 /// Status values the driver walks through during initialisation (virtio 1.2 §3.1.1),
 /// without FAILED and DEVICE_NEEDS_RESET.
 const STATUS_TRANSITIONS: [(u32, u32); 5] = [
@@ -153,6 +168,9 @@ pub struct MmioTransport<D: VirtioDevice> {
     interrupt_status: u32,
     config_generation: u32,
     defer_notify_interrupts: bool,
+    /// Whether a [`RegisterPage`] needs every register again (anything but InterruptStatus and
+    /// Status may have changed since the last [`MmioTransport::sync_registers`]).
+    page_stale: bool,
 }
 
 impl<D: VirtioDevice> MmioTransport<D> {
@@ -181,6 +199,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
             interrupt_status: 0,
             config_generation: 0,
             defer_notify_interrupts: false,
+            page_stale: true,
         }
     }
 
@@ -232,6 +251,28 @@ impl<D: VirtioDevice> MmioTransport<D> {
         self.driver_features = 0;
         self.queue_sel = 0;
         self.interrupt_status = 0;
+        self.page_stale = true;
+    }
+
+    /// Brings `page` up to date with what [`MmioTransport::read`] returns at every 4-byte
+    /// offset: all of it after a change other than an interrupt (a register write, a
+    /// configuration change, a reset), else InterruptStatus and Status only. Call it after
+    /// every access and every [`MmioTransport::process`], before the guest runs again.
+    pub fn sync_registers(&mut self, page: &mut dyn RegisterPage) {
+        if !self.page_stale {
+            page.store(INTERRUPT_STATUS, self.interrupt_status);
+            page.store(STATUS, self.status);
+            return;
+        }
+        for offset in (0..CONFIG).step_by(4) {
+            page.store(offset, self.register_value(offset).unwrap_or(0));
+        }
+        for offset in (CONFIG..REGION_SIZE).step_by(4) {
+            let mut bytes = [0u8; 4];
+            self.device.read_config(offset - CONFIG, &mut bytes);
+            page.store(offset, u32::from_le_bytes(bytes));
+        }
+        self.page_stale = false;
     }
 
     /// A guest read of `width` bytes at `offset` in the device's MMIO region.
@@ -247,7 +288,15 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 
     fn read_register(&self, offset: u64) -> u32 {
-        match offset {
+        self.register_value(offset).unwrap_or_else(|| {
+            guest_warn!("mmio: read of a write-only or unknown register {:#x}", offset);
+            0
+        })
+    }
+
+    /// What a read of register `offset` returns; `None` for a write-only or unknown one.
+    fn register_value(&self, offset: u64) -> Option<u32> {
+        Some(match offset {
             MAGIC_VALUE => MAGIC,
             VERSION => MMIO_VERSION,
             DEVICE_ID => self.device.device_id(),
@@ -263,18 +312,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
             STATUS => self.status,
             SHM_LEN_LOW | SHM_LEN_HIGH | SHM_BASE_LOW | SHM_BASE_HIGH => u32::MAX,
             CONFIG_GENERATION => self.config_generation,
-            DEVICE_FEATURES_SEL | DRIVER_FEATURES | DRIVER_FEATURES_SEL | QUEUE_SEL | QUEUE_NUM
-            | QUEUE_NOTIFY | INTERRUPT_ACK | QUEUE_DESC_LOW | QUEUE_DESC_HIGH
-            | QUEUE_DRIVER_LOW | QUEUE_DRIVER_HIGH | QUEUE_DEVICE_LOW | QUEUE_DEVICE_HIGH
-            | SHM_SEL => {
-                guest_warn!("mmio: read of write-only register {:#x}", offset);
-                0
-            }
-            _ => {
-                guest_warn!("mmio: read of unknown register {:#x}", offset);
-                0
-            }
-        }
+            _ => return None,
+        })
     }
 
     fn read_config(&self, offset: u64, width: u8) -> u64 {
@@ -296,6 +335,9 @@ impl<D: VirtioDevice> MmioTransport<D> {
         width: u8,
         value: u64,
     ) -> Interrupt {
+        if offset != QUEUE_NOTIFY && offset != INTERRUPT_ACK {
+            self.page_stale = true;
+        }
         if offset >= CONFIG {
             self.write_config(offset - CONFIG, width, value);
             return Interrupt::NONE;
@@ -576,6 +618,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
         let mut irq = Interrupt::NONE;
         if ctx.config_changed() {
             self.config_generation = self.config_generation.wrapping_add(1);
+            self.page_stale = true;
             irq |= Interrupt::CONFIG_CHANGE;
         }
         let mut broken = false;
@@ -656,7 +699,9 @@ mod tests {
         }
         fn write_config(&mut self, offset: u64, data: &[u8]) {
             let start = offset as usize;
-            self.config[start..start + data.len()].copy_from_slice(data);
+            if let Some(dst) = self.config.get_mut(start..start + data.len()) {
+                dst.copy_from_slice(data);
+            }
         }
         fn activate(&mut self, features: u64, queues: &[Queue]) -> Result<(), ActivateError> {
             if self.fail_activate || !queues[0].ready() {
@@ -857,6 +902,105 @@ mod tests {
         assert_eq!(t.queue(0).unwrap().desc_table(), 0);
         assert_eq!(w(&mut t, &mut mem, QUEUE_NOTIFY, 0), Interrupt::NONE);
         assert_eq!(t.device().notified, vec![0], "no notify after reset");
+    }
+
+    /// A register page in memory.
+    struct Page([u32; (REGION_SIZE / 4) as usize]);
+
+    impl RegisterPage for Page {
+        fn store(&mut self, offset: u64, value: u32) {
+            self.0[(offset / 4) as usize] = value;
+        }
+    }
+
+    /// After every access, process and reset, the page synced holds what a trapped read
+    /// returns at each offset (random driver behaviour, well-formed or not).
+    #[test]
+    fn a_synced_register_page_reads_like_the_registers() {
+        let regs = [
+            DEVICE_FEATURES_SEL,
+            DRIVER_FEATURES,
+            DRIVER_FEATURES_SEL,
+            QUEUE_SEL,
+            QUEUE_NUM,
+            QUEUE_READY,
+            QUEUE_NOTIFY,
+            INTERRUPT_ACK,
+            STATUS,
+            QUEUE_DESC_LOW,
+            QUEUE_DESC_HIGH,
+            QUEUE_DRIVER_LOW,
+            QUEUE_DRIVER_HIGH,
+            QUEUE_DEVICE_LOW,
+            QUEUE_DEVICE_HIGH,
+            SHM_SEL,
+            CONFIG,
+            CONFIG + 4,
+            CONFIG + 2,
+            0x0fc,
+            0x1fc,
+        ];
+        let mut rng = fastrand::Rng::with_seed(7);
+        for round in 0..200 {
+            let mut ram = ram();
+            let mut mem = SliceMemory::new(BASE, &mut ram);
+            let (mut t, mut drv) = if round % 2 == 0 {
+                running(&mut mem)
+            } else {
+                (T::new(Dummy::default()), DriverQueue::at(BASE, 8))
+            };
+            let mut page = Page([0xdead_beef; (REGION_SIZE / 4) as usize]);
+            t.sync_registers(&mut page);
+            for step in 0..100 {
+                match rng.u32(0..10) {
+                    0..=4 => {
+                        let off = regs[rng.usize(..regs.len())];
+                        let value = match rng.u32(0..4) {
+                            0 => rng.u32(..),
+                            1 => rng.u32(0..4),
+                            _ => [0, ACKNOWLEDGE, ACKNOWLEDGE | DRIVER, RUNNING, 1, 3]
+                                [rng.usize(..6)],
+                        };
+                        let width = if off >= CONFIG { [1, 2, 4][rng.usize(..3)] } else { 4 };
+                        t.write(
+                            &mut mem,
+                            off,
+                            width,
+                            u64::from(value) & (u64::MAX >> (64 - 8 * width)),
+                        );
+                    }
+                    5 => {
+                        drv.add_chain(&mut mem, &[(DATA, 4, true)]);
+                        let _ = t.notify_all(&mut mem);
+                    }
+                    6 => {
+                        t.device_mut().config_change = true;
+                        t.device_mut().config[0] = rng.u8(..);
+                        t.process(&mut mem);
+                    }
+                    7 => {
+                        t.process(&mut mem);
+                    }
+                    8 => {
+                        let isr = t.read(INTERRUPT_STATUS, 4);
+                        t.write(&mut mem, INTERRUPT_ACK, 4, isr);
+                    }
+                    _ => {
+                        if rng.u32(0..8) == 0 {
+                            t.reset();
+                        }
+                    }
+                }
+                t.sync_registers(&mut page);
+                for off in (0..REGION_SIZE).step_by(4) {
+                    assert_eq!(
+                        u64::from(page.0[(off / 4) as usize]),
+                        t.read(off, 4),
+                        "round {round} step {step}: offset {off:#x}"
+                    );
+                }
+            }
+        }
     }
 
     #[test]

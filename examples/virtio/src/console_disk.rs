@@ -17,6 +17,7 @@ libvmm::setvar! {
     static serial_rx_queue; static serial_rx_queue_size; static serial_rx_data; static serial_rx_data_size;
     static blk_req; static blk_req_size; static blk_resp; static blk_resp_size;
     static blk_info; static blk_info_size; static blk_data; static blk_data_size;
+    static console_regs; static console_regs_size; static blk_regs; static blk_regs_size;
 }
 
 /// Where the guest's device tree puts the console and the disk, and their
@@ -56,7 +57,7 @@ pub fn console() -> Option<ConsoleDev> {
             .with_coalescing(4096);
     let mut con = MmioDevice::new(CONSOLE_BASE, CONSOLE_IRQ, Console::new(serial));
     con.transport().set_defer_notify_interrupts(true);
-    Some(con)
+    Some(with_page(con, "console registers", (&console_regs, &console_regs_size)))
 }
 
 /// The disk over the block virtualiser's queues.
@@ -68,5 +69,19 @@ pub fn disk() -> Option<BlockDev> {
     }
     let data = pd::region("block data", (&blk_data, &blk_data_size))?;
     let block = SddfBlock::new(queue, info, data, pd::channel(&blk_ch), Microkit);
-    Some(MmioDevice::new(BLOCK_BASE, BLOCK_IRQ, BlockDevice::new(block)))
+    let disk = MmioDevice::new(BLOCK_BASE, BLOCK_IRQ, BlockDevice::new(block));
+    Some(with_page(disk, "disk registers", (&blk_regs, &blk_regs_size)))
+}
+
+/// The device with its register page if the system file maps one (the guest then reads
+/// its registers without a trap), else as it is.
+fn with_page<D: virtio::VirtioDevice>(
+    dev: MmioDevice<D>,
+    what: &str,
+    page: pd::Symbols,
+) -> MmioDevice<D> {
+    match pd::region(what, page) {
+        Some(region) => dev.with_register_page(region),
+        None => dev,
+    }
 }

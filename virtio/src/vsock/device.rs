@@ -93,6 +93,8 @@ pub struct VsockDevice<B: VsockBackend> {
     rx: Option<RxProgress>,
     event_pending: bool,
     tx_blocked: bool,
+    /// Where each chain taken from a queue is parsed (in place: a chain is about 1 KiB).
+    scratch: DescriptorChain,
 }
 
 impl<B: VsockBackend> VsockDevice<B> {
@@ -115,6 +117,7 @@ impl<B: VsockBackend> VsockDevice<B> {
             rx: None,
             event_pending: false,
             tx_blocked: false,
+            scratch: DescriptorChain::empty(0),
         }
     }
 
@@ -199,8 +202,11 @@ impl<B: VsockBackend> VsockDevice<B> {
         let Some((q, mem)) = ctx.queue(TXQ) else { return };
         self.tx_blocked = false;
         for _ in 0..ROUNDS {
-            let Some(chain) = q.pop(mem) else { return };
-            let h = match parse_tx(&chain, &*mem) {
+            if !q.pop_into(mem, &mut self.scratch) {
+                return;
+            }
+            let chain = &self.scratch;
+            let h = match parse_tx(chain, &*mem) {
                 Ok(h) => h,
                 Err(e) => {
                     guest_warn!("vsock: bad tx chain {}: {}", chain.head(), e);
@@ -208,6 +214,7 @@ impl<B: VsockBackend> VsockDevice<B> {
                     continue;
                 }
             };
+            let head = chain.head();
             match classify_tx(&h, self.cid, self.peer_cid, self.backend.peer_up()) {
                 TxAction::Forward => {
                     if !self.backend.send_begin(&h) {
@@ -216,7 +223,7 @@ impl<B: VsockBackend> VsockDevice<B> {
                         self.tx_blocked = true;
                         return;
                     }
-                    send_payload(&mut self.backend, &chain, &*mem, h.len.get());
+                    send_payload(&mut self.backend, &self.scratch, &*mem, h.len.get());
                     self.backend.send_commit();
                 }
                 TxAction::Reset(why) => {
@@ -225,7 +232,7 @@ impl<B: VsockBackend> VsockDevice<B> {
                 }
                 TxAction::Drop(why) => guest_warn!("vsock: tx packet dropped: {}", why),
             }
-            q.add_used(mem, chain.head(), 0);
+            q.add_used(mem, head, 0);
         }
     }
 
@@ -260,13 +267,16 @@ impl<B: VsockBackend> VsockDevice<B> {
         let Some((q, mem)) = ctx.queue(RXQ) else { return };
         for _ in 0..ROUNDS {
             let Some(next) = self.next_rx() else { return };
-            let Some(chain) = q.pop(mem) else { return };
+            if !q.pop_into(mem, &mut self.scratch) {
+                return;
+            }
+            let chain = &self.scratch;
             let (h, offset) = match next {
                 Next::Rst(h) => (h, 0),
                 Next::Peer(p) => (p.header, p.offset),
             };
             let remaining = h.len.get().saturating_sub(offset);
-            let Some(room) = rx_room(&chain, remaining) else {
+            let Some(room) = rx_room(chain, remaining) else {
                 guest_warn!(
                     "vsock: rx buffer {} unusable ({} bytes)",
                     chain.head(),
@@ -276,7 +286,7 @@ impl<B: VsockBackend> VsockDevice<B> {
                 continue;
             };
             let piece = core::cmp::min(remaining, room);
-            let written = fill_rx(&mut self.backend, &chain, mem, &h, offset, piece, next);
+            let written = fill_rx(&mut self.backend, chain, mem, &h, offset, piece, next);
             q.add_used(mem, chain.head(), written);
             match next {
                 Next::Rst(_) => {
@@ -302,7 +312,10 @@ impl<B: VsockBackend> VsockDevice<B> {
         }
         let Some((q, mem)) = ctx.queue(EVENTQ) else { return };
         for _ in 0..ROUNDS {
-            let Some(chain) = q.pop(mem) else { return };
+            if !q.pop_into(mem, &mut self.scratch) {
+                return;
+            }
+            let chain = &self.scratch;
             if chain.readable_len() != 0 || chain.writable_len() < EVENT_SIZE as u64 {
                 guest_warn!("vsock: event buffer {} unusable", chain.head());
                 q.add_used(mem, chain.head(), 0);

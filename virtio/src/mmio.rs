@@ -256,12 +256,16 @@ impl<D: VirtioDevice> MmioTransport<D> {
 
     /// Brings `page` up to date with what [`MmioTransport::read`] returns at every 4-byte
     /// offset: all of it after a change other than an interrupt (a register write, a
-    /// configuration change, a reset), else InterruptStatus and Status only. Call it after
-    /// every access and every [`MmioTransport::process`], before the guest runs again.
+    /// configuration change, a reset), else InterruptStatus, Status and DeviceFeatures only.
+    /// Call it after every access and every [`MmioTransport::process`], before the guest
+    /// runs again. A device's configuration space is refreshed when the device signals a
+    /// change (as the specification asks it to).
     pub fn sync_registers(&mut self, page: &mut dyn RegisterPage) {
         if !self.page_stale {
             page.store(INTERRUPT_STATUS, self.interrupt_status);
             page.store(STATUS, self.status);
+            // A backend may change what the device offers (a disk turning read-only).
+            page.store(DEVICE_FEATURES, self.register_value(DEVICE_FEATURES).unwrap_or(0));
             return;
         }
         for offset in (0..CONFIG).step_by(4) {

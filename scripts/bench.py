@@ -303,11 +303,32 @@ FIGURES = [
 ]
 
 
+def combine(runs):
+    """The median of each figure over `runs` (measure() results), with the
+    lowest and highest value of each key under `<key>_range` when there are
+    several runs."""
+    out = {}
+    for fig in sorted({f for r in runs for f in r}):
+        for key in ("insn", "s"):
+            vals = sorted(r[fig][key] for r in runs if r.get(fig, {}).get(key) is not None)
+            if not vals:
+                continue
+            n = len(vals)
+            median = vals[n // 2] if n % 2 else (vals[n // 2 - 1] + vals[n // 2]) / 2
+            out.setdefault(fig, {})[key] = median
+            if n > 1:
+                out[fig][key + "_range"] = [vals[0], vals[-1]]
+    return out
+
+
 def cell(r, fig, key, a):
     v = r.get(fig, {}).get(key)
     if v is None:
         return "-"
     if key == "insn":
+        spread = r[fig].get("insn_range")
+        if spread and spread[1] - spread[0] >= 0.05:
+            return "%.1f M (%.1f-%.1f)" % (v, spread[0], spread[1])
         return "%.1f M" % v
     rate = {"KiB/s": a.con_kib * 1.0, "MiB/s": float(a.blk_mib), "IOPS": 1024.0}
     unit = dict((f, u) for f, _, u in FIGURES)[fig]
@@ -356,6 +377,10 @@ def main():
     ap.add_argument("--blk-mib", type=int, default=32)
     ap.add_argument("--boot-timeout", type=int, default=600)
     ap.add_argument("--limit", type=int, default=3600, help="hard limit per QEMU run (s)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each target and mode N times; the table shows the median, and the "
+                    "lowest and highest instruction counts where they differ (block figures move "
+                    "by a few M between runs: QEMU completes requests in host time)")
     ap.add_argument("--json", help="append the results to this file (one JSON line per run)")
     ap.add_argument("--markdown", help="also write the table(s) to this file")
     ap.add_argument("--from-json", metavar="FILE", help="no runs: print the table of the results "
@@ -384,7 +409,7 @@ def main():
                 results[(config, target)] = results[(configs[0], target)]
                 continue
             for mode in modes:
-                r = measure(a, config, target, mode)
+                r = combine([measure(a, config, target, mode) for _ in range(max(a.repeat, 1))])
                 results.setdefault((config, target), {})[mode] = r
                 line = json.dumps({"config": config, "target": target, "mode": mode, "res": r})
                 print(line, file=sys.stderr, flush=True)

@@ -17,10 +17,12 @@ pub trait Notifier {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Microkit;
 
+/// Notifications go out with the PD's next wait when it has no reply to
+/// send (`Channel::notify_deferred`), else just before the reply.
 impl Notifier for Microkit {
     fn notify(&mut self, channel: u8) {
         match crate::microkit::Channel::new(channel) {
-            Some(ch) => ch.notify(),
+            Some(ch) => ch.notify_deferred(),
             None => log::error!(target: "virtio", "no channel {channel}"),
         }
     }

@@ -5,7 +5,7 @@
 use super::exception::Exception;
 use super::exit::MmioAccess;
 use super::irq::Lrs;
-use super::{DataEndianness, Devices, Hypervisor, Vm, RESUME};
+use super::{DataEndianness, Devices, Hypervisor, Vm, RESUMED};
 use crate::sel4::user_context::{gpr_index, words_to_cover, SPSR};
 use crate::sel4::{Error, MessageInfo, VcpuReg};
 use vgic::VcpuMask;
@@ -14,6 +14,9 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// A load or store to the GIC or one of `Devices`; to nothing, an
     /// abort. At most one register read and one write-back (none for a
     /// doorbell's value), plus SCTLR_EL1 under [`DataEndianness::FromSctlr`].
+    /// The write-back also resumes the vCPU, last, so no reply is needed and
+    /// a notification the devices deferred goes out with the VMM's wait
+    /// (`seL4_NBSendRecv`): one system call fewer per doorbell.
     pub(super) fn mmio(
         &mut self,
         vcpu: usize,
@@ -23,12 +26,12 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         let gic = self.gic.region(&self.config.gic, a.gpa.0);
         if a.write && gic.is_none() {
             if let Some(irq) = self.devices.doorbell(&mut self.ram, a.gpa, a.width) {
-                self.scratch.set_pc(ip.wrapping_add(a.instruction_len));
-                self.hv.write_regs(vcpu, false, 1, &self.scratch)?;
                 if let Some(irq) = irq {
                     self.raise_irq(irq);
                 }
-                return Ok(RESUME);
+                self.scratch.set_pc(ip.wrapping_add(a.instruction_len));
+                self.hv.write_regs(vcpu, true, 1, &self.scratch)?;
+                return Ok(RESUMED);
             }
         }
         // Only words `..count` of `scratch` are read or written below, each
@@ -70,8 +73,6 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
             }
             self.scratch.set_gpr(a.reg, a.load_value(swap_if(big_endian, loaded, a.width)));
         }
-        self.scratch.set_pc(ip.wrapping_add(a.instruction_len));
-        self.hv.write_regs(vcpu, false, write_count, &self.scratch)?;
         self.wake(woken);
         if gic.is_some() && a.write {
             self.gic_followup();
@@ -79,7 +80,9 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         if let Some(irq) = irq {
             self.raise_irq(irq);
         }
-        Ok(RESUME)
+        self.scratch.set_pc(ip.wrapping_add(a.instruction_len));
+        self.hv.write_regs(vcpu, true, write_count, &self.scratch)?;
+        Ok(RESUMED)
     }
 
     /// Is the guest's data big-endian for this access? SCTLR_EL1.EE for

@@ -220,6 +220,10 @@ impl RateLimit {
 
 /// The reply that resumes a vCPU.
 const RESUME: Option<MessageInfo> = Some(MessageInfo::new(0, 0));
+/// No reply: the vCPU was resumed with its registers (`write_regs` with
+/// `resume`, seL4's TCB WriteRegisters resuming a thread blocked on its
+/// fault), as MMIO exits do.
+const RESUMED: Option<MessageInfo> = None;
 
 /// A virtual machine.
 pub struct Vm<'a, H: Hypervisor, D: Devices = ()> {
@@ -318,8 +322,9 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         self.boots
     }
 
-    /// Handles a fault from `vcpu`; returns the reply, or `None` to leave it
-    /// blocked (idle, off, or stopped after an error).
+    /// Handles a fault from `vcpu`; returns the reply, or `None` when none
+    /// is due: the vCPU was resumed already (MMIO exits resume it with its
+    /// registers), or stays blocked (idle, off, or stopped after an error).
     pub fn handle_fault(&mut self, vcpu: usize, fault: &Fault) -> Option<MessageInfo> {
         if vcpu >= self.config.num_vcpus {
             log::error!(target: "cpu", "fault from unknown vCPU {vcpu}: {fault:x?}");

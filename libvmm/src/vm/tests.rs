@@ -413,7 +413,8 @@ fn boot_starts_vcpu0_at_the_kernel_with_the_dtb_in_x0() {
 fn mmio_read_of_gicd_typer_writes_the_register_and_steps_pc() {
     let mut s = Setup::new();
     let mut vm = s.vm(1);
-    assert_eq!(mmio(&mut vm, GICD + 4, 4, 7, false), RESUME);
+    assert_eq!(mmio(&mut vm, GICD + 4, 4, 7, false), RESUMED);
+    assert!(vm.hv.running[0], "resumed with its registers, no reply");
     assert_eq!(vm.hv.regs[0].pc(), 0x4000_1004);
     assert_eq!(vm.hv.regs[0].gpr(7) & 0x1f, (vgic::NUM_IRQS as u64 / 32) - 1);
 }
@@ -709,10 +710,10 @@ fn devices_get_accesses_and_raise_their_interrupts() {
         access(&mut vm, GICD + offset, width, 1, true);
     }
     vm.hv.regs[0].set_gpr(2, 0x1234_5678_9abc);
-    assert_eq!(access(&mut vm, 0x0a00_0000, 4, 2, true), RESUME);
+    assert_eq!(access(&mut vm, 0x0a00_0000, 4, 2, true), RESUMED);
     assert_eq!(vm.devices().0.value, 0x5678_9abc, "a 4-byte store takes the low word");
     assert_eq!(vm.hv.injected, [(0, 48, 0)]);
-    assert_eq!(access(&mut vm, 0x0a00_0000, 2, 9, false), RESUME);
+    assert_eq!(access(&mut vm, 0x0a00_0000, 2, 9, false), RESUMED);
     assert_eq!(vm.hv.regs[0].gpr(9), 0x9abc, "a 2-byte load gets the low half");
     assert_eq!(vm.hv.regs[0].pc(), 0x4000_1004);
     // Anything else is still an abort.
@@ -778,7 +779,9 @@ fn a_doorbell_store_reads_no_register_and_steps_the_pc() {
         prefetch: false,
         fsr: dabt(4, 5, true),
     };
-    assert_eq!(vm.handle_fault(0, &fault), RESUME);
+    vm.hv.running[0] = false;
+    assert_eq!(vm.handle_fault(0, &fault), RESUMED);
+    assert!(vm.hv.running[0], "resumed with the PC written, no reply");
     assert_eq!(vm.devices().0.rung, 1);
     assert_eq!((vm.hv.tcb_reads, vm.hv.vcpu_reads), before, "no register read at all");
     assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);

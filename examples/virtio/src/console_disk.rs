@@ -6,7 +6,7 @@
 use super::pd;
 use libvmm::sddf::blk::SddfBlock;
 use libvmm::sddf::serial::SddfSerial;
-use libvmm::sddf::Microkit;
+use libvmm::sddf::{Microkit, MicrokitDeferred};
 use libvmm::virtio::MmioDevice;
 use virtio::block::BlockDevice;
 use virtio::console::Console;
@@ -32,7 +32,7 @@ pub const BLOCK_IRQ: u32 = 32 + 11;
 pub const BLOCK_REQUESTS: usize = 16;
 
 pub type ConsoleDev = MmioDevice<Console<SddfSerial<Microkit>>>;
-pub type BlockDev = MmioDevice<BlockDevice<SddfBlock<Microkit>, BLOCK_REQUESTS>>;
+pub type BlockDev = MmioDevice<BlockDevice<SddfBlock<MicrokitDeferred>, BLOCK_REQUESTS>>;
 
 /// The channels whose notifications concern the console, and the disk.
 pub fn channels() -> (u64, u64) {
@@ -68,7 +68,7 @@ pub fn disk() -> Option<BlockDev> {
         log::warn!(target: "virtio", "the block virtualiser is not ready yet: the disk reads as empty until it is");
     }
     let data = pd::region("block data", (&blk_data, &blk_data_size))?;
-    let block = SddfBlock::new(queue, info, data, pd::channel(&blk_ch), Microkit);
+    let block = SddfBlock::new(queue, info, data, pd::channel(&blk_ch), MicrokitDeferred);
     let disk = MmioDevice::new(BLOCK_BASE, BLOCK_IRQ, BlockDevice::new(block));
     Some(with_page(disk, "disk registers", (&blk_regs, &blk_regs_size)))
 }

@@ -20,6 +20,7 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::ring::{Capacity, Consumer, Producer};
+use crate::shared::Word;
 use crate::{Error, SharedAtomic, SharedRegion};
 
 /// Size of one block transfer; the unit of block numbers, counts, capacity.
@@ -264,6 +265,60 @@ pub fn capacity_for(req_len: usize, resp_len: usize) -> u32 {
     }
 }
 
+/// A word of a slot copy: a request slot is copied as four `u64`s, a
+/// response slot as three `u32`s (each slot is aligned to its word).
+trait SlotWord: Word {
+    fn from_bytes(bytes: &[u8]) -> Self;
+    fn put(self, out: &mut [u8]);
+}
+
+impl SlotWord for u64 {
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(bytes);
+        u64::from_ne_bytes(w)
+    }
+    fn put(self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_ne_bytes());
+    }
+}
+
+impl SlotWord for u32 {
+    fn from_bytes(bytes: &[u8]) -> Self {
+        let mut w = [0u8; 4];
+        w.copy_from_slice(bytes);
+        u32::from_ne_bytes(w)
+    }
+    fn put(self, out: &mut [u8]) {
+        out.copy_from_slice(&self.to_ne_bytes());
+    }
+}
+
+/// Copies the slot at `offset` out, one volatile load per word (the
+/// general byte copy costs several times as many instructions for a slot).
+fn read_words<W: SlotWord>(
+    slots: &SharedRegion,
+    offset: usize,
+    out: &mut [u8],
+) -> Result<(), Error> {
+    for (k, chunk) in out.chunks_exact_mut(size_of::<W>()).enumerate() {
+        slots.load::<W>(offset + k * size_of::<W>())?.put(chunk);
+    }
+    Ok(())
+}
+
+/// Writes a slot image at `offset`, one volatile store per word.
+fn write_words<W: SlotWord>(
+    slots: &SharedRegion,
+    offset: usize,
+    bytes: &[u8],
+) -> Result<(), Error> {
+    for (k, chunk) in bytes.chunks_exact(size_of::<W>()).enumerate() {
+        slots.store(offset + k * size_of::<W>(), W::from_bytes(chunk))?;
+    }
+    Ok(())
+}
+
 impl BlkQueueHandle {
     /// A handle on the request region `req` and the response region `resp`.
     ///
@@ -275,6 +330,10 @@ impl BlkQueueHandle {
         let capacity = Capacity::new(capacity)?;
         let req_slots =
             slots(&req, offset_of!(BlkReqQueue, buffers), size_of::<BlkReq>(), capacity)?;
+        // Request slots are copied a u64 at a time (the C header's alignment too).
+        if req_slots.load::<u64>(0).is_err() {
+            return Err(Error::Misaligned);
+        }
         let resp_slots =
             slots(&resp, offset_of!(BlkRespQueue, buffers), size_of::<BlkResp>(), capacity)?;
         let index = |region: &SharedRegion, offset| region.atomic_u32(offset);
@@ -330,11 +389,11 @@ impl BlkQueueHandle {
 
     /// Client: enqueues a request (`blk_enqueue_req`). Notify the peer after.
     pub fn enqueue_req(&mut self, req: BlkReq) -> Result<(), Full> {
-        if self.req_full() {
+        if !self.req_producer.has_room() {
             return Err(Full);
         }
         let offset = self.req_producer.slot() * size_of::<BlkReq>();
-        self.req_slots.write(offset, req.as_bytes()).map_err(|_| Full)?;
+        write_words::<u64>(&self.req_slots, offset, req.as_bytes()).map_err(|_| Full)?;
         self.req_producer.publish(1);
         Ok(())
     }
@@ -346,12 +405,12 @@ impl BlkQueueHandle {
 
     /// Client: takes the next response (`blk_dequeue_resp`), copied out once.
     pub fn dequeue_resp(&mut self) -> Option<BlkResp> {
-        if self.resp_len() == 0 {
+        if !self.resp_consumer.has_entry() {
             return None;
         }
         let mut buf = [0u8; size_of::<BlkResp>()];
         let offset = self.resp_consumer.slot() * size_of::<BlkResp>();
-        self.resp_slots.read(offset, &mut buf).ok()?;
+        read_words::<u32>(&self.resp_slots, offset, &mut buf).ok()?;
         self.resp_consumer.release(1);
         Some(BlkResp::from_slot(buf))
     }
@@ -388,19 +447,19 @@ impl BlkQueueHandle {
     /// further on: take it with [`BlkQueueHandle::skip_req`] then. Only the
     /// copy is valid; the peer may rewrite the slot meanwhile.
     pub fn peek_req(&self) -> Option<BlkReq> {
-        if self.req_len() == 0 {
+        if !self.req_consumer.has_entry() {
             return None;
         }
         let mut buf = [0u8; size_of::<BlkReq>()];
         let offset = self.req_consumer.slot() * size_of::<BlkReq>();
-        self.req_slots.read(offset, &mut buf).ok()?;
+        read_words::<u64>(&self.req_slots, offset, &mut buf).ok()?;
         Some(BlkReq::from_slot(buf))
     }
 
     /// Virtualiser/driver: takes the request [`BlkQueueHandle::peek_req`]
     /// returned. Does nothing if no request is ready.
     pub fn skip_req(&mut self) {
-        if self.req_len() > 0 {
+        if self.req_consumer.has_entry() {
             self.req_consumer.release(1);
         }
     }
@@ -417,11 +476,11 @@ impl BlkQueueHandle {
 
     /// Virtualiser/driver: enqueues a response (`blk_enqueue_resp`).
     pub fn enqueue_resp(&mut self, resp: BlkResp) -> Result<(), Full> {
-        if self.resp_full() {
+        if !self.resp_producer.has_room() {
             return Err(Full);
         }
         let offset = self.resp_producer.slot() * size_of::<BlkResp>();
-        self.resp_slots.write(offset, resp.as_bytes()).map_err(|_| Full)?;
+        write_words::<u32>(&self.resp_slots, offset, resp.as_bytes()).map_err(|_| Full)?;
         self.resp_producer.publish(1);
         Ok(())
     }

@@ -137,7 +137,11 @@ impl Step {
 pub struct BlkVirt<const C: usize, const S: usize> {
     driver: Driver,
     clients: [Option<State>; C],
+    /// Per request id sent to the driver: the client and its own id.
     slots: [Option<(u8, u32)>; S],
+    /// The free entries of `slots`, a stack (`free[..free_len]`), lowest on top.
+    free: [u32; S],
+    free_len: usize,
     phase: Phase,
     next: usize,
 }
@@ -149,6 +153,8 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
             driver,
             clients: clients.map(|c| c.map(|c| State { c, start: 0, blocks: 0, in_flight: 0 })),
             slots: [None; S],
+            free: core::array::from_fn(|k| (S - 1 - k) as u32),
+            free_len: S,
             phase: Phase::Disk,
             next: 0,
         }
@@ -340,6 +346,11 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
                 log::error!(target: "blk", "driver answered unknown request {}", resp.id);
                 continue;
             };
+            // The slot was taken, so its id is not on the stack: there is room.
+            if let Some(top) = self.free.get_mut(self.free_len) {
+                *top = resp.id;
+                self.free_len += 1;
+            }
             let Some(s) = self.clients.get_mut(usize::from(client)).and_then(Option::as_mut) else {
                 continue;
             };
@@ -358,25 +369,31 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
         let mut notify = Notify::NONE;
         let mut forwarded = false;
         for k in 0..C {
-            let i = (self.next + k) % C;
+            let i = if C == 1 { 0 } else { (self.next + k) % C };
             let Some(s) = self.clients[i].as_mut() else { continue };
+            // One read of the client's tail (here) and head (below) per batch.
+            let Some(mut req) = s.c.queue.peek_req() else { continue };
+            // Room for the answers: the client only ever frees more of it.
+            let mut room = s.c.queue.resp_free().saturating_sub(s.in_flight);
             loop {
                 // Room for the answer, and a slot. A request leaves the client's queue only
                 // once it is answered or in the driver's queue: when the driver's queue is
                 // full (or its peer index corrupt) it waits there.
-                if s.c.queue.resp_free() <= s.in_flight {
+                if room == 0 {
                     break;
                 }
-                let Some(slot) = self.slots.iter().position(Option::is_none) else { break };
-                let Some(req) = s.c.queue.peek_req() else { break };
                 match check(s, &req) {
                     Ok(fwd) => {
-                        let fwd = BlkReq { id: slot as u32, ..fwd };
-                        if self.driver.queue.enqueue_req(fwd).is_err() {
+                        let Some(slot) = self.free_len.checked_sub(1) else { break };
+                        let id = self.free[slot];
+                        if self.driver.queue.enqueue_req(BlkReq { id, ..fwd }).is_err() {
                             break;
                         }
+                        self.free_len = slot;
                         s.c.queue.skip_req();
-                        self.slots[slot] = Some((i as u8, req.id));
+                        if let Some(entry) = self.slots.get_mut(id as usize) {
+                            *entry = Some((i as u8, req.id));
+                        }
                         s.in_flight += 1;
                         forwarded = true;
                     }
@@ -388,9 +405,16 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
                         notify.add(s.c.channel);
                     }
                 }
+                room -= 1;
+                match s.c.queue.peek_req() {
+                    Some(next) => req = next,
+                    None => break,
+                }
             }
         }
-        self.next = (self.next + 1) % C.max(1);
+        if C > 1 {
+            self.next = (self.next + 1) % C;
+        }
         if forwarded {
             notify.add(self.driver.channel);
         }

@@ -138,6 +138,11 @@ pub struct VirtioBlk<R: Registers> {
     dma: Dma,
     qsize: u16,
     slots: [Slot; MAX_SLOTS],
+    /// Slots usable with this queue size (`qsize / CHAIN`, at most `MAX_SLOTS`).
+    usable: usize,
+    /// The free slots, a stack (`free[..free_len]`), lowest on top.
+    free: [u8; MAX_SLOTS],
+    free_len: usize,
     in_flight: usize,
     avail_idx: u16,
     last_used: u16,
@@ -250,6 +255,9 @@ impl<R: Registers> VirtioBlk<R> {
             dma,
             qsize,
             slots: [Slot::default(); MAX_SLOTS],
+            usable: slots,
+            free: core::array::from_fn(|k| (slots.saturating_sub(1 + k)) as u8),
+            free_len: slots,
             in_flight: 0,
             avail_idx: 0,
             last_used: 0,
@@ -274,10 +282,6 @@ impl<R: Registers> VirtioBlk<R> {
     /// Requests in flight on the device.
     pub fn in_flight(&self) -> usize {
         self.in_flight
-    }
-
-    fn slots(&self) -> usize {
-        usize::from(self.qsize / CHAIN).min(MAX_SLOTS)
     }
 
     /// The virtualiser notified: take new requests.
@@ -328,7 +332,7 @@ impl<R: Registers> VirtioBlk<R> {
                 continue;
             }
             // Take a request only if a slot is free and its response will fit.
-            if self.in_flight >= self.slots() || self.queue.resp_free() <= self.owed() {
+            if self.in_flight >= self.usable || self.queue.resp_free() <= self.owed() {
                 break;
             }
             let Some(req) = self.queue.dequeue_req() else { break };
@@ -369,38 +373,48 @@ impl<R: Registers> VirtioBlk<R> {
 
     /// Puts a request on the device queue (a free slot exists).
     fn start(&mut self, req: BlkReq, kind: u32, sector: u64) {
-        let Some(slot) = self.slots.iter().take(self.slots()).position(|s| !s.busy) else {
-            return;
-        };
+        let Some(top) = self.free_len.checked_sub(1) else { return };
+        let slot = usize::from(self.free[top]);
+        if slot >= self.usable {
+            return; // cannot happen: only usable slots are on the stack
+        }
+        self.free_len = top;
         let cell = CELLS_AT + slot * CELL;
         let r = &self.dma.region;
         let cell_io = self.dma.io_addr + cell as u64;
-        let mut ok = r.store(cell, kind).is_ok();
-        ok &= r.store(cell + 4, 0u32).is_ok();
-        ok &= r.store(cell + 8, sector).is_ok();
+        // Header: type, reserved (0), sector; then the status the device overwrites.
+        let mut ok = r.store(cell, u64::from(kind).to_le()).is_ok();
+        ok &= r.store(cell + 8, sector.to_le()).is_ok();
         ok &= r.store(cell + 16, 0xffu8).is_ok();
         let head = slot as u16 * CHAIN;
         let data_len = u32::from(req.count) * BLK_TRANSFER_SIZE as u32;
-        let mut chain =
-            [(cell_io, 16, 0u16), (req.io_or_offset, data_len, 0), (cell_io + 16, 1, DESC_F_WRITE)];
-        if kind == T_IN {
-            chain[1].2 = DESC_F_WRITE;
-        }
-        let parts: &[(u64, u32, u16)] =
-            if kind == T_FLUSH { &[chain[0], chain[2]] } else { &chain };
+        let data_flags = if kind == T_IN { DESC_F_WRITE } else { 0 };
+        let mut chain = [
+            (cell_io, 16, 0u16),
+            (req.io_or_offset, data_len, data_flags),
+            (cell_io + 16, 1, DESC_F_WRITE),
+        ];
+        let parts: &[(u64, u32, u16)] = if kind == T_FLUSH {
+            chain[1] = chain[2];
+            &chain[..2]
+        } else {
+            &chain
+        };
         for (k, &(addr, len, flags)) in parts.iter().enumerate() {
             let d = DESC_AT + 16 * usize::from(head + k as u16);
             let last = k + 1 == parts.len();
-            ok &= r.store(d, addr).is_ok();
-            ok &= r.store(d + 8, len).is_ok();
-            ok &= r.store(d + 12, flags | if last { 0 } else { DESC_F_NEXT }).is_ok();
-            ok &= r.store(d + 14, head + k as u16 + 1).is_ok();
+            let flags = flags | if last { 0 } else { DESC_F_NEXT };
+            // addr, then len | flags << 32 | next << 48 (virtio 1.2 §2.7.5, little-endian).
+            let rest =
+                u64::from(len) | u64::from(flags) << 32 | u64::from(head + k as u16 + 1) << 48;
+            ok &= r.store(d, addr.to_le()).is_ok();
+            ok &= r.store(d + 8, rest.to_le()).is_ok();
         }
-        let ring = AVAIL_AT + 4 + 2 * usize::from(self.avail_idx % self.qsize);
-        ok &= r.store(ring, head).is_ok();
+        let ring = AVAIL_AT + 4 + 2 * usize::from(self.avail_idx & (self.qsize - 1));
+        ok &= r.store(ring, head.to_le()).is_ok();
         fence(Ordering::SeqCst);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        ok &= r.store(AVAIL_AT + 2, self.avail_idx).is_ok();
+        ok &= r.store(AVAIL_AT + 2, self.avail_idx.to_le()).is_ok();
         debug_assert!(ok, "the DMA layout fits DMA_SIZE");
         self.slots[slot] = Slot { busy: true, id: req.id, count: req.count };
         self.in_flight += 1;
@@ -413,7 +427,7 @@ impl<R: Registers> VirtioBlk<R> {
         let used_idx = self.dma.region.load::<u16>(USED_AT + 2).unwrap_or(self.last_used);
         fence(Ordering::Acquire);
         while self.last_used != used_idx {
-            let elem = USED_AT + 4 + 8 * usize::from(self.last_used % self.qsize);
+            let elem = USED_AT + 4 + 8 * usize::from(self.last_used & (self.qsize - 1));
             self.last_used = self.last_used.wrapping_add(1);
             let head = self.dma.region.load::<u32>(elem).unwrap_or(u32::MAX);
             let slot = (head / u32::from(CHAIN)) as usize;
@@ -423,6 +437,11 @@ impl<R: Registers> VirtioBlk<R> {
             }
             let s = core::mem::take(&mut self.slots[slot]);
             self.in_flight -= 1;
+            // It was busy, so it is not on the stack: there is room.
+            if let Some(top) = self.free.get_mut(self.free_len) {
+                *top = slot as u8;
+                self.free_len += 1;
+            }
             let status = self.dma.region.load::<u8>(CELLS_AT + slot * CELL + 16).unwrap_or(S_IOERR);
             let resp = match status {
                 S_OK => BlkResp::new(BlkRespStatus::Ok, s.count, s.id),

@@ -44,15 +44,23 @@ struct CorruptionLog(Cell<bool>);
 
 impl CorruptionLog {
     /// `len` if it is a possible length, else `None` (logged once).
+    #[inline]
     fn check(&self, len: u32, capacity: Capacity, queue: &str) -> Option<u32> {
         if len <= capacity.get() {
             self.0.set(false);
             return Some(len);
         }
+        self.corrupt(len, capacity, queue);
+        None
+    }
+
+    /// The slow path of [`CorruptionLog::check`], kept out of the hot one.
+    #[cold]
+    #[inline(never)]
+    fn corrupt(&self, len: u32, capacity: Capacity, queue: &str) {
         if !self.0.replace(true) {
             warn!("{queue}: peer index is {len} away from ours (capacity {}), ignoring the queue until it is sane", capacity.get());
         }
-        None
     }
 }
 

@@ -169,7 +169,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
     pub fn handle(&mut self) -> Notify {
         let mut notify = Notify::NONE;
         if !self.is_ready() {
-            notify.merge(self.start());
+            notify.merge(self.start_up());
             if !self.is_ready() {
                 return notify;
             }
@@ -180,8 +180,11 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
     }
 
     /// Waits for the driver's info, reads the table if a client needs it,
-    /// then publishes the clients' infos.
-    fn start(&mut self) -> Notify {
+    /// then publishes the clients' infos. Kept out of line: its frame (the
+    /// partition table) is not the request path's.
+    #[cold]
+    #[inline(never)]
+    fn start_up(&mut self) -> Notify {
         let mut notify = Notify::NONE;
         loop {
             match self.phase {
@@ -248,7 +251,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
             if resp.id == TABLE_REQUEST {
                 return Some(resp);
             }
-            log::error!(target: "blk", "driver answered unknown request {}", resp.id);
+            unknown_response(resp.id);
         }
         None
     }
@@ -343,7 +346,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
         while let Some(resp) = self.driver.queue.dequeue_resp() {
             let Some((client, id)) = self.slots.get_mut(resp.id as usize).and_then(Option::take)
             else {
-                log::error!(target: "blk", "driver answered unknown request {}", resp.id);
+                unknown_response(resp.id);
                 continue;
             };
             // The slot was taken, so its id is not on the stack: there is room.
@@ -357,7 +360,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
             s.in_flight = s.in_flight.saturating_sub(1);
             let status = resp.status().unwrap_or(BlkRespStatus::ErrUnspec);
             if s.c.queue.enqueue_resp(BlkResp::new(status, resp.success_count, id)).is_err() {
-                log::error!(target: "blk", "client {client}: response queue full, response {id} lost");
+                response_lost(client, id);
             }
             notify.add(s.c.channel);
         }
@@ -424,10 +427,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
 
 /// Checks a client request and translates it for the driver.
 fn check(s: &State, req: &BlkReq) -> Result<BlkReq, BlkRespStatus> {
-    let bad = |why: &str| {
-        log::warn!(target: "blk", "client on channel {}: request {} refused: {why}", s.c.channel, req.id);
-        BlkRespStatus::ErrInvalidParam
-    };
+    let bad = |why: &'static str| refused(s.c.channel, req.id, why);
     let code = req.code().ok_or_else(|| bad("unknown code"))?;
     if matches!(code, BlkReqCode::Flush | BlkReqCode::Barrier) {
         return Ok(BlkReq::new(code, 0, 0, 0, req.id));
@@ -452,6 +452,29 @@ fn check(s: &State, req: &BlkReq) -> Result<BlkReq, BlkRespStatus> {
         req.count,
         req.id,
     ))
+}
+
+// The log lines of the request path, out of line so that the hot code does
+// not set up their arguments.
+
+/// Logs a refused request; its answer's status.
+#[cold]
+#[inline(never)]
+fn refused(channel: u8, id: u32, why: &'static str) -> BlkRespStatus {
+    log::warn!(target: "blk", "client on channel {channel}: request {id} refused: {why}");
+    BlkRespStatus::ErrInvalidParam
+}
+
+#[cold]
+#[inline(never)]
+fn unknown_response(id: u32) {
+    log::error!(target: "blk", "driver answered unknown request {id}");
+}
+
+#[cold]
+#[inline(never)]
+fn response_lost(client: u8, id: u32) {
+    log::error!(target: "blk", "client {client}: response queue full, response {id} lost");
 }
 
 /// Logs the table found, one line per partition.

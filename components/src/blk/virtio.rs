@@ -317,6 +317,9 @@ impl<R: Registers> VirtioBlk<R> {
     fn submit(&mut self) -> bool {
         let mut responded = false;
         let mut added = false;
+        // Responses that fit beyond those owed, read once (the virtualiser only frees more):
+        // each request taken uses one, whether answered at once, held or started.
+        let mut room: Option<u32> = None;
         loop {
             if let Some(held) = self.held {
                 if self.in_flight > 0 {
@@ -332,10 +335,14 @@ impl<R: Registers> VirtioBlk<R> {
                 continue;
             }
             // Take a request only if a slot is free and its response will fit.
-            if self.in_flight >= self.usable || self.queue.resp_free() <= self.owed() {
+            if self.in_flight >= self.usable {
                 break;
             }
-            let Some(req) = self.queue.dequeue_req() else { break };
+            let Some(req) = self.queue.peek_req() else { break };
+            let fits = room.unwrap_or_else(|| self.queue.resp_free().saturating_sub(self.owed()));
+            let Some(left) = fits.checked_sub(1) else { break };
+            room = Some(left);
+            self.queue.skip_req();
             match self.check(&req) {
                 Err(status) => {
                     responded |= self.respond(BlkResp::new(status, 0, req.id));
@@ -363,9 +370,7 @@ impl<R: Registers> VirtioBlk<R> {
         if matches!(code, BlkReqCode::Read | BlkReqCode::Write) {
             let end = req.block_number.checked_add(u64::from(req.count));
             if req.count == 0 || end.is_none_or(|end| end > self.capacity) {
-                log::warn!(target: "blk", "request {} out of range: {} blocks at {}",
-                    req.id, req.count, req.block_number);
-                return Err(BlkRespStatus::ErrInvalidParam);
+                return Err(out_of_range(req));
             }
         }
         Ok(code)
@@ -432,7 +437,7 @@ impl<R: Registers> VirtioBlk<R> {
             let head = self.dma.region.load::<u32>(elem).unwrap_or(u32::MAX);
             let slot = (head / u32::from(CHAIN)) as usize;
             if head % u32::from(CHAIN) != 0 || !self.slots.get(slot).is_some_and(|s| s.busy) {
-                log::error!(target: "blk", "device returned unknown descriptor {head}");
+                unknown_descriptor(head);
                 continue;
             }
             let s = core::mem::take(&mut self.slots[slot]);
@@ -459,11 +464,34 @@ impl<R: Registers> VirtioBlk<R> {
         if self.queue.enqueue_resp(resp).is_err() {
             // Cannot happen: requests are only taken with room for their
             // responses. Say so rather than lose it silently.
-            log::error!(target: "blk", "response queue full: response {} lost", resp.id);
+            response_lost(resp.id);
             return false;
         }
         true
     }
+}
+
+// The log lines of the request path, out of line so that the hot code does
+// not set up their arguments.
+
+/// Logs a request outside the disk; its answer's status.
+#[cold]
+#[inline(never)]
+fn out_of_range(req: &BlkReq) -> BlkRespStatus {
+    log::warn!(target: "blk", "request {} out of range: {} blocks at {}", req.id, req.count, req.block_number);
+    BlkRespStatus::ErrInvalidParam
+}
+
+#[cold]
+#[inline(never)]
+fn unknown_descriptor(head: u32) {
+    log::error!(target: "blk", "device returned unknown descriptor {head}");
+}
+
+#[cold]
+#[inline(never)]
+fn response_lost(id: u32) {
+    log::error!(target: "blk", "response queue full: response {id} lost");
 }
 
 #[cfg(test)]

@@ -425,25 +425,35 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
     }
 }
 
+/// Why a request is refused (its log line's words: see [`refused`]).
+#[derive(Clone, Copy)]
+enum Why {
+    UnknownCode,
+    ZeroBlocks,
+    Misaligned,
+    OutsideData,
+    OutsideRange,
+}
+
 /// Checks a client request and translates it for the driver.
 fn check(s: &State, req: &BlkReq) -> Result<BlkReq, BlkRespStatus> {
-    let bad = |why: &'static str| refused(s.c.channel, req.id, why);
-    let code = req.code().ok_or_else(|| bad("unknown code"))?;
+    let bad = |why: Why| refused(s.c.channel, req.id, why);
+    let code = req.code().ok_or_else(|| bad(Why::UnknownCode))?;
     if matches!(code, BlkReqCode::Flush | BlkReqCode::Barrier) {
         return Ok(BlkReq::new(code, 0, 0, 0, req.id));
     }
     if req.count == 0 {
-        return Err(bad("zero blocks"));
+        return Err(bad(Why::ZeroBlocks));
     }
     let bytes = u64::from(req.count) * BLK_TRANSFER_SIZE as u64;
     if req.io_or_offset % BLK_TRANSFER_SIZE as u64 != 0 {
-        return Err(bad("data offset not 4 KiB aligned"));
+        return Err(bad(Why::Misaligned));
     }
     if req.io_or_offset.checked_add(bytes).is_none_or(|end| end > s.c.data_size) {
-        return Err(bad("data outside the data region"));
+        return Err(bad(Why::OutsideData));
     }
     if req.block_number.checked_add(u64::from(req.count)).is_none_or(|end| end > s.blocks) {
-        return Err(bad("blocks outside the client's range"));
+        return Err(bad(Why::OutsideRange));
     }
     Ok(BlkReq::new(
         code,
@@ -460,7 +470,14 @@ fn check(s: &State, req: &BlkReq) -> Result<BlkReq, BlkRespStatus> {
 /// Logs a refused request; its answer's status.
 #[cold]
 #[inline(never)]
-fn refused(channel: u8, id: u32, why: &'static str) -> BlkRespStatus {
+fn refused(channel: u8, id: u32, why: Why) -> BlkRespStatus {
+    let why = match why {
+        Why::UnknownCode => "unknown code",
+        Why::ZeroBlocks => "zero blocks",
+        Why::Misaligned => "data offset not 4 KiB aligned",
+        Why::OutsideData => "data outside the data region",
+        Why::OutsideRange => "blocks outside the client's range",
+    };
     log::warn!(target: "blk", "client on channel {channel}: request {id} refused: {why}");
     BlkRespStatus::ErrInvalidParam
 }

@@ -18,6 +18,7 @@ use sddf_bindings::blk::{
     BlkQueueHandle, BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo, StorageInfoHandle,
     BLK_TRANSFER_SIZE,
 };
+use sddf_bindings::SharedRegion;
 
 // Virtio-MMIO registers (virtio 1.2 §4.2.2).
 const MAGIC: usize = 0x000;
@@ -392,28 +393,16 @@ impl<R: Registers> VirtioBlk<R> {
         ok &= r.store(cell + 8, sector.to_le()).is_ok();
         ok &= r.store(cell + 16, 0xffu8).is_ok();
         let head = slot as u16 * CHAIN;
-        let data_len = u32::from(req.count) * BLK_TRANSFER_SIZE as u32;
-        let data_flags = if kind == T_IN { DESC_F_WRITE } else { 0 };
-        let mut chain = [
-            (cell_io, 16, 0u16),
-            (req.io_or_offset, data_len, data_flags),
-            (cell_io + 16, 1, DESC_F_WRITE),
-        ];
-        let parts: &[(u64, u32, u16)] = if kind == T_FLUSH {
-            chain[1] = chain[2];
-            &chain[..2]
+        let status_io = cell_io + 16;
+        if kind == T_FLUSH {
+            ok &= write_desc(r, head, cell_io, 16, DESC_F_NEXT);
+            ok &= write_desc(r, head + 1, status_io, 1, DESC_F_WRITE);
         } else {
-            &chain
-        };
-        for (k, &(addr, len, flags)) in parts.iter().enumerate() {
-            let d = DESC_AT + 16 * usize::from(head + k as u16);
-            let last = k + 1 == parts.len();
-            let flags = flags | if last { 0 } else { DESC_F_NEXT };
-            // addr, then len | flags << 32 | next << 48 (virtio 1.2 §2.7.5, little-endian).
-            let rest =
-                u64::from(len) | u64::from(flags) << 32 | u64::from(head + k as u16 + 1) << 48;
-            ok &= r.store(d, addr.to_le()).is_ok();
-            ok &= r.store(d + 8, rest.to_le()).is_ok();
+            let data_len = u32::from(req.count) * BLK_TRANSFER_SIZE as u32;
+            let data_flags = if kind == T_IN { DESC_F_WRITE } else { 0 };
+            ok &= write_desc(r, head, cell_io, 16, DESC_F_NEXT);
+            ok &= write_desc(r, head + 1, req.io_or_offset, data_len, data_flags | DESC_F_NEXT);
+            ok &= write_desc(r, head + 2, status_io, 1, DESC_F_WRITE);
         }
         let ring = AVAIL_AT + 4 + 2 * usize::from(self.avail_idx & (self.qsize - 1));
         ok &= r.store(ring, head.to_le()).is_ok();
@@ -469,6 +458,16 @@ impl<R: Registers> VirtioBlk<R> {
         }
         true
     }
+}
+
+/// Writes descriptor `index` (virtio 1.2 §2.7.5, little-endian): `addr`, then
+/// `len | flags << 32 | next << 48` with `next = index + 1` (used only with
+/// `DESC_F_NEXT`), as two 64-bit stores.
+#[inline(always)]
+fn write_desc(r: &SharedRegion, index: u16, addr: u64, len: u32, flags: u16) -> bool {
+    let d = DESC_AT + 16 * usize::from(index);
+    let rest = u64::from(len) | u64::from(flags) << 32 | u64::from(index + 1) << 48;
+    r.store(d, addr.to_le()).is_ok() & r.store(d + 8, rest.to_le()).is_ok()
 }
 
 // The log lines of the request path, out of line so that the hot code does

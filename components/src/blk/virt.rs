@@ -142,19 +142,32 @@ pub struct BlkVirt<const C: usize, const S: usize> {
     /// The free entries of `slots`, a stack (`free[..free_len]`), lowest on top.
     free: [u32; S],
     free_len: usize,
+    /// The client channels, as bits of a notification badge.
+    client_bits: u64,
+    /// Whether [`BlkVirt::requests`] left a request it could not take yet
+    /// (no slot, no response room, the driver's queue full).
+    waiting: bool,
     phase: Phase,
     next: usize,
+}
+
+/// Channel `ch` as a badge bit (none for ids Microkit does not have).
+fn bit(ch: u8) -> u64 {
+    1u64.checked_shl(u32::from(ch)).unwrap_or(0)
 }
 
 impl<const C: usize, const S: usize> BlkVirt<C, S> {
     /// A virtualiser between `driver` and `clients`.
     pub fn new(driver: Driver, clients: [Option<Client>; C]) -> Self {
+        let client_bits = clients.iter().flatten().fold(0, |bits, c| bits | bit(c.channel));
         BlkVirt {
             driver,
             clients: clients.map(|c| c.map(|c| State { c, start: 0, blocks: 0, in_flight: 0 })),
             slots: [None; S],
             free: core::array::from_fn(|k| (S - 1 - k) as u32),
             free_len: S,
+            client_bits,
+            waiting: false,
             phase: Phase::Disk,
             next: 0,
         }
@@ -176,6 +189,26 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
         }
         notify.merge(self.responses());
         notify.merge(self.requests());
+        notify
+    }
+
+    /// [`BlkVirt::handle`] for a wakeup by the channels whose bits are set in
+    /// `notified` (the notification badge). Once ready, the driver's queue is
+    /// only looked at when the driver notified, and the clients' queues when
+    /// a client notified or a request waits for room that a response may
+    /// have freed: sDDF peers notify after every batch, so nothing is missed,
+    /// and a wakeup costs one queue's work, not every queue's.
+    pub fn handle_notified(&mut self, notified: u64) -> Notify {
+        if !self.is_ready() {
+            return self.handle();
+        }
+        let mut notify = Notify::NONE;
+        if notified & bit(self.driver.channel) != 0 {
+            notify.merge(self.responses());
+        }
+        if self.waiting || notified & self.client_bits != 0 {
+            notify.merge(self.requests());
+        }
         notify
     }
 
@@ -371,6 +404,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
     fn requests(&mut self) -> Notify {
         let mut notify = Notify::NONE;
         let mut forwarded = false;
+        let mut waiting = false;
         for k in 0..C {
             let i = if C == 1 { 0 } else { (self.next + k) % C };
             let Some(s) = self.clients[i].as_mut() else { continue };
@@ -378,19 +412,20 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
             let Some(mut req) = s.c.queue.peek_req() else { continue };
             // Room for the answers: the client only ever frees more of it.
             let mut room = s.c.queue.resp_free().saturating_sub(s.in_flight);
-            loop {
-                // Room for the answer, and a slot. A request leaves the client's queue only
-                // once it is answered or in the driver's queue: when the driver's queue is
-                // full (or its peer index corrupt) it waits there.
+            // Whether `req` has to wait. A request leaves the client's queue only once it is
+            // answered or in the driver's queue: when the driver's queue is full (or its peer
+            // index corrupt) it waits there.
+            waiting |= loop {
+                // Room for the answer, and a slot.
                 if room == 0 {
-                    break;
+                    break true;
                 }
                 match check(s, &req) {
                     Ok(fwd) => {
-                        let Some(slot) = self.free_len.checked_sub(1) else { break };
+                        let Some(slot) = self.free_len.checked_sub(1) else { break true };
                         let id = self.free[slot];
                         if self.driver.queue.enqueue_req(BlkReq { id, ..fwd }).is_err() {
-                            break;
+                            break true;
                         }
                         self.free_len = slot;
                         s.c.queue.skip_req();
@@ -402,7 +437,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
                     }
                     Err(status) => {
                         if s.c.queue.enqueue_resp(BlkResp::new(status, 0, req.id)).is_err() {
-                            break;
+                            break true;
                         }
                         s.c.queue.skip_req();
                         notify.add(s.c.channel);
@@ -411,10 +446,11 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
                 room -= 1;
                 match s.c.queue.peek_req() {
                     Some(next) => req = next,
-                    None => break,
+                    None => break false,
                 }
-            }
+            };
         }
+        self.waiting = waiting;
         if C > 1 {
             self.next = (self.next + 1) % C;
         }
@@ -832,6 +868,41 @@ pub(crate) mod tests {
         assert_eq!(got.len(), 4);
         r.virt.handle();
         assert_eq!(core::iter::from_fn(|| r.drv.dequeue_req()).count(), 4);
+    }
+
+    #[test]
+    fn a_wakeup_looks_at_the_queues_of_the_channels_that_notified() {
+        let mut r = rig(16);
+        publish_disk(&mut r, 1000);
+        let (drv, c0) = (1 << 0, 1 << 1);
+        for id in 0..10 {
+            r.clients[0].0.enqueue_req(BlkReq::new(BlkReqCode::Read, 0, id.into(), 1, id)).unwrap();
+        }
+        assert!(r.virt.handle_notified(drv).is_empty(), "the client did not notify");
+        assert!(r.virt.handle_notified(c0).contains(0));
+        let fwd: Vec<_> = core::iter::from_fn(|| r.drv.dequeue_req()).collect();
+        assert_eq!(fwd.len(), 8, "all 8 slots used, 2 requests wait");
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, 1, fwd[0].id)).unwrap();
+        assert!(r.virt.handle_notified(c0).is_empty(), "a client wakeup forwards no response");
+        assert_eq!(r.clients[0].0.resp_len(), 0);
+        let n = r.virt.handle_notified(drv);
+        assert!(n.contains(1) && n.contains(0), "the response, and a waiting request");
+        assert_eq!(r.clients[0].0.dequeue_resp().map(|x| x.id), Some(0));
+        assert_eq!(r.drv.dequeue_req().map(|q| q.block_number), Some(8));
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, 1, fwd[1].id)).unwrap();
+        r.virt.handle_notified(drv);
+        assert_eq!(r.drv.dequeue_req().map(|q| q.block_number), Some(9));
+        // Nothing waits now: a driver wakeup leaves the clients' queues alone.
+        r.clients[0].0.enqueue_req(BlkReq::new(BlkReqCode::Read, 0, 10, 1, 10)).unwrap();
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, 1, fwd[2].id)).unwrap();
+        assert_eq!(r.virt.handle_notified(drv), {
+            let mut n = Notify::NONE;
+            n.add(1);
+            n
+        });
+        assert!(r.drv.dequeue_req().is_none());
+        assert!(r.virt.handle_notified(c0 | drv).contains(0));
+        assert_eq!(r.drv.dequeue_req().map(|q| q.block_number), Some(10));
     }
 
     /// Flips the `head` of the ring at `region` between "empty" and "full" as fast as it can

@@ -149,6 +149,9 @@ pub struct VirtioBlk<R: Registers> {
     last_used: u16,
     /// A FLUSH or BARRIER waiting for the requests before it.
     held: Option<BlkReq>,
+    /// Whether `submit` left a request it could not take yet (no slot, no
+    /// response room, a flush waiting): the next interrupt retries.
+    waiting: bool,
     queue: BlkQueueHandle,
     virt_channel: u8,
     capacity: u64,
@@ -263,6 +266,7 @@ impl<R: Registers> VirtioBlk<R> {
             avail_idx: 0,
             last_used: 0,
             held: None,
+            waiting: false,
             queue,
             virt_channel,
             capacity,
@@ -300,7 +304,11 @@ impl<R: Registers> VirtioBlk<R> {
         let status = self.regs.read(INTERRUPT_STATUS);
         self.regs.write(INTERRUPT_ACK, status);
         let mut responded = self.complete();
-        responded |= self.submit();
+        // New requests come with a notification (handle_notified): here only
+        // those that waited for what the completions freed.
+        if self.waiting {
+            responded |= self.submit();
+        }
         let mut notify = Notify::NONE;
         if responded {
             notify.add(self.virt_channel);
@@ -321,10 +329,10 @@ impl<R: Registers> VirtioBlk<R> {
         // Responses that fit beyond those owed, read once (the virtualiser only frees more):
         // each request taken uses one, whether answered at once, held or started.
         let mut room: Option<u32> = None;
-        loop {
+        self.waiting = loop {
             if let Some(held) = self.held {
                 if self.in_flight > 0 {
-                    break; // the flush waits for the requests before it
+                    break true; // the flush waits for the requests before it
                 }
                 self.held = None;
                 if self.features & F_FLUSH == 0 {
@@ -337,11 +345,11 @@ impl<R: Registers> VirtioBlk<R> {
             }
             // Take a request only if a slot is free and its response will fit.
             if self.in_flight >= self.usable {
-                break;
+                break true;
             }
-            let Some(req) = self.queue.peek_req() else { break };
+            let Some(req) = self.queue.peek_req() else { break false };
             let fits = room.unwrap_or_else(|| self.queue.resp_free().saturating_sub(self.owed()));
-            let Some(left) = fits.checked_sub(1) else { break };
+            let Some(left) = fits.checked_sub(1) else { break true };
             room = Some(left);
             self.queue.skip_req();
             match self.check(&req) {
@@ -355,7 +363,7 @@ impl<R: Registers> VirtioBlk<R> {
                     added = true;
                 }
             }
-        }
+        };
         if added {
             fence(Ordering::SeqCst);
             let flags = self.dma.region.load::<u16>(USED_AT).unwrap_or(0);

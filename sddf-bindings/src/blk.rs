@@ -20,7 +20,6 @@ use core::sync::atomic::{AtomicU32, AtomicU8, Ordering};
 use zerocopy::{FromBytes, Immutable, IntoBytes, KnownLayout};
 
 use crate::ring::{Capacity, Consumer, Producer};
-use crate::shared::Word;
 use crate::{Error, SharedAtomic, SharedRegion};
 
 /// Size of one block transfer; the unit of block numbers, counts, capacity.
@@ -265,60 +264,6 @@ pub fn capacity_for(req_len: usize, resp_len: usize) -> u32 {
     }
 }
 
-/// A word of a slot copy: a request slot is copied as four `u64`s, a
-/// response slot as three `u32`s (each slot is aligned to its word).
-trait SlotWord: Word {
-    fn from_bytes(bytes: &[u8]) -> Self;
-    fn put(self, out: &mut [u8]);
-}
-
-impl SlotWord for u64 {
-    fn from_bytes(bytes: &[u8]) -> Self {
-        let mut w = [0u8; 8];
-        w.copy_from_slice(bytes);
-        u64::from_ne_bytes(w)
-    }
-    fn put(self, out: &mut [u8]) {
-        out.copy_from_slice(&self.to_ne_bytes());
-    }
-}
-
-impl SlotWord for u32 {
-    fn from_bytes(bytes: &[u8]) -> Self {
-        let mut w = [0u8; 4];
-        w.copy_from_slice(bytes);
-        u32::from_ne_bytes(w)
-    }
-    fn put(self, out: &mut [u8]) {
-        out.copy_from_slice(&self.to_ne_bytes());
-    }
-}
-
-/// Copies the slot at `offset` out, one volatile load per word (the
-/// general byte copy costs several times as many instructions for a slot).
-fn read_words<W: SlotWord>(
-    slots: &SharedRegion,
-    offset: usize,
-    out: &mut [u8],
-) -> Result<(), Error> {
-    for (k, chunk) in out.chunks_exact_mut(size_of::<W>()).enumerate() {
-        slots.load::<W>(offset + k * size_of::<W>())?.put(chunk);
-    }
-    Ok(())
-}
-
-/// Writes a slot image at `offset`, one volatile store per word.
-fn write_words<W: SlotWord>(
-    slots: &SharedRegion,
-    offset: usize,
-    bytes: &[u8],
-) -> Result<(), Error> {
-    for (k, chunk) in bytes.chunks_exact(size_of::<W>()).enumerate() {
-        slots.store(offset + k * size_of::<W>(), W::from_bytes(chunk))?;
-    }
-    Ok(())
-}
-
 impl BlkQueueHandle {
     /// A handle on the request region `req` and the response region `resp`.
     ///
@@ -393,7 +338,9 @@ impl BlkQueueHandle {
             return Err(Full);
         }
         let offset = self.req_producer.slot() * size_of::<BlkReq>();
-        write_words::<u64>(&self.req_slots, offset, req.as_bytes()).map_err(|_| Full)?;
+        // Four volatile u64 stores (the slot is 8-aligned: checked in `new`).
+        let words: [u64; 4] = zerocopy::transmute!(req);
+        self.req_slots.store_array(offset, words).map_err(|_| Full)?;
         self.req_producer.publish(1);
         Ok(())
     }
@@ -408,9 +355,9 @@ impl BlkQueueHandle {
         if !self.resp_consumer.has_entry() {
             return None;
         }
-        let mut buf = [0u8; size_of::<BlkResp>()];
         let offset = self.resp_consumer.slot() * size_of::<BlkResp>();
-        read_words::<u32>(&self.resp_slots, offset, &mut buf).ok()?;
+        let words: [u32; 3] = self.resp_slots.load_array(offset).ok()?;
+        let buf: [u8; size_of::<BlkResp>()] = zerocopy::transmute!(words);
         self.resp_consumer.release(1);
         Some(BlkResp::from_slot(buf))
     }
@@ -450,9 +397,9 @@ impl BlkQueueHandle {
         if !self.req_consumer.has_entry() {
             return None;
         }
-        let mut buf = [0u8; size_of::<BlkReq>()];
         let offset = self.req_consumer.slot() * size_of::<BlkReq>();
-        read_words::<u64>(&self.req_slots, offset, &mut buf).ok()?;
+        let words: [u64; 4] = self.req_slots.load_array(offset).ok()?;
+        let buf: [u8; size_of::<BlkReq>()] = zerocopy::transmute!(words);
         Some(BlkReq::from_slot(buf))
     }
 
@@ -480,7 +427,8 @@ impl BlkQueueHandle {
             return Err(Full);
         }
         let offset = self.resp_producer.slot() * size_of::<BlkResp>();
-        write_words::<u32>(&self.resp_slots, offset, resp.as_bytes()).map_err(|_| Full)?;
+        let words: [u32; 3] = zerocopy::transmute!(resp);
+        self.resp_slots.store_array(offset, words).map_err(|_| Full)?;
         self.resp_producer.publish(1);
         Ok(())
     }

@@ -396,21 +396,24 @@ impl<R: Registers> VirtioBlk<R> {
         let cell = CELLS_AT + slot * CELL;
         let r = &self.dma.region;
         let cell_io = self.dma.io_addr + cell as u64;
-        // Header: type, reserved (0), sector; then the status the device overwrites.
-        let mut ok = r.store(cell, u64::from(kind).to_le()).is_ok();
-        ok &= r.store(cell + 8, sector.to_le()).is_ok();
-        ok &= r.store(cell + 16, 0xffu8).is_ok();
+        // Header: type, reserved (0), sector; then the status byte the device
+        // overwrites (0xff until it does) and the cell's padding.
+        let cell_words = [u64::from(kind).to_le(), sector.to_le(), 0xffu64.to_le()];
+        let mut ok = r.store_array(cell, cell_words).is_ok();
         let head = slot as u16 * CHAIN;
+        let header = desc(head, cell_io, 16, DESC_F_NEXT);
         let status_io = cell_io + 16;
+        let d = DESC_AT + 16 * usize::from(head);
         if kind == T_FLUSH {
-            ok &= write_desc(r, head, cell_io, 16, DESC_F_NEXT);
-            ok &= write_desc(r, head + 1, status_io, 1, DESC_F_WRITE);
+            let status = desc(head + 1, status_io, 1, DESC_F_WRITE);
+            ok &= r.store_array(d, [header[0], header[1], status[0], status[1]]).is_ok();
         } else {
             let data_len = u32::from(req.count) * BLK_TRANSFER_SIZE as u32;
             let data_flags = if kind == T_IN { DESC_F_WRITE } else { 0 };
-            ok &= write_desc(r, head, cell_io, 16, DESC_F_NEXT);
-            ok &= write_desc(r, head + 1, req.io_or_offset, data_len, data_flags | DESC_F_NEXT);
-            ok &= write_desc(r, head + 2, status_io, 1, DESC_F_WRITE);
+            let data = desc(head + 1, req.io_or_offset, data_len, data_flags | DESC_F_NEXT);
+            let status = desc(head + 2, status_io, 1, DESC_F_WRITE);
+            let chain = [header[0], header[1], data[0], data[1], status[0], status[1]];
+            ok &= r.store_array(d, chain).is_ok();
         }
         let ring = AVAIL_AT + 4 + 2 * usize::from(self.avail_idx & (self.qsize - 1));
         ok &= r.store(ring, head.to_le()).is_ok();
@@ -468,14 +471,12 @@ impl<R: Registers> VirtioBlk<R> {
     }
 }
 
-/// Writes descriptor `index` (virtio 1.2 §2.7.5, little-endian): `addr`, then
-/// `len | flags << 32 | next << 48` with `next = index + 1` (used only with
-/// `DESC_F_NEXT`), as two 64-bit stores.
-#[inline(always)]
-fn write_desc(r: &SharedRegion, index: u16, addr: u64, len: u32, flags: u16) -> bool {
-    let d = DESC_AT + 16 * usize::from(index);
+/// Descriptor `index` (virtio 1.2 §2.7.5) as two little-endian words: `addr`,
+/// then `len | flags << 32 | next << 48` with `next = index + 1` (used only
+/// with `DESC_F_NEXT`).
+fn desc(index: u16, addr: u64, len: u32, flags: u16) -> [u64; 2] {
     let rest = u64::from(len) | u64::from(flags) << 32 | u64::from(index + 1) << 48;
-    r.store(d, addr.to_le()).is_ok() & r.store(d + 8, rest.to_le()).is_ok()
+    [addr.to_le(), rest.to_le()]
 }
 
 // The log lines of the request path, out of line so that the hot code does

@@ -18,7 +18,6 @@ use sddf_bindings::blk::{
     BlkQueueHandle, BlkReq, BlkReqCode, BlkResp, BlkRespStatus, BlkStorageInfo, StorageInfoHandle,
     BLK_TRANSFER_SIZE,
 };
-use sddf_bindings::SharedRegion;
 
 // Virtio-MMIO registers (virtio 1.2 §4.2.2).
 const MAGIC: usize = 0x000;

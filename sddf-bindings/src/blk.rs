@@ -12,6 +12,9 @@
 //! it owns from shared memory when the handle is created and from then on
 //! keeps a private copy, so a peer overwriting it changes nothing; a peer
 //! index that is more than `capacity` away reads as a full or empty ring.
+//! Enqueue and dequeue read the peer's index only when what it allowed at
+//! the last read is used up (one read per batch; a peer only adds entries
+//! or frees slots); the `*_len`/`*_free` queries read it every time.
 
 use core::fmt;
 use core::mem::offset_of;

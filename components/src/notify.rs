@@ -30,9 +30,18 @@ impl Notify {
         self.0 == 0
     }
 
-    /// The channel ids, lowest first.
+    /// The channel ids, lowest first (one step per channel in the set, not
+    /// per possible id: this runs on every wakeup of every PD).
     pub fn channels(self) -> impl Iterator<Item = u8> {
-        (0..64u8).filter(move |&ch| self.0 & (1 << ch) != 0)
+        let mut bits = self.0;
+        core::iter::from_fn(move || {
+            if bits == 0 {
+                return None;
+            }
+            let ch = bits.trailing_zeros() as u8;
+            bits &= bits - 1;
+            Some(ch)
+        })
     }
 }
 

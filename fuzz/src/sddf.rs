@@ -264,7 +264,8 @@ fn run_in(a: &mut Arena, data: &[u8]) {
                     ..BlkReq::default()
                 };
                 let _ = bv_clients[usize::from(client)].0.enqueue_req(req);
-                check_notify(bv.handle());
+                // The client notifies (channel 1 + client): the virtualiser's per-channel path.
+                check_notify(bv.handle_notified(1 << (1 + u8::from(client))));
             }
             Op::BvDriverInfo { capacity, ready } => {
                 let mut info = BlkStorageInfo::zeroed();
@@ -287,7 +288,7 @@ fn run_in(a: &mut Arena, data: &[u8]) {
                         answered += 1;
                     }
                 }
-                check_notify(bv.handle());
+                check_notify(bv.handle_notified(1 << 3)); // the driver notifies
             }
             Op::BvClientDrain(client) => {
                 let q = &mut bv_clients[usize::from(client)].0;

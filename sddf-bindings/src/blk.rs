@@ -12,6 +12,9 @@
 //! it owns from shared memory when the handle is created and from then on
 //! keeps a private copy, so a peer overwriting it changes nothing; a peer
 //! index that is more than `capacity` away reads as a full or empty ring.
+//! Enqueue and dequeue read the peer's index only when what it allowed at
+//! the last read is used up (one read per batch; a peer only adds entries
+//! or frees slots); the `*_len`/`*_free` queries read it every time.
 
 use core::fmt;
 use core::mem::offset_of;
@@ -275,6 +278,10 @@ impl BlkQueueHandle {
         let capacity = Capacity::new(capacity)?;
         let req_slots =
             slots(&req, offset_of!(BlkReqQueue, buffers), size_of::<BlkReq>(), capacity)?;
+        // Request slots are copied a u64 at a time (the C header's alignment too).
+        if req_slots.load::<u64>(0).is_err() {
+            return Err(Error::Misaligned);
+        }
         let resp_slots =
             slots(&resp, offset_of!(BlkRespQueue, buffers), size_of::<BlkResp>(), capacity)?;
         let index = |region: &SharedRegion, offset| region.atomic_u32(offset);
@@ -330,11 +337,13 @@ impl BlkQueueHandle {
 
     /// Client: enqueues a request (`blk_enqueue_req`). Notify the peer after.
     pub fn enqueue_req(&mut self, req: BlkReq) -> Result<(), Full> {
-        if self.req_full() {
+        if !self.req_producer.has_room() {
             return Err(Full);
         }
         let offset = self.req_producer.slot() * size_of::<BlkReq>();
-        self.req_slots.write(offset, req.as_bytes()).map_err(|_| Full)?;
+        // Four volatile u64 stores (the slot is 8-aligned: checked in `new`).
+        let words: [u64; 4] = zerocopy::transmute!(req);
+        self.req_slots.store_array(offset, words).map_err(|_| Full)?;
         self.req_producer.publish(1);
         Ok(())
     }
@@ -346,12 +355,12 @@ impl BlkQueueHandle {
 
     /// Client: takes the next response (`blk_dequeue_resp`), copied out once.
     pub fn dequeue_resp(&mut self) -> Option<BlkResp> {
-        if self.resp_len() == 0 {
+        if !self.resp_consumer.has_entry() {
             return None;
         }
-        let mut buf = [0u8; size_of::<BlkResp>()];
         let offset = self.resp_consumer.slot() * size_of::<BlkResp>();
-        self.resp_slots.read(offset, &mut buf).ok()?;
+        let words: [u32; 3] = self.resp_slots.load_array(offset).ok()?;
+        let buf: [u8; size_of::<BlkResp>()] = zerocopy::transmute!(words);
         self.resp_consumer.release(1);
         Some(BlkResp::from_slot(buf))
     }
@@ -388,19 +397,19 @@ impl BlkQueueHandle {
     /// further on: take it with [`BlkQueueHandle::skip_req`] then. Only the
     /// copy is valid; the peer may rewrite the slot meanwhile.
     pub fn peek_req(&self) -> Option<BlkReq> {
-        if self.req_len() == 0 {
+        if !self.req_consumer.has_entry() {
             return None;
         }
-        let mut buf = [0u8; size_of::<BlkReq>()];
         let offset = self.req_consumer.slot() * size_of::<BlkReq>();
-        self.req_slots.read(offset, &mut buf).ok()?;
+        let words: [u64; 4] = self.req_slots.load_array(offset).ok()?;
+        let buf: [u8; size_of::<BlkReq>()] = zerocopy::transmute!(words);
         Some(BlkReq::from_slot(buf))
     }
 
     /// Virtualiser/driver: takes the request [`BlkQueueHandle::peek_req`]
     /// returned. Does nothing if no request is ready.
     pub fn skip_req(&mut self) {
-        if self.req_len() > 0 {
+        if self.req_consumer.has_entry() {
             self.req_consumer.release(1);
         }
     }
@@ -417,11 +426,12 @@ impl BlkQueueHandle {
 
     /// Virtualiser/driver: enqueues a response (`blk_enqueue_resp`).
     pub fn enqueue_resp(&mut self, resp: BlkResp) -> Result<(), Full> {
-        if self.resp_full() {
+        if !self.resp_producer.has_room() {
             return Err(Full);
         }
         let offset = self.resp_producer.slot() * size_of::<BlkResp>();
-        self.resp_slots.write(offset, resp.as_bytes()).map_err(|_| Full)?;
+        let words: [u32; 3] = zerocopy::transmute!(resp);
+        self.resp_slots.store_array(offset, words).map_err(|_| Full)?;
         self.resp_producer.publish(1);
         Ok(())
     }

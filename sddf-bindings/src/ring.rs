@@ -44,15 +44,23 @@ struct CorruptionLog(Cell<bool>);
 
 impl CorruptionLog {
     /// `len` if it is a possible length, else `None` (logged once).
+    #[inline]
     fn check(&self, len: u32, capacity: Capacity, queue: &str) -> Option<u32> {
         if len <= capacity.get() {
             self.0.set(false);
             return Some(len);
         }
+        self.corrupt(len, capacity, queue);
+        None
+    }
+
+    /// The slow path of [`CorruptionLog::check`], kept out of the hot one.
+    #[cold]
+    #[inline(never)]
+    fn corrupt(&self, len: u32, capacity: Capacity, queue: &str) {
         if !self.0.replace(true) {
             warn!("{queue}: peer index is {len} away from ours (capacity {}), ignoring the queue until it is sane", capacity.get());
         }
-        None
     }
 }
 
@@ -64,6 +72,9 @@ pub(crate) struct Producer {
     head_index: SharedAtomic<AtomicU32>,
     capacity: Capacity,
     log: CorruptionLog,
+    /// Free entries as last read from the peer's `head`, less those
+    /// published since: a lower bound (the consumer only frees more).
+    room: Cell<u32>,
     queue: &'static str,
 }
 
@@ -76,17 +87,26 @@ impl Producer {
         queue: &'static str,
     ) -> Self {
         let tail = tail_index.load(Ordering::Relaxed);
-        Producer { tail, tail_index, head_index, capacity, log: CorruptionLog::default(), queue }
+        let log = CorruptionLog::default();
+        Producer { tail, tail_index, head_index, capacity, log, room: Cell::new(0), queue }
     }
 
     /// Free entries; 0 when the peer's `head` is corrupt.
     pub(crate) fn free(&self) -> u32 {
         let head = self.head_index.load(Ordering::Acquire);
         let used = self.tail.wrapping_sub(head);
-        match self.log.check(used, self.capacity, self.queue) {
+        let free = match self.log.check(used, self.capacity, self.queue) {
             Some(used) => self.capacity.get() - used,
             None => 0,
-        }
+        };
+        self.room.set(free);
+        free
+    }
+
+    /// Whether one entry fits: reads the peer's `head` only when the room
+    /// seen last time is used up.
+    pub(crate) fn has_room(&self) -> bool {
+        self.room.get() > 0 || self.free() > 0
     }
 
     /// The slot the next entry goes to.
@@ -101,6 +121,7 @@ impl Producer {
 
     /// Publishes `count` entries written after the current tail (`Release`).
     pub(crate) fn publish(&mut self, count: u32) {
+        self.room.set(self.room.get().saturating_sub(count));
         self.tail = self.tail.wrapping_add(count);
         self.tail_index.store(self.tail, Ordering::Release);
     }
@@ -114,6 +135,9 @@ pub(crate) struct Consumer {
     tail_index: SharedAtomic<AtomicU32>,
     capacity: Capacity,
     log: CorruptionLog,
+    /// Entries as last read from the peer's `tail`, less those released
+    /// since: a lower bound (the producer only adds more).
+    seen: Cell<u32>,
     queue: &'static str,
 }
 
@@ -126,13 +150,23 @@ impl Consumer {
         queue: &'static str,
     ) -> Self {
         let head = head_index.load(Ordering::Relaxed);
-        Consumer { head, head_index, tail_index, capacity, log: CorruptionLog::default(), queue }
+        let log = CorruptionLog::default();
+        Consumer { head, head_index, tail_index, capacity, log, seen: Cell::new(0), queue }
     }
 
     /// Entries ready to read; 0 when the peer's `tail` is corrupt.
     pub(crate) fn available(&self) -> u32 {
         let tail = self.tail_index.load(Ordering::Acquire);
-        self.log.check(tail.wrapping_sub(self.head), self.capacity, self.queue).unwrap_or(0)
+        let len =
+            self.log.check(tail.wrapping_sub(self.head), self.capacity, self.queue).unwrap_or(0);
+        self.seen.set(len);
+        len
+    }
+
+    /// Whether an entry is ready: reads the peer's `tail` only when the
+    /// entries seen last time are used up, so a batch costs one read.
+    pub(crate) fn has_entry(&self) -> bool {
+        self.seen.get() > 0 || self.available() > 0
     }
 
     /// The slot of the next entry to read.
@@ -147,6 +181,7 @@ impl Consumer {
 
     /// Releases `count` entries read from the current head (`Release`).
     pub(crate) fn release(&mut self, count: u32) {
+        self.seen.set(self.seen.get().saturating_sub(count));
         self.head = self.head.wrapping_add(count);
         self.head_index.store(self.head, Ordering::Release);
     }
@@ -184,6 +219,26 @@ mod tests {
         consumer.release(2);
         assert_eq!(region.atomic_u32(4).unwrap().load(Ordering::Relaxed), 2);
         assert_eq!((producer.free(), consumer.available(), consumer.slot()), (3, 1, 2));
+    }
+
+    #[test]
+    fn seen_entries_and_room_are_lower_bounds_read_once_per_batch() {
+        let (mut producer, mut consumer, region) = pair(4);
+        assert!(!consumer.has_entry() && producer.has_room());
+        producer.publish(2);
+        assert!(consumer.has_entry());
+        // A peer that moves its index back after we read it changes nothing
+        // we already counted; we re-read once those are used.
+        region.atomic_u32(0).unwrap().store(0, Ordering::Relaxed);
+        assert!(consumer.has_entry());
+        consumer.release(2);
+        assert!(!consumer.has_entry(), "re-read: the tail now says empty");
+        region.atomic_u32(0).unwrap().store(2, Ordering::Relaxed);
+        assert_eq!(producer.free(), 4);
+        producer.publish(4);
+        assert!(!producer.has_room(), "re-read: the consumer freed nothing");
+        consumer.release(1);
+        assert!(producer.has_room());
     }
 
     #[test]

@@ -185,8 +185,39 @@ impl SharedRegion {
         Ok(())
     }
 
+    /// `N` consecutive naturally aligned volatile loads from `offset` (one
+    /// bounds check for all): a ring slot copied out once, a word at a time.
+    pub fn load_array<T: Word, const N: usize>(&self, offset: usize) -> Result<[T; N], Error> {
+        let ptr = self.words_ptr::<T>(offset, N)?;
+        // SAFETY: `ptr..ptr + N` is in bounds and aligned (checked), mapped
+        // by `new`'s contract; volatile loads of plain integers tolerate
+        // concurrent writers.
+        Ok(core::array::from_fn(|k| unsafe { ptr.add(k).read_volatile() }))
+    }
+
+    /// `N` consecutive naturally aligned volatile stores from `offset`, in
+    /// order; see [`SharedRegion::load_array`].
+    pub fn store_array<T: Word, const N: usize>(
+        &self,
+        offset: usize,
+        values: [T; N],
+    ) -> Result<(), Error> {
+        let ptr = self.words_ptr::<T>(offset, N)?;
+        for (k, value) in values.into_iter().enumerate() {
+            // SAFETY: as in `load_array`: in bounds, aligned, mapped, volatile.
+            unsafe { ptr.add(k).write_volatile(value) };
+        }
+        Ok(())
+    }
+
     fn word_ptr<T: Word>(&self, offset: usize) -> Result<*mut T, Error> {
-        let ptr = self.checked_ptr(offset, size_of::<T>())?.cast::<T>().as_ptr();
+        self.words_ptr(offset, 1)
+    }
+
+    /// `count` aligned `T`s at `offset`, checked to lie in the region.
+    fn words_ptr<T: Word>(&self, offset: usize, count: usize) -> Result<*mut T, Error> {
+        let len = size_of::<T>().checked_mul(count).ok_or(Error::OutOfBounds)?;
+        let ptr = self.checked_ptr(offset, len)?.cast::<T>().as_ptr();
         if !ptr.is_aligned() {
             return Err(Error::Misaligned);
         }
@@ -676,6 +707,17 @@ impl<T: Copy + FromBytes> ConfigCell<T> {
 mod tests {
     use super::*;
     use core::sync::atomic::Ordering;
+
+    #[test]
+    fn word_arrays_are_checked_once_and_copied_in_order() {
+        let r = SharedRegion::leak_zeroed(32);
+        r.store_array(8, [1u64, 2, 3]).unwrap();
+        assert_eq!(r.load_array::<u64, 3>(8), Ok([1, 2, 3]));
+        assert_eq!(r.store_array(16, [0u64; 3]), Err(Error::OutOfBounds));
+        assert_eq!(r.load_array::<u64, 2>(4), Err(Error::Misaligned));
+        assert_eq!(r.load_array::<u8, 0>(32), Ok([]));
+        assert_eq!(r.load_array::<u64, 3>(8), Ok([1, 2, 3]), "a refused store writes nothing");
+    }
 
     #[test]
     fn read_write_round_trip() {

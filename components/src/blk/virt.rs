@@ -137,18 +137,37 @@ impl Step {
 pub struct BlkVirt<const C: usize, const S: usize> {
     driver: Driver,
     clients: [Option<State>; C],
+    /// Per request id sent to the driver: the client and its own id.
     slots: [Option<(u8, u32)>; S],
+    /// The free entries of `slots`, a stack (`free[..free_len]`), lowest on top.
+    free: [u32; S],
+    free_len: usize,
+    /// The client channels, as bits of a notification badge.
+    client_bits: u64,
+    /// Whether [`BlkVirt::requests`] left a request it could not take yet
+    /// (no slot, no response room, the driver's queue full).
+    waiting: bool,
     phase: Phase,
     next: usize,
+}
+
+/// Channel `ch` as a badge bit (none for ids Microkit does not have).
+fn bit(ch: u8) -> u64 {
+    1u64.checked_shl(u32::from(ch)).unwrap_or(0)
 }
 
 impl<const C: usize, const S: usize> BlkVirt<C, S> {
     /// A virtualiser between `driver` and `clients`.
     pub fn new(driver: Driver, clients: [Option<Client>; C]) -> Self {
+        let client_bits = clients.iter().flatten().fold(0, |bits, c| bits | bit(c.channel));
         BlkVirt {
             driver,
             clients: clients.map(|c| c.map(|c| State { c, start: 0, blocks: 0, in_flight: 0 })),
             slots: [None; S],
+            free: core::array::from_fn(|k| (S - 1 - k) as u32),
+            free_len: S,
+            client_bits,
+            waiting: false,
             phase: Phase::Disk,
             next: 0,
         }
@@ -163,7 +182,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
     pub fn handle(&mut self) -> Notify {
         let mut notify = Notify::NONE;
         if !self.is_ready() {
-            notify.merge(self.start());
+            notify.merge(self.start_up());
             if !self.is_ready() {
                 return notify;
             }
@@ -173,9 +192,32 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
         notify
     }
 
+    /// [`BlkVirt::handle`] for a wakeup by the channels whose bits are set in
+    /// `notified` (the notification badge). Once ready, the driver's queue is
+    /// only looked at when the driver notified, and the clients' queues when
+    /// a client notified or a request waits for room that a response may
+    /// have freed: sDDF peers notify after every batch, so nothing is missed,
+    /// and a wakeup costs one queue's work, not every queue's.
+    pub fn handle_notified(&mut self, notified: u64) -> Notify {
+        if !self.is_ready() {
+            return self.handle();
+        }
+        let mut notify = Notify::NONE;
+        if notified & bit(self.driver.channel) != 0 {
+            notify.merge(self.responses());
+        }
+        if self.waiting || notified & self.client_bits != 0 {
+            notify.merge(self.requests());
+        }
+        notify
+    }
+
     /// Waits for the driver's info, reads the table if a client needs it,
-    /// then publishes the clients' infos.
-    fn start(&mut self) -> Notify {
+    /// then publishes the clients' infos. Kept out of line: its frame (the
+    /// partition table) is not the request path's.
+    #[cold]
+    #[inline(never)]
+    fn start_up(&mut self) -> Notify {
         let mut notify = Notify::NONE;
         loop {
             match self.phase {
@@ -242,7 +284,7 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
             if resp.id == TABLE_REQUEST {
                 return Some(resp);
             }
-            log::error!(target: "blk", "driver answered unknown request {}", resp.id);
+            unknown_response(resp.id);
         }
         None
     }
@@ -337,16 +379,21 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
         while let Some(resp) = self.driver.queue.dequeue_resp() {
             let Some((client, id)) = self.slots.get_mut(resp.id as usize).and_then(Option::take)
             else {
-                log::error!(target: "blk", "driver answered unknown request {}", resp.id);
+                unknown_response(resp.id);
                 continue;
             };
+            // The slot was taken, so its id is not on the stack: there is room.
+            if let Some(top) = self.free.get_mut(self.free_len) {
+                *top = resp.id;
+                self.free_len += 1;
+            }
             let Some(s) = self.clients.get_mut(usize::from(client)).and_then(Option::as_mut) else {
                 continue;
             };
             s.in_flight = s.in_flight.saturating_sub(1);
             let status = resp.status().unwrap_or(BlkRespStatus::ErrUnspec);
             if s.c.queue.enqueue_resp(BlkResp::new(status, resp.success_count, id)).is_err() {
-                log::error!(target: "blk", "client {client}: response queue full, response {id} lost");
+                response_lost(client, id);
             }
             notify.add(s.c.channel);
         }
@@ -357,40 +404,56 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
     fn requests(&mut self) -> Notify {
         let mut notify = Notify::NONE;
         let mut forwarded = false;
+        let mut waiting = false;
         for k in 0..C {
-            let i = (self.next + k) % C;
+            let i = if C == 1 { 0 } else { (self.next + k) % C };
             let Some(s) = self.clients[i].as_mut() else { continue };
-            loop {
-                // Room for the answer, and a slot. A request leaves the client's queue only
-                // once it is answered or in the driver's queue: when the driver's queue is
-                // full (or its peer index corrupt) it waits there.
-                if s.c.queue.resp_free() <= s.in_flight {
-                    break;
+            // One read of the client's tail (here) and head (below) per batch.
+            let Some(mut req) = s.c.queue.peek_req() else { continue };
+            // Room for the answers: the client only ever frees more of it.
+            let mut room = s.c.queue.resp_free().saturating_sub(s.in_flight);
+            // Whether `req` has to wait. A request leaves the client's queue only once it is
+            // answered or in the driver's queue: when the driver's queue is full (or its peer
+            // index corrupt) it waits there.
+            waiting |= loop {
+                // Room for the answer, and a slot.
+                if room == 0 {
+                    break true;
                 }
-                let Some(slot) = self.slots.iter().position(Option::is_none) else { break };
-                let Some(req) = s.c.queue.peek_req() else { break };
                 match check(s, &req) {
                     Ok(fwd) => {
-                        let fwd = BlkReq { id: slot as u32, ..fwd };
-                        if self.driver.queue.enqueue_req(fwd).is_err() {
-                            break;
+                        let Some(slot) = self.free_len.checked_sub(1) else { break true };
+                        let id = self.free[slot];
+                        if self.driver.queue.enqueue_req(BlkReq { id, ..fwd }).is_err() {
+                            break true;
                         }
+                        self.free_len = slot;
                         s.c.queue.skip_req();
-                        self.slots[slot] = Some((i as u8, req.id));
+                        if let Some(entry) = self.slots.get_mut(id as usize) {
+                            *entry = Some((i as u8, req.id));
+                        }
                         s.in_flight += 1;
                         forwarded = true;
                     }
                     Err(status) => {
                         if s.c.queue.enqueue_resp(BlkResp::new(status, 0, req.id)).is_err() {
-                            break;
+                            break true;
                         }
                         s.c.queue.skip_req();
                         notify.add(s.c.channel);
                     }
                 }
-            }
+                room -= 1;
+                match s.c.queue.peek_req() {
+                    Some(next) => req = next,
+                    None => break false,
+                }
+            };
         }
-        self.next = (self.next + 1) % C.max(1);
+        self.waiting = waiting;
+        if C > 1 {
+            self.next = (self.next + 1) % C;
+        }
         if forwarded {
             notify.add(self.driver.channel);
         }
@@ -398,28 +461,35 @@ impl<const C: usize, const S: usize> BlkVirt<C, S> {
     }
 }
 
+/// Why a request is refused (its log line's words: see [`refused`]).
+#[derive(Clone, Copy)]
+enum Why {
+    UnknownCode,
+    ZeroBlocks,
+    Misaligned,
+    OutsideData,
+    OutsideRange,
+}
+
 /// Checks a client request and translates it for the driver.
 fn check(s: &State, req: &BlkReq) -> Result<BlkReq, BlkRespStatus> {
-    let bad = |why: &str| {
-        log::warn!(target: "blk", "client on channel {}: request {} refused: {why}", s.c.channel, req.id);
-        BlkRespStatus::ErrInvalidParam
-    };
-    let code = req.code().ok_or_else(|| bad("unknown code"))?;
+    let bad = |why: Why| refused(s.c.channel, req.id, why);
+    let code = req.code().ok_or_else(|| bad(Why::UnknownCode))?;
     if matches!(code, BlkReqCode::Flush | BlkReqCode::Barrier) {
         return Ok(BlkReq::new(code, 0, 0, 0, req.id));
     }
     if req.count == 0 {
-        return Err(bad("zero blocks"));
+        return Err(bad(Why::ZeroBlocks));
     }
     let bytes = u64::from(req.count) * BLK_TRANSFER_SIZE as u64;
     if req.io_or_offset % BLK_TRANSFER_SIZE as u64 != 0 {
-        return Err(bad("data offset not 4 KiB aligned"));
+        return Err(bad(Why::Misaligned));
     }
     if req.io_or_offset.checked_add(bytes).is_none_or(|end| end > s.c.data_size) {
-        return Err(bad("data outside the data region"));
+        return Err(bad(Why::OutsideData));
     }
     if req.block_number.checked_add(u64::from(req.count)).is_none_or(|end| end > s.blocks) {
-        return Err(bad("blocks outside the client's range"));
+        return Err(bad(Why::OutsideRange));
     }
     Ok(BlkReq::new(
         code,
@@ -428,6 +498,36 @@ fn check(s: &State, req: &BlkReq) -> Result<BlkReq, BlkRespStatus> {
         req.count,
         req.id,
     ))
+}
+
+// The log lines of the request path, out of line so that the hot code does
+// not set up their arguments.
+
+/// Logs a refused request; its answer's status.
+#[cold]
+#[inline(never)]
+fn refused(channel: u8, id: u32, why: Why) -> BlkRespStatus {
+    let why = match why {
+        Why::UnknownCode => "unknown code",
+        Why::ZeroBlocks => "zero blocks",
+        Why::Misaligned => "data offset not 4 KiB aligned",
+        Why::OutsideData => "data outside the data region",
+        Why::OutsideRange => "blocks outside the client's range",
+    };
+    log::warn!(target: "blk", "client on channel {channel}: request {id} refused: {why}");
+    BlkRespStatus::ErrInvalidParam
+}
+
+#[cold]
+#[inline(never)]
+fn unknown_response(id: u32) {
+    log::error!(target: "blk", "driver answered unknown request {id}");
+}
+
+#[cold]
+#[inline(never)]
+fn response_lost(client: u8, id: u32) {
+    log::error!(target: "blk", "client {client}: response queue full, response {id} lost");
 }
 
 /// Logs the table found, one line per partition.
@@ -768,6 +868,41 @@ pub(crate) mod tests {
         assert_eq!(got.len(), 4);
         r.virt.handle();
         assert_eq!(core::iter::from_fn(|| r.drv.dequeue_req()).count(), 4);
+    }
+
+    #[test]
+    fn a_wakeup_looks_at_the_queues_of_the_channels_that_notified() {
+        let mut r = rig(16);
+        publish_disk(&mut r, 1000);
+        let (drv, c0) = (1 << 0, 1 << 1);
+        for id in 0..10 {
+            r.clients[0].0.enqueue_req(BlkReq::new(BlkReqCode::Read, 0, id.into(), 1, id)).unwrap();
+        }
+        assert!(r.virt.handle_notified(drv).is_empty(), "the client did not notify");
+        assert!(r.virt.handle_notified(c0).contains(0));
+        let fwd: Vec<_> = core::iter::from_fn(|| r.drv.dequeue_req()).collect();
+        assert_eq!(fwd.len(), 8, "all 8 slots used, 2 requests wait");
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, 1, fwd[0].id)).unwrap();
+        assert!(r.virt.handle_notified(c0).is_empty(), "a client wakeup forwards no response");
+        assert_eq!(r.clients[0].0.resp_len(), 0);
+        let n = r.virt.handle_notified(drv);
+        assert!(n.contains(1) && n.contains(0), "the response, and a waiting request");
+        assert_eq!(r.clients[0].0.dequeue_resp().map(|x| x.id), Some(0));
+        assert_eq!(r.drv.dequeue_req().map(|q| q.block_number), Some(8));
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, 1, fwd[1].id)).unwrap();
+        r.virt.handle_notified(drv);
+        assert_eq!(r.drv.dequeue_req().map(|q| q.block_number), Some(9));
+        // Nothing waits now: a driver wakeup leaves the clients' queues alone.
+        r.clients[0].0.enqueue_req(BlkReq::new(BlkReqCode::Read, 0, 10, 1, 10)).unwrap();
+        r.drv.enqueue_resp(BlkResp::new(BlkRespStatus::Ok, 1, fwd[2].id)).unwrap();
+        assert_eq!(r.virt.handle_notified(drv), {
+            let mut n = Notify::NONE;
+            n.add(1);
+            n
+        });
+        assert!(r.drv.dequeue_req().is_none());
+        assert!(r.virt.handle_notified(c0 | drv).contains(0));
+        assert_eq!(r.drv.dequeue_req().map(|q| q.block_number), Some(10));
     }
 
     /// Flips the `head` of the ring at `region` between "empty" and "full" as fast as it can

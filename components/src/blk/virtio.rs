@@ -138,11 +138,19 @@ pub struct VirtioBlk<R: Registers> {
     dma: Dma,
     qsize: u16,
     slots: [Slot; MAX_SLOTS],
+    /// Slots usable with this queue size (`qsize / CHAIN`, at most `MAX_SLOTS`).
+    usable: usize,
+    /// The free slots, a stack (`free[..free_len]`), lowest on top.
+    free: [u8; MAX_SLOTS],
+    free_len: usize,
     in_flight: usize,
     avail_idx: u16,
     last_used: u16,
     /// A FLUSH or BARRIER waiting for the requests before it.
     held: Option<BlkReq>,
+    /// Whether `submit` left a request it could not take yet (no slot, no
+    /// response room, a flush waiting): the next interrupt retries.
+    waiting: bool,
     queue: BlkQueueHandle,
     virt_channel: u8,
     capacity: u64,
@@ -250,10 +258,14 @@ impl<R: Registers> VirtioBlk<R> {
             dma,
             qsize,
             slots: [Slot::default(); MAX_SLOTS],
+            usable: slots,
+            free: core::array::from_fn(|k| (slots.saturating_sub(1 + k)) as u8),
+            free_len: slots,
             in_flight: 0,
             avail_idx: 0,
             last_used: 0,
             held: None,
+            waiting: false,
             queue,
             virt_channel,
             capacity,
@@ -276,10 +288,6 @@ impl<R: Registers> VirtioBlk<R> {
         self.in_flight
     }
 
-    fn slots(&self) -> usize {
-        usize::from(self.qsize / CHAIN).min(MAX_SLOTS)
-    }
-
     /// The virtualiser notified: take new requests.
     pub fn handle_notified(&mut self) -> Notify {
         let mut notify = Notify::NONE;
@@ -295,7 +303,11 @@ impl<R: Registers> VirtioBlk<R> {
         let status = self.regs.read(INTERRUPT_STATUS);
         self.regs.write(INTERRUPT_ACK, status);
         let mut responded = self.complete();
-        responded |= self.submit();
+        // New requests come with a notification (handle_notified): here only
+        // those that waited for what the completions freed.
+        if self.waiting {
+            responded |= self.submit();
+        }
         let mut notify = Notify::NONE;
         if responded {
             notify.add(self.virt_channel);
@@ -313,10 +325,13 @@ impl<R: Registers> VirtioBlk<R> {
     fn submit(&mut self) -> bool {
         let mut responded = false;
         let mut added = false;
-        loop {
+        // Responses that fit beyond those owed, read once (the virtualiser only frees more):
+        // each request taken uses one, whether answered at once, held or started.
+        let mut room: Option<u32> = None;
+        self.waiting = loop {
             if let Some(held) = self.held {
                 if self.in_flight > 0 {
-                    break; // the flush waits for the requests before it
+                    break true; // the flush waits for the requests before it
                 }
                 self.held = None;
                 if self.features & F_FLUSH == 0 {
@@ -328,10 +343,14 @@ impl<R: Registers> VirtioBlk<R> {
                 continue;
             }
             // Take a request only if a slot is free and its response will fit.
-            if self.in_flight >= self.slots() || self.queue.resp_free() <= self.owed() {
-                break;
+            if self.in_flight >= self.usable {
+                break true;
             }
-            let Some(req) = self.queue.dequeue_req() else { break };
+            let Some(req) = self.queue.peek_req() else { break false };
+            let fits = room.unwrap_or_else(|| self.queue.resp_free().saturating_sub(self.owed()));
+            let Some(left) = fits.checked_sub(1) else { break true };
+            room = Some(left);
+            self.queue.skip_req();
             match self.check(&req) {
                 Err(status) => {
                     responded |= self.respond(BlkResp::new(status, 0, req.id));
@@ -343,7 +362,7 @@ impl<R: Registers> VirtioBlk<R> {
                     added = true;
                 }
             }
-        }
+        };
         if added {
             fence(Ordering::SeqCst);
             let flags = self.dma.region.load::<u16>(USED_AT).unwrap_or(0);
@@ -359,9 +378,7 @@ impl<R: Registers> VirtioBlk<R> {
         if matches!(code, BlkReqCode::Read | BlkReqCode::Write) {
             let end = req.block_number.checked_add(u64::from(req.count));
             if req.count == 0 || end.is_none_or(|end| end > self.capacity) {
-                log::warn!(target: "blk", "request {} out of range: {} blocks at {}",
-                    req.id, req.count, req.block_number);
-                return Err(BlkRespStatus::ErrInvalidParam);
+                return Err(out_of_range(req));
             }
         }
         Ok(code)
@@ -369,38 +386,39 @@ impl<R: Registers> VirtioBlk<R> {
 
     /// Puts a request on the device queue (a free slot exists).
     fn start(&mut self, req: BlkReq, kind: u32, sector: u64) {
-        let Some(slot) = self.slots.iter().take(self.slots()).position(|s| !s.busy) else {
-            return;
-        };
+        let Some(top) = self.free_len.checked_sub(1) else { return };
+        let slot = usize::from(self.free[top]);
+        if slot >= self.usable {
+            return; // cannot happen: only usable slots are on the stack
+        }
+        self.free_len = top;
         let cell = CELLS_AT + slot * CELL;
         let r = &self.dma.region;
         let cell_io = self.dma.io_addr + cell as u64;
-        let mut ok = r.store(cell, kind).is_ok();
-        ok &= r.store(cell + 4, 0u32).is_ok();
-        ok &= r.store(cell + 8, sector).is_ok();
-        ok &= r.store(cell + 16, 0xffu8).is_ok();
+        // Header: type, reserved (0), sector; then the status byte the device
+        // overwrites (0xff until it does) and the cell's padding.
+        let cell_words = [u64::from(kind).to_le(), sector.to_le(), 0xffu64.to_le()];
+        let mut ok = r.store_array(cell, cell_words).is_ok();
         let head = slot as u16 * CHAIN;
-        let data_len = u32::from(req.count) * BLK_TRANSFER_SIZE as u32;
-        let mut chain =
-            [(cell_io, 16, 0u16), (req.io_or_offset, data_len, 0), (cell_io + 16, 1, DESC_F_WRITE)];
-        if kind == T_IN {
-            chain[1].2 = DESC_F_WRITE;
+        let header = desc(head, cell_io, 16, DESC_F_NEXT);
+        let status_io = cell_io + 16;
+        let d = DESC_AT + 16 * usize::from(head);
+        if kind == T_FLUSH {
+            let status = desc(head + 1, status_io, 1, DESC_F_WRITE);
+            ok &= r.store_array(d, [header[0], header[1], status[0], status[1]]).is_ok();
+        } else {
+            let data_len = u32::from(req.count) * BLK_TRANSFER_SIZE as u32;
+            let data_flags = if kind == T_IN { DESC_F_WRITE } else { 0 };
+            let data = desc(head + 1, req.io_or_offset, data_len, data_flags | DESC_F_NEXT);
+            let status = desc(head + 2, status_io, 1, DESC_F_WRITE);
+            let chain = [header[0], header[1], data[0], data[1], status[0], status[1]];
+            ok &= r.store_array(d, chain).is_ok();
         }
-        let parts: &[(u64, u32, u16)] =
-            if kind == T_FLUSH { &[chain[0], chain[2]] } else { &chain };
-        for (k, &(addr, len, flags)) in parts.iter().enumerate() {
-            let d = DESC_AT + 16 * usize::from(head + k as u16);
-            let last = k + 1 == parts.len();
-            ok &= r.store(d, addr).is_ok();
-            ok &= r.store(d + 8, len).is_ok();
-            ok &= r.store(d + 12, flags | if last { 0 } else { DESC_F_NEXT }).is_ok();
-            ok &= r.store(d + 14, head + k as u16 + 1).is_ok();
-        }
-        let ring = AVAIL_AT + 4 + 2 * usize::from(self.avail_idx % self.qsize);
-        ok &= r.store(ring, head).is_ok();
+        let ring = AVAIL_AT + 4 + 2 * usize::from(self.avail_idx & (self.qsize - 1));
+        ok &= r.store(ring, head.to_le()).is_ok();
         fence(Ordering::SeqCst);
         self.avail_idx = self.avail_idx.wrapping_add(1);
-        ok &= r.store(AVAIL_AT + 2, self.avail_idx).is_ok();
+        ok &= r.store(AVAIL_AT + 2, self.avail_idx.to_le()).is_ok();
         debug_assert!(ok, "the DMA layout fits DMA_SIZE");
         self.slots[slot] = Slot { busy: true, id: req.id, count: req.count };
         self.in_flight += 1;
@@ -413,16 +431,21 @@ impl<R: Registers> VirtioBlk<R> {
         let used_idx = self.dma.region.load::<u16>(USED_AT + 2).unwrap_or(self.last_used);
         fence(Ordering::Acquire);
         while self.last_used != used_idx {
-            let elem = USED_AT + 4 + 8 * usize::from(self.last_used % self.qsize);
+            let elem = USED_AT + 4 + 8 * usize::from(self.last_used & (self.qsize - 1));
             self.last_used = self.last_used.wrapping_add(1);
             let head = self.dma.region.load::<u32>(elem).unwrap_or(u32::MAX);
             let slot = (head / u32::from(CHAIN)) as usize;
             if head % u32::from(CHAIN) != 0 || !self.slots.get(slot).is_some_and(|s| s.busy) {
-                log::error!(target: "blk", "device returned unknown descriptor {head}");
+                unknown_descriptor(head);
                 continue;
             }
             let s = core::mem::take(&mut self.slots[slot]);
             self.in_flight -= 1;
+            // It was busy, so it is not on the stack: there is room.
+            if let Some(top) = self.free.get_mut(self.free_len) {
+                *top = slot as u8;
+                self.free_len += 1;
+            }
             let status = self.dma.region.load::<u8>(CELLS_AT + slot * CELL + 16).unwrap_or(S_IOERR);
             let resp = match status {
                 S_OK => BlkResp::new(BlkRespStatus::Ok, s.count, s.id),
@@ -440,11 +463,42 @@ impl<R: Registers> VirtioBlk<R> {
         if self.queue.enqueue_resp(resp).is_err() {
             // Cannot happen: requests are only taken with room for their
             // responses. Say so rather than lose it silently.
-            log::error!(target: "blk", "response queue full: response {} lost", resp.id);
+            response_lost(resp.id);
             return false;
         }
         true
     }
+}
+
+/// Descriptor `index` (virtio 1.2 §2.7.5) as two little-endian words: `addr`,
+/// then `len | flags << 32 | next << 48` with `next = index + 1` (used only
+/// with `DESC_F_NEXT`).
+fn desc(index: u16, addr: u64, len: u32, flags: u16) -> [u64; 2] {
+    let rest = u64::from(len) | u64::from(flags) << 32 | u64::from(index + 1) << 48;
+    [addr.to_le(), rest.to_le()]
+}
+
+// The log lines of the request path, out of line so that the hot code does
+// not set up their arguments.
+
+/// Logs a request outside the disk; its answer's status.
+#[cold]
+#[inline(never)]
+fn out_of_range(req: &BlkReq) -> BlkRespStatus {
+    log::warn!(target: "blk", "request {} out of range: {} blocks at {}", req.id, req.count, req.block_number);
+    BlkRespStatus::ErrInvalidParam
+}
+
+#[cold]
+#[inline(never)]
+fn unknown_descriptor(head: u32) {
+    log::error!(target: "blk", "device returned unknown descriptor {head}");
+}
+
+#[cold]
+#[inline(never)]
+fn response_lost(id: u32) {
+    log::error!(target: "blk", "response queue full: response {id} lost");
 }
 
 #[cfg(test)]

@@ -112,9 +112,9 @@ impl Handler for Virt {
         Virt(Some(virt))
     }
 
-    fn notified(&mut self, _: ChannelSet) {
+    fn notified(&mut self, channels: ChannelSet) {
         if let Some(v) = self.0.as_mut() {
-            pd::send(v.handle());
+            pd::send(v.handle_notified(channels.0));
         }
     }
 }

@@ -146,11 +146,18 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
     /// moves (bounded).
     fn run<M: GuestMemory + ?Sized>(&mut self, ctx: &mut DeviceContext<'_, M>) {
         let mut submitted = false;
+        // Once the ring is seen empty it stays so for this run: the guest does not run
+        // meanwhile (and with EVENT_IDX it was asked to notify for its next buffer).
+        let mut ring_empty = false;
         for round in 0..4 {
             let mut progress = self.drain(ctx);
             if self.active {
                 if let Some((q, mem)) = ctx.queue(REQUESTQ) {
-                    progress |= self.accept(q, mem);
+                    if !ring_empty {
+                        let (took, empty) = self.accept(q, mem);
+                        progress |= took;
+                        ring_empty = empty;
+                    }
                     // A request only moves once something changed: a new one, or a
                     // completion that freed a buffer, a backend slot or a conflict.
                     if round == 0 || progress {
@@ -184,13 +191,14 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
         any
     }
 
-    /// Takes requests from the queue while the table has room. Returns whether any was taken.
-    fn accept<M: GuestMemory + ?Sized>(&mut self, q: &mut Queue, mem: &mut M) -> bool {
+    /// Takes requests from the queue while the table has room. Returns whether any was
+    /// taken, and whether the queue had no more.
+    fn accept<M: GuestMemory + ?Sized>(&mut self, q: &mut Queue, mem: &mut M) -> (bool, bool) {
         let mut any = false;
         while let Some(free) = self.slots.iter().position(Option::is_none) {
             let Some(chain) = self.chains.get_mut(free) else { break };
             if !q.pop_into(mem, chain) {
-                break;
+                return (any, true);
             }
             any = true;
             match request::parse(chain, &*mem) {
@@ -198,7 +206,7 @@ impl<B: BlockBackend, const N: usize> BlockDevice<B, N> {
                 Err(e) => reject(q, mem, e),
             }
         }
-        any
+        (any, false)
     }
 
     /// Answers what needs no backend at once; puts the rest in slot `free`.

@@ -24,9 +24,11 @@ Modes:
           block I/O (QEMU finishes requests in host time).
   plain   no icount, no plugin: host seconds between console markers.
 
-The plugin is built at bench time from the team harness's source
-(--plugin-src, default ../shared/bench/plugin/uartmark.c) into the build
-directory. Images go to build/bench-[TAG]<config>-<example>, cargo output to
+The plugin is built at bench time into the build directory from
+scripts/uartsplit.c, which with no ranges records the instruction count at
+every UART store as the team harness's uartmark.c does (--plugin-src
+../shared/bench/plugin/uartmark.c takes that one instead; the counts are the
+same). Images go to build/bench-[TAG]<config>-<example>, cargo output to
 build/bench-cargo/<config>. The guest images come from build/guest
 (scripts/guest-images.sh). Standard library only.
 """
@@ -45,7 +47,7 @@ import time
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BUILD = os.path.join(TOP, "build")
 GUEST = os.path.join(BUILD, "guest")
-PLUGIN_SRC = os.path.join(os.path.dirname(TOP), "shared", "bench", "plugin", "uartmark.c")
+PLUGIN_SRC = os.path.join(TOP, "scripts", "uartsplit.c")
 UART_DR = 0x9000000
 # Bare QEMU gets the command lines of the examples' device trees.
 SIMPLE_ARGS = "earlycon=pl011,0x9000000 earlyprintk=serial debug loglevel=8"
@@ -282,7 +284,8 @@ def build(a, config, example):
 
 
 def build_plugin(a):
-    out = os.path.join(BUILD, "bench-plugin", "libuartmark.so")
+    name = os.path.splitext(os.path.basename(a.plugin_src))[0]
+    out = os.path.join(BUILD, "bench-plugin", "lib%s.so" % name)
     os.makedirs(os.path.dirname(out), exist_ok=True)
     if not os.path.exists(out) or os.path.getmtime(out) < os.path.getmtime(a.plugin_src):
         subprocess.run(["gcc", "-shared", "-fPIC", "-O2", "-fvisibility=hidden", "-Wall",

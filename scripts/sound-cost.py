@@ -23,9 +23,9 @@ In each, at the guest's shell, two windows of the same guest:
 
 Modes:
 
-  icount  `-icount shift=0,align=off,sleep=off` and the team's uartmark TCG
-          plugin (shared/bench/plugin/uartmark.c beside the tree, or above
-          it; as scripts/bench.py):
+  icount  `-icount shift=0,align=off,sleep=off` and scripts/uartsplit.c
+          without ranges (as scripts/bench.py; --plugin-src takes the team's
+          shared/bench/plugin/uartmark.c instead, with the same counts):
           the instructions executed at every PL011 data register store, so
           every console marker gets the instruction count of the whole
           machine (seL4, every PD, the guest). Per second of the window; with
@@ -59,19 +59,7 @@ import time
 TOP = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def plugin_src():
-    """../shared/bench/plugin/uartmark.c, from the tree or a directory above it
-    (a worktree sits deeper than the main checkout)."""
-    d = TOP
-    while os.path.dirname(d) != d:
-        d = os.path.dirname(d)
-        p = os.path.join(d, "shared", "bench", "plugin", "uartmark.c")
-        if os.path.exists(p):
-            return p
-    return os.path.join(os.path.dirname(TOP), "shared", "bench", "plugin", "uartmark.c")
-
-
-PLUGIN_SRC = plugin_src()
+PLUGIN_SRC = os.path.join(TOP, "scripts", "uartsplit.c")
 UART_DR = 0x9000000
 GUEST = os.path.join(TOP, "build", "sound-guest")
 PROMPT = rb"/ # "

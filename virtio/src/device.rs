@@ -93,6 +93,25 @@ pub trait VirtioDevice {
     /// ready).
     fn queue_notify<M: GuestMemory + ?Sized>(&mut self, queue: u16, ctx: &mut DeviceContext<'_, M>);
 
+    /// The driver notified the queues in `queues` (bit `i` for queue `i`) at once: the
+    /// transport's doorbell path, which does not read which queue was meant
+    /// ([`crate::MmioTransport::notify_all`]). Defaults to [`VirtioDevice::queue_notify`] for
+    /// each, lowest first; a device that looks at all its queues on any notification
+    /// overrides it to do so once.
+    fn queues_notify<M: GuestMemory + ?Sized>(
+        &mut self,
+        queues: u64,
+        ctx: &mut DeviceContext<'_, M>,
+    ) {
+        let mut left = queues;
+        while left != 0 {
+            // Below 64, so it fits in u16.
+            let index = left.trailing_zeros() as u16;
+            left &= left - 1;
+            self.queue_notify(index, ctx);
+        }
+    }
+
     /// Make progress without a notification: backend completions, space or data arrived.
     /// Called by the transport's `process` in any state: a device that is not active (before
     /// [`VirtioDevice::activate`], after [`VirtioDevice::reset`]) only drains its backend

@@ -540,7 +540,7 @@ impl<D: VirtioDevice> MmioTransport<D> {
     }
 
     /// A QueueNotify whose value the VMM did not read (it saves reading the guest's
-    /// register): every usable queue counts as notified. A device may look at its queues at
+    /// register): every usable queue with new available buffers counts as notified. A device may look at its queues at
     /// any time, so this is what a notification of any one of them may do. `None` (nothing
     /// done) until the driver is DRIVER_OK: then the VMM takes the write's usual path, which
     /// checks and logs it.
@@ -548,19 +548,17 @@ impl<D: VirtioDevice> MmioTransport<D> {
         if !self.activated {
             return None;
         }
+        // Only the queues with new buffers: a device with several queues (sound has four)
+        // need not look at the others for every transmit.
         let mut usable = 0u64;
         for (i, q) in self.queues.iter().take(self.num_queues.min(64)).enumerate() {
-            if q.ready() && !q.needs_reset() {
+            if q.ready() && !q.needs_reset() && q.has_new_available(&*mem) {
                 usable |= 1 << i;
             }
         }
         let notify = |dev: &mut D, ctx: &mut DeviceContext<'_, M>| {
-            let mut left = usable;
-            while left != 0 {
-                // At most 63, so it fits in u16.
-                let index = left.trailing_zeros() as u16;
-                left &= left - 1;
-                dev.queue_notify(index, ctx);
+            if usable != 0 {
+                dev.queues_notify(usable, ctx);
             }
         };
         Some(self.run_with(mem, !self.defer_notify_interrupts, notify))
@@ -1022,14 +1020,24 @@ mod tests {
         assert_eq!(t.notify_all(&mut mem), Some(Interrupt::USED_BUFFER));
         assert_eq!(t.device().notified, vec![0]);
         assert_eq!(r(&t, INTERRUPT_STATUS), 1);
-        // Both queues ready: both notified, in order.
+        // Both queues ready: only those with new buffers are notified, in order.
+        let mut ram2 = vec![0u8; 0x10000];
+        let mut mem = SliceMemory::new(BASE, &mut ram2);
         let mut t = T::new(Dummy::default());
         negotiate(&mut t, &mut mem, VIRTIO_F_VERSION_1);
-        setup_queue(&mut t, &mut mem, 0, &DriverQueue::at(BASE, 8));
-        setup_queue(&mut t, &mut mem, 1, &DriverQueue::at(BASE + 0x1000, 8));
+        let (mut q0, mut q1) = (DriverQueue::at(BASE, 8), DriverQueue::at(BASE + 0x1000, 8));
+        setup_queue(&mut t, &mut mem, 0, &q0);
+        setup_queue(&mut t, &mut mem, 1, &q1);
         w(&mut t, &mut mem, STATUS, RUNNING);
+        assert_eq!(t.notify_all(&mut mem), Some(Interrupt::NONE), "nothing new: nothing to do");
+        assert_eq!(t.device().notified, vec![]);
+        q1.add_chain(&mut mem, &[(DATA, 4, true)]);
         assert!(t.notify_all(&mut mem).is_some());
-        assert_eq!(t.device().notified, vec![0, 1]);
+        assert_eq!(t.device().notified, vec![1]);
+        q0.add_chain(&mut mem, &[(DATA, 4, true)]);
+        q1.add_chain(&mut mem, &[(DATA + 8, 4, true)]);
+        assert!(t.notify_all(&mut mem).is_some());
+        assert_eq!(t.device().notified, vec![1, 0, 1]);
     }
 
     #[test]

@@ -224,6 +224,16 @@ impl Queue {
         self.broken
     }
 
+    /// Whether the driver made entries available that [`Queue::pop`] has not taken yet (one
+    /// read of the available index; an index outside guest memory counts as yes, so the
+    /// device's own path meets the error).
+    pub fn has_new_available<M: GuestMemory + ?Sized>(&self, mem: &M) -> bool {
+        match mem.read_u16(self.avail + RING_IDX) {
+            Ok(idx) => idx != self.next_avail,
+            Err(_) => true,
+        }
+    }
+
     /// Validates the configuration and enables the queue (QueueReady = 1). `features` are the
     /// negotiated feature bits: they select EVENT_IDX and indirect descriptors.
     pub fn enable<M: GuestMemory + ?Sized>(

@@ -564,6 +564,11 @@ impl<B: SoundBackend, const N: usize> VirtioDevice for SoundDevice<B, N> {
         self.run(ctx);
     }
 
+    /// Every queue is looked at on any notification: once for several.
+    fn queues_notify<M: GuestMemory + ?Sized>(&mut self, _: u64, ctx: &mut DeviceContext<'_, M>) {
+        self.run(ctx);
+    }
+
     fn poll<M: GuestMemory + ?Sized>(&mut self, ctx: &mut DeviceContext<'_, M>) {
         self.run(ctx);
     }

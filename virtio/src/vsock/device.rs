@@ -466,6 +466,11 @@ impl<B: VsockBackend> VirtioDevice for VsockDevice<B> {
         self.run(ctx);
     }
 
+    /// Every queue is looked at on any notification: once for several.
+    fn queues_notify<M: GuestMemory + ?Sized>(&mut self, _: u64, ctx: &mut DeviceContext<'_, M>) {
+        self.run(ctx);
+    }
+
     fn poll<M: GuestMemory + ?Sized>(&mut self, ctx: &mut DeviceContext<'_, M>) {
         self.run(ctx);
     }

@@ -113,7 +113,7 @@ pub fn run_with_memory<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
     let mut layout = [QueueLayout::default(); 8];
     let ident = ident(&t);
     assert_eq!(ident[0], u64::from(MAGIC));
-    let mut page = Page([0; (REGION_SIZE / 4) as usize]);
+    let mut page = virtio::testing::RegisterBuf::new(0);
     t.sync_registers(&mut page);
     let mut steps = 0;
     while !u.is_empty() {
@@ -133,23 +133,10 @@ pub fn run_with_memory<D: VirtioDevice, B: for<'a> Arbitrary<'a>>(
         // only the registers below it are compared.)
         t.sync_registers(&mut page);
         for off in (0..CONFIG).step_by(4) {
-            assert_eq!(
-                u64::from(page.0[(off / 4) as usize]),
-                t.read(off, 4),
-                "register page at {off:#x}"
-            );
+            assert_eq!(u64::from(page.at(off)), t.read(off, 4), "register page at {off:#x}");
         }
     }
     finish(&mut t, &mut mem);
-}
-
-/// A register page in memory (`MmioTransport::sync_registers`).
-struct Page([u32; (REGION_SIZE / 4) as usize]);
-
-impl RegisterPage for Page {
-    fn store(&mut self, offset: u64, value: u32) {
-        self.0[(offset / 4) as usize] = value;
-    }
 }
 
 /// The identification registers, read once at the start.

@@ -906,15 +906,6 @@ mod tests {
         assert_eq!(t.device().notified, vec![0], "no notify after reset");
     }
 
-    /// A register page in memory.
-    struct Page([u32; (REGION_SIZE / 4) as usize]);
-
-    impl RegisterPage for Page {
-        fn store(&mut self, offset: u64, value: u32) {
-            self.0[(offset / 4) as usize] = value;
-        }
-    }
-
     /// After every access, process and reset, the page synced holds what a trapped read
     /// returns at each offset (random driver behaviour, well-formed or not).
     #[test]
@@ -951,7 +942,7 @@ mod tests {
             } else {
                 (T::new(Dummy::default()), DriverQueue::at(BASE, 8))
             };
-            let mut page = Page([0xdead_beef; (REGION_SIZE / 4) as usize]);
+            let mut page = crate::testing::RegisterBuf::new(0xdead_beef);
             t.sync_registers(&mut page);
             for step in 0..100 {
                 match rng.u32(0..10) {
@@ -996,7 +987,7 @@ mod tests {
                 t.sync_registers(&mut page);
                 for off in (0..REGION_SIZE).step_by(4) {
                     assert_eq!(
-                        u64::from(page.0[(off / 4) as usize]),
+                        u64::from(page.at(off)),
                         t.read(off, 4),
                         "round {round} step {step}: offset {off:#x}"
                     );

@@ -8,6 +8,8 @@
 
 pub mod vsock;
 
+use crate::mmio::{RegisterPage, REGION_SIZE};
+
 use crate::memory::{GuestMemory, GuestMemoryExt};
 use crate::queue::{
     avail_ring_size, desc_table_size, used_ring_size, Descriptor, Queue, VIRTQ_DESC_F_NEXT,
@@ -135,5 +137,27 @@ impl DriverQueue {
         let at = self.used + 4 + 8 * slot;
         self.used_seen = self.used_seen.wrapping_add(1);
         Some((mem.read_u32(at).unwrap(), mem.read_u32(at + 4).unwrap()))
+    }
+}
+
+/// A register page in memory ([`crate::MmioTransport::sync_registers`]): what the guest would
+/// read at each 4-byte offset.
+pub struct RegisterBuf(pub [u32; (REGION_SIZE / 4) as usize]);
+
+impl RegisterBuf {
+    /// A page of `fill` words.
+    pub fn new(fill: u32) -> RegisterBuf {
+        RegisterBuf([fill; (REGION_SIZE / 4) as usize])
+    }
+
+    /// The word at byte `offset`.
+    pub fn at(&self, offset: u64) -> u32 {
+        self.0[(offset / 4) as usize]
+    }
+}
+
+impl RegisterPage for RegisterBuf {
+    fn store(&mut self, offset: u64, value: u32) {
+        self.0[(offset / 4) as usize] = value;
     }
 }

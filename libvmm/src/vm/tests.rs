@@ -688,9 +688,9 @@ fn access(
     vm.handle_fault(0, &fault)
 }
 
-#[test]
-fn devices_get_accesses_and_raise_their_interrupts() {
-    let mut s = Setup::new();
+/// A booted one-vCPU VM with `devices` whose guest enabled the distributor and
+/// SPI 48, routed to CPU 0.
+fn vm_with_devices<D: Devices>(s: &mut Setup, devices: D) -> Vm<'_, Fake, D> {
     let ram = GuestRam::from_slice(RAM_BASE, &mut s.mem);
     let images = BootImages { kernel: &s.kernel, initrd: &[], dtb: &s.dtb, bootargs: None };
     let config = VmConfig {
@@ -701,14 +701,26 @@ fn devices_get_accesses_and_raise_their_interrupts() {
         timer: Timer::None,
         system_off: SystemOff::StopVm,
     };
-    let mut vm = Vm::with_devices(Fake::new(1), Register::default(), ram, images, config);
+    let mut vm = Vm::with_devices(Fake::new(1), devices, ram, images, config);
     vm.boot().unwrap();
     finish_reset_stub(&mut vm);
-    // The guest enables the distributor and SPI 48, routed to CPU 0.
     for (offset, width, value) in [(0, 4, 1), (0x104, 4, 1 << 16), (0x800 + 48, 1, 1)] {
         vm.hv.regs[0].set_gpr(1, value);
-        access(&mut vm, GICD + offset, width, 1, true);
+        let fault = Fault::VmFault {
+            ip: 0x4000_1000,
+            addr: GICD + offset,
+            prefetch: false,
+            fsr: dabt(width, 1, true),
+        };
+        vm.handle_fault(0, &fault);
     }
+    vm
+}
+
+#[test]
+fn devices_get_accesses_and_raise_their_interrupts() {
+    let mut s = Setup::new();
+    let mut vm = vm_with_devices(&mut s, Register::default());
     vm.hv.regs[0].set_gpr(2, 0x1234_5678_9abc);
     assert_eq!(access(&mut vm, 0x0a00_0000, 4, 2, true), RESUMED);
     assert_eq!(vm.devices().0.value, 0x5678_9abc, "a 4-byte store takes the low word");
@@ -747,29 +759,7 @@ impl Devices for Bell {
 #[test]
 fn a_doorbell_store_reads_no_register_and_steps_the_pc() {
     let mut s = Setup::new();
-    let ram = GuestRam::from_slice(RAM_BASE, &mut s.mem);
-    let images = BootImages { kernel: &s.kernel, initrd: &[], dtb: &s.dtb, bootargs: None };
-    let config = VmConfig {
-        num_vcpus: 1,
-        gic: GicLayout::QEMU_VIRT_V2,
-        num_lrs: 4,
-        passthrough: &[],
-        timer: Timer::None,
-        system_off: SystemOff::StopVm,
-    };
-    let mut vm = Vm::with_devices(Fake::new(1), Bell::default(), ram, images, config);
-    vm.boot().unwrap();
-    finish_reset_stub(&mut vm);
-    for (offset, width, value) in [(0, 4, 1), (0x104, 4, 1 << 16), (0x800 + 48, 1, 1)] {
-        vm.hv.regs[0].set_gpr(1, value);
-        let fault = Fault::VmFault {
-            ip: 0x4000_1000,
-            addr: GICD + offset,
-            prefetch: false,
-            fsr: dabt(width, 1, true),
-        };
-        vm.handle_fault(0, &fault);
-    }
+    let mut vm = vm_with_devices(&mut s, Bell::default());
     let before = (vm.hv.tcb_reads, vm.hv.vcpu_reads);
     vm.hv.regs[0].set_gpr(5, 0x1234);
     let sp_spsr = (vm.hv.regs[0].words[1], vm.hv.regs[0].words[2]);

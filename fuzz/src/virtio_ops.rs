@@ -17,26 +17,7 @@ pub const BASE: u64 = 0x4000_0000;
 pub const RAM: usize = 0x4000;
 
 /// Registers a write can aim at.
-const REGS: [u64; 18] = [
-    DEVICE_FEATURES_SEL,
-    DRIVER_FEATURES,
-    DRIVER_FEATURES_SEL,
-    QUEUE_SEL,
-    QUEUE_NUM,
-    QUEUE_READY,
-    QUEUE_NOTIFY,
-    INTERRUPT_ACK,
-    STATUS,
-    QUEUE_DESC_LOW,
-    QUEUE_DESC_HIGH,
-    QUEUE_DRIVER_LOW,
-    QUEUE_DRIVER_HIGH,
-    QUEUE_DEVICE_LOW,
-    QUEUE_DEVICE_HIGH,
-    SHM_SEL,
-    CONFIG,
-    CONFIG + 4,
-];
+const REGS: [u64; 18] = virtio::testing::WRITABLE_REGISTERS;
 
 /// What the driver does.
 #[derive(Arbitrary, Debug)]

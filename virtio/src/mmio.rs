@@ -551,8 +551,8 @@ impl<D: VirtioDevice> MmioTransport<D> {
         // Only the queues with new buffers: a device with several queues (sound has four)
         // need not look at the others for every transmit.
         let mut usable = 0u64;
-        for (i, q) in self.queues.iter().take(self.num_queues.min(64)).enumerate() {
-            if q.ready() && !q.needs_reset() && q.has_new_available(&*mem) {
+        for (i, q) in self.queues.iter_mut().take(self.num_queues.min(64)).enumerate() {
+            if q.has_new_available(mem) {
                 usable |= 1 << i;
             }
         }
@@ -910,29 +910,12 @@ mod tests {
     /// returns at each offset (random driver behaviour, well-formed or not).
     #[test]
     fn a_synced_register_page_reads_like_the_registers() {
-        let regs = [
-            DEVICE_FEATURES_SEL,
-            DRIVER_FEATURES,
-            DRIVER_FEATURES_SEL,
-            QUEUE_SEL,
-            QUEUE_NUM,
-            QUEUE_READY,
-            QUEUE_NOTIFY,
-            INTERRUPT_ACK,
-            STATUS,
-            QUEUE_DESC_LOW,
-            QUEUE_DESC_HIGH,
-            QUEUE_DRIVER_LOW,
-            QUEUE_DRIVER_HIGH,
-            QUEUE_DEVICE_LOW,
-            QUEUE_DEVICE_HIGH,
-            SHM_SEL,
-            CONFIG,
-            CONFIG + 4,
-            CONFIG + 2,
-            0x0fc,
-            0x1fc,
-        ];
+        // The writable registers, a misaligned config write and the last words of each area.
+        let regs: Vec<u64> = crate::testing::WRITABLE_REGISTERS
+            .iter()
+            .copied()
+            .chain([CONFIG + 2, 0x0fc, 0x1fc])
+            .collect();
         let mut rng = fastrand::Rng::with_seed(7);
         for round in 0..200 {
             let mut ram = ram();

@@ -224,14 +224,13 @@ impl Queue {
         self.broken
     }
 
-    /// Whether the driver made entries available that [`Queue::pop`] has not taken yet (one
-    /// read of the available index; an index outside guest memory counts as yes, so the
-    /// device's own path meets the error).
-    pub fn has_new_available<M: GuestMemory + ?Sized>(&self, mem: &M) -> bool {
-        match mem.read_u16(self.avail + RING_IDX) {
-            Ok(idx) => idx != self.next_avail,
-            Err(_) => true,
-        }
+    /// Whether the driver made entries available that [`Queue::pop`] has not taken yet. The
+    /// available index is read and checked as `pop` reads it (a bad one breaks the queue), so
+    /// a `pop` that follows does not read it again.
+    pub fn has_new_available<M: GuestMemory + ?Sized>(&mut self, mem: &mut M) -> bool {
+        self.ready
+            && !self.broken
+            && (self.next_avail != self.avail_shadow || self.refresh_avail(mem))
     }
 
     /// Validates the configuration and enables the queue (QueueReady = 1). `features` are the

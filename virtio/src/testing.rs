@@ -8,7 +8,30 @@
 
 pub mod vsock;
 
-use crate::mmio::{RegisterPage, REGION_SIZE};
+use crate::mmio::*;
+
+/// The registers a driver writes (and the first configuration words): what a test or
+/// fuzzer's driver may aim a write at.
+pub const WRITABLE_REGISTERS: [u64; 18] = [
+    DEVICE_FEATURES_SEL,
+    DRIVER_FEATURES,
+    DRIVER_FEATURES_SEL,
+    QUEUE_SEL,
+    QUEUE_NUM,
+    QUEUE_READY,
+    QUEUE_NOTIFY,
+    INTERRUPT_ACK,
+    STATUS,
+    QUEUE_DESC_LOW,
+    QUEUE_DESC_HIGH,
+    QUEUE_DRIVER_LOW,
+    QUEUE_DRIVER_HIGH,
+    QUEUE_DEVICE_LOW,
+    QUEUE_DEVICE_HIGH,
+    SHM_SEL,
+    CONFIG,
+    CONFIG + 4,
+];
 
 use crate::memory::{GuestMemory, GuestMemoryExt};
 use crate::queue::{

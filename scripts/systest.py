@@ -416,6 +416,7 @@ def check_recording(seconds, *args):
 
 # virtio_sound's counters: the playback cut by `reboot -f`, and the rebooted
 # guest's (the guests' counter24 signal has 24 bits; the first 16 s play 0..).
+SOUND_ODD_PERIOD = 2_000_000
 SOUND_CUT = 4_000_000
 SOUND_REBOOTED = 1 << 23
 
@@ -444,6 +445,16 @@ def scenario_virtio_sound(q):
         if not m.group(1).startswith("PLAY OK"):
             problems.append(f"{cmd}: SND {m.group(1)}")
         q.expect(r"/ # ", 60, f"the prompt after {cmd}")
+    # A guest period that does not divide the card's (1000 frames against
+    # 1024): the driver must not pad periods with silence between buffers.
+    cmd = f"sndplay -t 250 -p 1000 -f {SOUND_ODD_PERIOD} play 3"
+    q.send(cmd + "\n")
+    q.expect(r"SND OPEN /dev/snd/pcmC0D0p rate 48000 period 1000 ", 30, f"{cmd}: opening the PCM")
+    m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n",
+                 120, f"{cmd}: its first underrun or final line")
+    if not m.group(1).startswith("PLAY OK"):
+        problems.append(f"{cmd}: SND {m.group(1)}")
+    q.expect(r"/ # ", 60, f"the prompt after {cmd}")
     # reboot -f in the middle of a playback: the VMM's reset must bring the stream back
     # through the virtualiser and the driver, so that the rebooted guest
     # plays again, from counter 2^23.
@@ -469,9 +480,10 @@ def scenario_virtio_sound(q):
     if problems:
         raise Failure("; ".join(problems))
     # The recording, one segment at a time: 10 s, then 3 x 2 s with silence
-    # between the cycles; the playback the reboot cut, whole and in order up
+    # between the cycles; the 3 s of 1000-frame periods, without a gap; the playback the reboot cut, whole and in order up
     # to where it stops; the rebooted guest's 2 s.
-    check_recording(16, "--allow-gaps", "--until", str(SOUND_CUT))
+    check_recording(16, "--allow-gaps", "--until", str(SOUND_ODD_PERIOD))
+    check_recording(3, "--start", str(SOUND_ODD_PERIOD), "--ignore-before", "--until", str(SOUND_CUT))
     check_recording(10, "--start", str(SOUND_CUT), "--ignore-before", "--until", str(SOUND_REBOOTED),
                     "--may-end-early")
     check_recording(2, "--start", str(SOUND_REBOOTED), "--ignore-before")
@@ -514,22 +526,23 @@ def hostile_run(q, virtio):
     final = HOSTILE_RESETS + 1
     for n in range(1, final + 1):
         start = q.pos
-        q.expect(rf"VMM\|INFO\|boot: booting Linux \(boot {n}\)", 120 if n == 1 else 30, f"boot {n}")
+        q.expect(rf"VMM\|INFO\|boot: booting Linux \(boot {n}\)", 120, f"boot {n}")
         mode = "f" if n == final else "a" if n == 1 else "r"
-        q.expect(r"HOSTILE boot IAR:", 30, f"boot {n}: the guest's first lines")
+        # 8 s on an idle host (virtio: the guest reads its disk first).
+        q.expect(r"HOSTILE boot IAR:", 120, f"boot {n}: the guest's first lines")
         if virtio:
-            m = q.expect(r"HOSTILE boot (\d+) \(disk counter\): mode (\w)", 30, f"boot {n}: the disk counter")
+            m = q.expect(r"HOSTILE boot (\d+) \(disk counter\): mode (\w)", 120, f"boot {n}: the disk counter")
             if int(m.group(1)) != n or m.group(2) != mode:
                 raise Failure(f"boot {n}: the guest counted boot {m.group(1)} (mode {m.group(2)}) on the disk")
         else:
-            q.expect(r"HOSTILE command\?", 30, f"boot {n}: the guest asking for its mode")
+            q.expect(r"HOSTILE command\?", 120, f"boot {n}: the guest asking for its mode")
             q.send(mode)
         if n == final and not virtio:
             q.expect(r"HOSTILE press a key", 60, "the PL011 RX interrupt prompt")
             q.send("k")
         m = q.expect(r"HOSTILE RESULT (PASS|FAIL)", 90, f"boot {n}: the guest's RESULT line")
         if n < final:
-            q.expect(r"guest reset \(PSCI SYSTEM_RESET\)", 30, f"boot {n}: the VMM seeing SYSTEM_RESET")
+            q.expect(r"guest reset \(PSCI SYSTEM_RESET\)", 120, f"boot {n}: the VMM seeing SYSTEM_RESET")
         for line in re.findall(rb"HOSTILE FAIL [^\n]*", bytes(q.buf[start:q.pos])):
             fails.setdefault(line.decode("utf-8", "replace"), []).append(n)
         print(f"\n[systest] boot {n} (mode {mode}): {m.group(1)}", flush=True)

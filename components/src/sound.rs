@@ -28,6 +28,14 @@ pub trait PeriodSource {
     /// Fills all of `period` with the next audio, in the stream's format.
     fn fill(&mut self, period: &mut [u8]) -> Fill;
 
+    /// Whether `fill` can fill `bytes` with audio now, or the stream is
+    /// ending: until then a driver with time to spare leaves a free period
+    /// empty rather than pad it with silence mid-stream.
+    fn ready(&self, bytes: usize) -> bool {
+        let _ = bytes;
+        true
+    }
+
     /// The hardware has finished playing `count` more periods, in the order
     /// they were filled (a source can complete its clients' buffers here).
     fn played(&mut self, count: u32) {

@@ -139,6 +139,12 @@ pub struct Config {
     /// Bytes per period: whole frames, a multiple of 128, at most
     /// [`MAX_PERIOD_BYTES`].
     pub period_bytes: u32,
+    /// Periods kept filled ahead of the one the engine is in, 1..periods:
+    /// a freed period beyond them waits until the source has a whole period
+    /// of audio ([`PeriodSource::ready`]); one within them is filled at
+    /// once, padded with silence. Small periods with a lead of about 1024
+    /// frames leave a client the most time to send its next buffer.
+    pub lead_periods: u16,
     /// Periods of silence played after the source ends, before the stream
     /// stops (what the codec and the host's audio buffers hold still has to
     /// come out: QEMU's codec buffers 8 KiB).
@@ -164,6 +170,9 @@ impl Config {
             return Err(InitError::Config(
                 "period_bytes: whole frames, 128-byte multiple, <= 16 KiB",
             ));
+        }
+        if !(1..self.periods).contains(&self.lead_periods) {
+            return Err(InitError::Config("lead_periods must be 1..periods"));
         }
         if !(1..=15).contains(&self.stream_tag) {
             return Err(InitError::Config("stream_tag must be 1..=15"));
@@ -340,7 +349,12 @@ impl<R: HdaRegisters> Hda<R> {
         let path = found.ok_or(InitError::NoOutputPath(last))?;
         configure_output(&mut port, &path, format, config.stream_tag)
             .map_err(InitError::Configure)?;
-        let periods = PeriodRing::new(config.periods, config.period_bytes, config.drain_periods);
+        let periods = PeriodRing::new(
+            config.periods,
+            config.period_bytes,
+            config.lead_periods,
+            config.drain_periods,
+        );
         let stats = Stats { ring: ring.stats, ..Stats::default() };
         Ok(Hda {
             regs,
@@ -441,7 +455,8 @@ impl<R: HdaRegisters> Hda<R> {
             | SD_CTL_FEIE
             | SD_CTL_DEIE;
         self.regs.write32(self.sd(SD_CTL), ctl);
-        self.periods = PeriodRing::new(cfg.periods, cfg.period_bytes, cfg.drain_periods);
+        self.periods =
+            PeriodRing::new(cfg.periods, cfg.period_bytes, cfg.lead_periods, cfg.drain_periods);
         self.reported = 0;
         self.stats.periods_played = 0;
         self.stats.run_ticks = None;
@@ -469,11 +484,33 @@ impl<R: HdaRegisters> Hda<R> {
     }
 
     /// Fills the free periods: from the source until it ends, silence after.
+    /// A period the engine reaches only after `lead_periods` still queued
+    /// waits until the source has a whole period ready ([`PeriodSource::ready`]);
+    /// a later interrupt, or [`Hda::top_up`], fills it.
     fn refill(&mut self, source: &mut impl PeriodSource) {
-        let mut buffer = [0u8; MAX_PERIOD_BYTES];
+        if self.next_to_fill(source).is_none() {
+            return; // the common case on a notification: no zeroed buffer
+        }
+        // A buffer the size of the period, not of the largest one: it is
+        // zeroed on every call, and a call comes with every interrupt.
         let bytes = self.config.period_bytes as usize;
-        let period = &mut buffer[..bytes];
-        while let Some(slot) = self.periods.next_free() {
+        match bytes {
+            0..=1024 => self.refill_through(source, &mut [0u8; 1024][..bytes]),
+            1025..=4096 => self.refill_through(source, &mut [0u8; 4096][..bytes]),
+            _ => self.refill_through(source, &mut [0u8; MAX_PERIOD_BYTES][..bytes]),
+        }
+    }
+
+    /// The free slot to fill now, if any: within the lead, once the source
+    /// has a whole period, or after the source's end.
+    fn next_to_fill(&self, source: &impl PeriodSource) -> Option<u16> {
+        let slot = self.periods.next_free()?;
+        let bytes = self.config.period_bytes as usize;
+        (self.periods.ended() || self.periods.needed_next() || source.ready(bytes)).then_some(slot)
+    }
+
+    fn refill_through(&mut self, source: &mut impl PeriodSource, period: &mut [u8]) {
+        while let Some(slot) = self.next_to_fill(source) {
             let fill = if self.periods.ended() { Fill::End } else { source.fill(period) };
             if fill != Fill::Audio {
                 period.fill(0);
@@ -484,7 +521,7 @@ impl<R: HdaRegisters> Hda<R> {
                     log::warn!(target: "hda", "underrun: the source had no audio ({} times)", self.stats.underruns);
                 }
             }
-            let at = BUFFER_AT + usize::from(slot) * bytes;
+            let at = BUFFER_AT + usize::from(slot) * period.len();
             if self.dma.region.write(at, period).is_err() {
                 log::error!(target: "hda", "period {slot} outside the DMA region");
             }
@@ -529,6 +566,15 @@ impl<R: HdaRegisters> Hda<R> {
             self.regs.write16(STATESTS, states);
         }
         self.service(source)
+    }
+
+    /// Fills the periods left empty for want of a whole period of audio,
+    /// if the source now has one (call when the source has new audio). The
+    /// link position is not read: the next interrupt does that.
+    pub fn top_up(&mut self, source: &mut impl PeriodSource) {
+        if self.running {
+            self.refill(source);
+        }
     }
 
     /// Reads the link position and refills the periods played since the

@@ -31,7 +31,10 @@
 //! least 2048 frames: QEMU's codec reads that far ahead,
 //! docs/sound-guest.md) and stops the DMA engine. Later commands wait for
 //! that. (A STOP answered only after the silence came too late for Linux's
-//! drain, docs/sound.md.) A period with no buffer ready plays
+//! drain, docs/sound.md.) A freed period waits for a whole period of audio
+//! unless the engine reads it next ([`Hda::top_up`] fills it when the
+//! audio arrives), so buffers that do not divide the period play without
+//! gaps. A period with no buffer ready by then plays
 //! silence ([`Stats::underruns`] of the [`Hda`]). RELEASE answers every
 //! buffer still held `IO_ERR`.
 
@@ -198,7 +201,6 @@ impl<const D: usize> Queue<D> {
 
 impl<const D: usize> PeriodSource for Queue<D> {
     fn fill(&mut self, period: &mut [u8]) -> Fill {
-        period.fill(0);
         let mut at = 0;
         for i in 0..self.play.len {
             let filled = self.filled;
@@ -218,12 +220,23 @@ impl<const D: usize> PeriodSource for Queue<D> {
                 break;
             }
         }
+        period[at..].fill(0);
         self.filled += 1;
         match (at, self.stopping) {
             (0, true) => Fill::End,
             (0, false) => Fill::Silence,
             _ => Fill::Audio,
         }
+    }
+
+    fn ready(&self, bytes: usize) -> bool {
+        let mut queued = 0usize;
+        for i in 0..self.play.len {
+            if let Some(Entry { pcm, copied, last: None, wait: false, .. }) = self.play.at(i) {
+                queued += (pcm.len - copied) as usize;
+            }
+        }
+        self.stopping || queued >= bytes
     }
 
     fn played(&mut self, count: u32) {
@@ -344,6 +357,9 @@ impl<const D: usize> SddfSound<D> {
         let mut progress = self.answer();
         progress |= self.commands(hda);
         self.start_dma(hda);
+        if self.dma {
+            hda.top_up(&mut self.queue);
+        }
         progress | self.answer()
     }
 

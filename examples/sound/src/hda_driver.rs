@@ -42,16 +42,17 @@ const CLASS_HDA: u16 = 0x0403;
 
 const CONFIG: Config = Config {
     format: PcmFormat::S16_STEREO_48K,
-    // 3 periods of 1024 frames in the card: a client is answered once a
-    // buffer has played and the driver fills a freed period before the
-    // client can answer that, so the card's buffer must be at least one
-    // client buffer smaller than what the client keeps in flight (Linux's
-    // virtio-snd with sndplay: 4 periods of 1024 frames, docs/sound.md).
-    periods: 3,
-    period_bytes: 4096,
-    // 4 periods of 1024 frames: more than the 2048 frames QEMU's codec
-    // reads ahead, so nothing sent before a STOP is cut off.
-    drain_periods: 4,
+    // 12 periods of 256 frames (3072 in all), 4 of them (1024 frames) kept
+    // filled ahead of the DMA engine: a freed period further on waits for a
+    // whole period of audio, so a client's buffers are played back to back
+    // whatever their size, and a client is answered within 256 frames of
+    // its buffer's last frame being read (docs/sound.md).
+    periods: 12,
+    period_bytes: 1024,
+    lead_periods: 4,
+    // 16 periods of 256 frames: twice the 2048 frames QEMU's codec reads
+    // ahead, so nothing sent before a STOP is cut off.
+    drain_periods: 16,
     poll_budget: 100_000,
     stream_tag: 1,
 };

@@ -53,21 +53,40 @@ pub struct PeriodRing {
     filled: u64,
     /// The first period filled after the source ended.
     end: Option<u64>,
+    /// Periods always kept filled ahead of the one the engine is in.
+    lead: u16,
     /// Periods of silence to play after the end before stopping.
     drain: u16,
 }
 
 impl PeriodRing {
-    /// An empty ring of `periods` slots of `period_bytes`; it is finished
-    /// once `drain` periods after the source's end have played.
-    pub fn new(periods: u16, period_bytes: u32, drain: u16) -> PeriodRing {
-        PeriodRing { periods, period_bytes, slot: 0, consumed: 0, filled: 0, end: None, drain }
+    /// An empty ring of `periods` slots of `period_bytes` that keeps
+    /// `lead` periods filled ahead of the engine; it is finished once
+    /// `drain` periods after the source's end have played.
+    pub fn new(periods: u16, period_bytes: u32, lead: u16, drain: u16) -> PeriodRing {
+        PeriodRing {
+            periods,
+            period_bytes,
+            slot: 0,
+            consumed: 0,
+            filled: 0,
+            end: None,
+            drain,
+            lead,
+        }
     }
 
     /// The slot to fill next, while one is free.
     pub fn next_free(&self) -> Option<u16> {
         (self.filled < self.consumed + u64::from(self.periods))
             .then(|| (self.filled % u64::from(self.periods)) as u16)
+    }
+
+    /// Whether the next free slot is within the lead: one of the `lead`
+    /// periods after the one the engine is in (before it starts, one of the
+    /// first `lead + 1`). It must be filled now, whatever the source has.
+    pub fn needed_next(&self) -> bool {
+        self.filled <= self.consumed + u64::from(self.lead)
     }
 
     /// Marks the next free slot filled; `ended` if the source had ended
@@ -127,7 +146,7 @@ mod tests {
     use super::*;
 
     fn filled_ring(periods: u16) -> PeriodRing {
-        let mut r = PeriodRing::new(periods, 256, 2);
+        let mut r = PeriodRing::new(periods, 256, 1, 2);
         while r.next_free().is_some() {
             r.mark_filled(false);
         }
@@ -170,6 +189,27 @@ mod tests {
     }
 
     #[test]
+    fn the_lead_is_the_periods_after_the_one_the_engine_is_in() {
+        let mut r = PeriodRing::new(6, 256, 2, 1);
+        // Before the start: periods 0 (where the engine starts), 1 and 2.
+        for _ in 0..3 {
+            assert!(r.needed_next());
+            r.mark_filled(false);
+        }
+        assert!(!r.needed_next(), "period 3 may wait for a whole period of audio");
+        assert_eq!(r.advance(256), Ok(1)); // in period 1: 2 and 3 are the lead
+        assert!(r.needed_next());
+        r.mark_filled(false);
+        assert!(!r.needed_next());
+        assert_eq!(r.advance(3 * 256 + 10), Ok(2)); // late: in period 3, 4 and 5 are due
+        assert!(r.needed_next());
+        r.mark_filled(false);
+        assert!(r.needed_next());
+        r.mark_filled(false);
+        assert!(!r.needed_next());
+    }
+
+    #[test]
     fn positions_past_the_buffer_are_refused() {
         let mut r = filled_ring(4);
         assert_eq!(r.advance(1024), Err(BadPosition(1024)));
@@ -179,7 +219,7 @@ mod tests {
 
     #[test]
     fn finishes_after_the_drain_periods_past_the_end() {
-        let mut r = PeriodRing::new(2, 256, 3);
+        let mut r = PeriodRing::new(2, 256, 1, 3);
         r.mark_filled(false); // period 0: audio
         r.mark_filled(true); // period 1: the source ended
         assert!(r.ended() && !r.finished());

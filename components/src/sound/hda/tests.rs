@@ -18,6 +18,7 @@ fn config() -> Config {
         format: PcmFormat::S16_STEREO_48K,
         periods: 4,
         period_bytes: 1024,
+        lead_periods: 1,
         drain_periods: 4,
         poll_budget: 100,
         stream_tag: 1,
@@ -383,6 +384,8 @@ fn configuration_and_dma_are_checked() {
         Config { period_bytes: 1000, ..config() },
         Config { period_bytes: 32 * 1024, ..config() },
         Config { stream_tag: 0, ..config() },
+        Config { lead_periods: 0, ..config() },
+        Config { lead_periods: config().periods, ..config() },
         Config { format: PcmFormat { rate: 12345, bits: 16, channels: 2 }, ..config() },
     ];
     for c in bad {

@@ -26,6 +26,7 @@ fn config() -> Config {
         periods: 4,
         period_bytes: PERIOD,
         // 8 periods of 256 frames: the 2048 frames QEMU's codec reads ahead.
+        lead_periods: 1,
         drain_periods: 8,
         poll_budget: 100,
         stream_tag: 1,
@@ -402,6 +403,45 @@ fn start_stop_start_loses_nothing() {
     assert_eq!((a.len(), b.len()), (4 + 24, 24));
     assert_counter(&r.played(), 48_000);
     assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Release, 9, 0)), Some(SoundStatus::Ok));
+}
+
+/// A client whose buffers do not divide the card's period (here 250
+/// frames against 256; Linux with `-p 1000` against the example's 1024)
+/// and that keeps a few more than the card's buffer in flight, sending the
+/// next as each is answered: the driver fills a period only once it has a
+/// whole period of audio, or when the DMA engine is about to need it, so no
+/// silence is played between its buffers.
+#[test]
+fn buffers_that_do_not_divide_the_period_play_without_gaps() {
+    let mut r = rig();
+    r.cmd(SoundCmd::take(1, 0, params()));
+    r.cmd(SoundCmd::new(SoundCmdCode::Prepare, 1, 0));
+    assert_eq!(r.cmd(SoundCmd::new(SoundCmdCode::Start, 2, 0)), Some(SoundStatus::Ok));
+    let (per, buffers, in_flight) = (250, 200, 6);
+    let mut sent = 0;
+    let mut answered = 0;
+    while answered < buffers {
+        while sent < buffers && sent - answered < in_flight {
+            r.send(u64::from(sent) % CELLS, sent * per, per);
+            sent += 1;
+            if sent == buffers {
+                // As Linux's drain does: the periods after the last are silence, not underruns.
+                r.client.cmd_req.enqueue(SoundCmd::new(SoundCmdCode::Stop, 3, 0)).unwrap();
+            }
+        }
+        r.sound.handle(&mut r.hda);
+        r.run(64);
+        let a = r.answers();
+        assert!(a.iter().all(|a| a.status() == Some(SoundStatus::Ok)));
+        answered += a.len() as u32;
+    }
+    let played = r.played();
+    let first = played.iter().position(|&b| b != 0).unwrap() / 4;
+    let audio = &played[first * 4..(first + (buffers * per) as usize) * 4];
+    for (n, f) in audio.chunks_exact(4).enumerate() {
+        assert_eq!(f, CounterSource::frame(n as u32), "frame {n} (a gap or a loss)");
+    }
+    assert_eq!(r.hda.stats().underruns, 0);
 }
 
 #[test]

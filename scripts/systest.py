@@ -417,6 +417,7 @@ def check_recording(seconds, *args):
 # virtio_sound's counters: the playback cut by `reboot -f`, and the rebooted
 # guest's (the guests' counter24 signal has 24 bits; the first 16 s play 0..).
 SOUND_ODD_PERIOD = 2_000_000
+SOUND_BIG_PERIOD = 3_000_000
 SOUND_CUT = 4_000_000
 SOUND_REBOOTED = 1 << 23
 
@@ -445,16 +446,20 @@ def scenario_virtio_sound(q):
         if not m.group(1).startswith("PLAY OK"):
             problems.append(f"{cmd}: SND {m.group(1)}")
         q.expect(r"/ # ", 60, f"the prompt after {cmd}")
-    # A guest period that does not divide the card's (1000 frames against
-    # 1024): the driver must not pad periods with silence between buffers.
-    cmd = f"sndplay -t 250 -p 1000 -f {SOUND_ODD_PERIOD} play 3"
-    q.send(cmd + "\n")
-    q.expect(r"SND OPEN /dev/snd/pcmC0D0p rate 48000 period 1000 ", 30, f"{cmd}: opening the PCM")
-    m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n",
-                 120, f"{cmd}: its first underrun or final line")
-    if not m.group(1).startswith("PLAY OK"):
-        problems.append(f"{cmd}: SND {m.group(1)}")
-    q.expect(r"/ # ", 60, f"the prompt after {cmd}")
+    # Other geometries, 3 s each, checked for gaps: a guest period that does
+    # not divide the card's (1000 frames against 256: the driver must not
+    # pad periods with silence between buffers), and what aplay gets by
+    # default (4 periods of 40 ms: Linux's virtio-snd offers buffers of at
+    # most 160 ms; messages of 7680 bytes, two pieces each).
+    for period, first in ((1000, SOUND_ODD_PERIOD), (1920, SOUND_BIG_PERIOD)):
+        cmd = f"sndplay -t 250 -p {period} -f {first} play 3"
+        q.send(cmd + "\n")
+        q.expect(rf"SND OPEN /dev/snd/pcmC0D0p rate 48000 period {period} ", 30, f"{cmd}: opening the PCM")
+        m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n",
+                     120, f"{cmd}: its first underrun or final line")
+        if not m.group(1).startswith("PLAY OK"):
+            problems.append(f"{cmd}: SND {m.group(1)}")
+        q.expect(r"/ # ", 60, f"the prompt after {cmd}")
     # reboot -f in the middle of a playback: the VMM's reset must bring the stream back
     # through the virtualiser and the driver, so that the rebooted guest
     # plays again, from counter 2^23.
@@ -480,10 +485,12 @@ def scenario_virtio_sound(q):
     if problems:
         raise Failure("; ".join(problems))
     # The recording, one segment at a time: 10 s, then 3 x 2 s with silence
-    # between the cycles; the 3 s of 1000-frame periods, without a gap; the playback the reboot cut, whole and in order up
-    # to where it stops; the rebooted guest's 2 s.
+    # between the cycles; the 3 s of 1000- and of 1920-frame periods, each
+    # without a gap; the playback the reboot cut, whole and in order up to
+    # where it stops; the rebooted guest's 2 s.
     check_recording(16, "--allow-gaps", "--until", str(SOUND_ODD_PERIOD))
-    check_recording(3, "--start", str(SOUND_ODD_PERIOD), "--ignore-before", "--until", str(SOUND_CUT))
+    check_recording(3, "--start", str(SOUND_ODD_PERIOD), "--ignore-before", "--until", str(SOUND_BIG_PERIOD))
+    check_recording(3, "--start", str(SOUND_BIG_PERIOD), "--ignore-before", "--until", str(SOUND_CUT))
     check_recording(10, "--start", str(SOUND_CUT), "--ignore-before", "--until", str(SOUND_REBOOTED),
                     "--may-end-early")
     check_recording(2, "--start", str(SOUND_REBOOTED), "--ignore-before")

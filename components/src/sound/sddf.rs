@@ -31,8 +31,8 @@
 //! least 2048 frames: QEMU's codec reads that far ahead,
 //! docs/sound-guest.md) and stops the DMA engine. Later commands wait for
 //! that. (A STOP answered only after the silence came too late for Linux's
-//! drain, docs/sound.md.) A freed period waits for a whole period of audio
-//! unless the engine reads it next ([`Hda::top_up`] fills it when the
+//! drain, docs/sound.md.) A freed period beyond the controller's lead
+//! waits for a whole period of audio ([`Hda::top_up`] fills it when the
 //! audio arrives), so buffers that do not divide the period play without
 //! gaps. A period with no buffer ready by then plays
 //! silence ([`Stats::underruns`] of the [`Hda`]). RELEASE answers every
@@ -212,6 +212,7 @@ impl<const D: usize> PeriodSource for Queue<D> {
             let from = (e.pcm.io_or_offset - d.io_addr) as usize + copied as usize;
             if d.region.read(from, &mut period[at..at + n as usize]).is_err() {
                 log::error!(target: "snd", "buffer outside its data region");
+                period[at..at + n as usize].fill(0); // not what the last period held
             }
             at += n as usize;
             e.copied = copied + n;

@@ -422,6 +422,19 @@ SOUND_CUT = 4_000_000
 SOUND_REBOOTED = 1 << 23
 
 
+def sndplay(q, cmd, problems, opened="", when=""):
+    """Runs sndplay `cmd` at the guest's shell and waits for its prompt; a
+    first underrun or a final line other than PLAY OK goes to `problems`.
+    `opened`: a regex its SND OPEN line must go on with (the geometry)."""
+    q.send(cmd + "\n")
+    q.expect(r"SND OPEN /dev/snd/pcmC0D0p rate 48000" + opened, 30, f"{cmd}{when}: opening the PCM")
+    m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n",
+                 120, f"{cmd}{when}: its first underrun or final line")
+    if not m.group(1).startswith("PLAY OK"):
+        problems.append(f"{cmd}{when}: SND {m.group(1)}")
+    q.expect(r"/ # ", 60, f"the prompt after {cmd}")
+
+
 def scenario_virtio_sound(q):
     # The card is probed with the driver's stream (48 kHz, 16-bit stereo
     # playback) behind it, then guest/sndplay plays 10 s of the counter
@@ -439,27 +452,14 @@ def scenario_virtio_sound(q):
     # cycles of 2 s, the counter going on.
     problems = []
     for cmd in ("sndplay -t 250 play 10", "sndplay -t 250 -c 3 -f 480000 play 2"):
-        q.send(cmd + "\n")
-        q.expect(r"SND OPEN /dev/snd/pcmC0D0p rate 48000", 30, f"{cmd}: opening the PCM")
-        m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n",
-                     120, f"{cmd}: its first underrun or final line")
-        if not m.group(1).startswith("PLAY OK"):
-            problems.append(f"{cmd}: SND {m.group(1)}")
-        q.expect(r"/ # ", 60, f"the prompt after {cmd}")
+        sndplay(q, cmd, problems)
     # Other geometries, 3 s each, checked for gaps: a guest period that does
     # not divide the card's (1000 frames against 256: the driver must not
     # pad periods with silence between buffers), and what aplay gets by
     # default (4 periods of 40 ms: Linux's virtio-snd offers buffers of at
     # most 160 ms; messages of 7680 bytes, two pieces each).
     for period, first in ((1000, SOUND_ODD_PERIOD), (1920, SOUND_BIG_PERIOD)):
-        cmd = f"sndplay -t 250 -p {period} -f {first} play 3"
-        q.send(cmd + "\n")
-        q.expect(rf"SND OPEN /dev/snd/pcmC0D0p rate 48000 period {period} ", 30, f"{cmd}: opening the PCM")
-        m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n",
-                     120, f"{cmd}: its first underrun or final line")
-        if not m.group(1).startswith("PLAY OK"):
-            problems.append(f"{cmd}: SND {m.group(1)}")
-        q.expect(r"/ # ", 60, f"the prompt after {cmd}")
+        sndplay(q, f"sndplay -t 250 -p {period} -f {first} play 3", problems, rf" period {period} ")
     # reboot -f in the middle of a playback: the VMM's reset must bring the stream back
     # through the virtualiser and the driver, so that the rebooted guest
     # plays again, from counter 2^23.
@@ -471,14 +471,7 @@ def scenario_virtio_sound(q):
     if "none" in m.group(1):
         problems.append(f"after the reboot: SOUND CARD {m.group(1)}")
     linux_shell(q, 60)
-    cmd = f"sndplay -t 250 -f {SOUND_REBOOTED} play 2"
-    q.send(cmd + "\n")
-    q.expect(r"SND OPEN /dev/snd/pcmC0D0p rate 48000", 30, f"{cmd} (after the reboot): opening the PCM")
-    m = q.expect(r"SND (XRUN underrun[^\r\n]*|PLAY OK[^\r\n]*|PLAY XRUN[^\r\n]*|\S+ FAIL[^\r\n]*)\r?\n",
-                 120, f"{cmd} (after the reboot): its first underrun or final line")
-    if not m.group(1).startswith("PLAY OK"):
-        problems.append(f"{cmd} (after the reboot): SND {m.group(1)}")
-    q.expect(r"/ # ", 60, f"the prompt after {cmd}")
+    sndplay(q, f"sndplay -t 250 -f {SOUND_REBOOTED} play 2", problems, when=" (after the reboot)")
     q.send("poweroff -f\n")
     q.expect(r"guest powered off \(PSCI SYSTEM_OFF\)", 30, "the VMM seeing SYSTEM_OFF")
     q.wait_exit(30)

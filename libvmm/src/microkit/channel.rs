@@ -67,6 +67,19 @@ impl Channel {
         IrqHandler(BASE_IRQ_CAP + self.0 as u64).ack()
     }
 
+    /// Corresponds to `microkit_deferred_irq_ack`: re-enables this IRQ
+    /// channel with the PD's next wait, one system call fewer (something
+    /// else held for that wait, e.g. a [`Channel::notify_deferred`], is
+    /// done now instead).
+    pub fn irq_ack_deferred(self) -> Result<(), Error> {
+        if microkit_irqs.get() & self.bit() == 0 {
+            log::error!(target: "core", "irq_ack: channel {} is not an IRQ", self.0);
+            return Err(Error::InvalidCapability);
+        }
+        super::runtime::defer_irq_ack(BASE_IRQ_CAP + self.0 as u64);
+        Ok(())
+    }
+
     /// Corresponds to `microkit_ppcall`: a protected procedure call. The
     /// message registers are set with [`crate::sel4::syscall::set_mr`]
     /// before, and read with `get_mr` after.

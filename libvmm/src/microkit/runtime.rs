@@ -5,27 +5,61 @@ use super::channel::{Channel, ChannelSet};
 use super::handler::{Event, Handler};
 use super::slots::{INPUT_CAP, MONITOR_EP, REPLY_CAP};
 use super::symbols::{microkit_ioports, microkit_irqs, microkit_passive};
-use crate::sel4::{syscall, Fault, MessageInfo, Notification};
+use crate::sel4::config::label;
+use crate::sel4::{syscall, Fault, IrqHandler, MessageInfo, Notification};
 use core::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-/// The notification capability held by [`Channel::notify_deferred`] + 1;
-/// 0: none. A PD is one thread, so `Relaxed` is all the ordering needed.
+/// What the PD's next wait also does (libmicrokit's deferred signal),
+/// encoded: the capability + 1, with [`IRQ_ACK`] set for an IRQ
+/// acknowledgement; 0: nothing. A PD is one thread, so `Relaxed` is all the
+/// ordering needed.
 static DEFERRED: AtomicU64 = AtomicU64::new(0);
+
+/// Marks a held capability as an IRQ handler to acknowledge, not a
+/// notification to signal.
+const IRQ_ACK: u64 = 1 << 63;
 
 /// Holds a notification to `cap` for the next wait; one held already for
 /// another capability is sent now.
 pub(super) fn defer_notify(cap: u64) {
-    let held = DEFERRED.swap(cap + 1, Relaxed);
-    if held != 0 && held != cap + 1 {
-        Notification(held - 1).signal();
+    hold(cap + 1);
+}
+
+/// Holds the acknowledgement of IRQ handler `cap` for the next wait
+/// (`microkit_deferred_irq_ack`): an NBSend of IRQAckIRQ to the handler
+/// acknowledges it, so the wait does both; something else held is done now.
+pub(super) fn defer_irq_ack(cap: u64) {
+    hold((cap + 1) | IRQ_ACK);
+}
+
+fn hold(held: u64) {
+    let old = DEFERRED.swap(held, Relaxed);
+    if old != 0 && old != held {
+        perform(old);
     }
 }
 
-/// Takes the held notification's capability, if any.
-fn take_deferred() -> Option<u64> {
+/// Does a held action now.
+fn perform(held: u64) {
+    let cap = (held & !IRQ_ACK) - 1;
+    if held & IRQ_ACK != 0 {
+        if IrqHandler(cap).ack().is_err() {
+            log::error!(target: "core", "deferred irq_ack of capability {cap} failed");
+        }
+    } else {
+        Notification(cap).signal();
+    }
+}
+
+/// Takes the held action, if any: the capability and the message that
+/// does it when sent.
+fn take_deferred() -> Option<(u64, MessageInfo)> {
     match DEFERRED.swap(0, Relaxed) {
         0 => None,
-        held => Some(held - 1),
+        held if held & IRQ_ACK != 0 => {
+            Some(((held & !IRQ_ACK) - 1, MessageInfo::new(label::IRQ_ACK_IRQ, 0)))
+        }
+        held => Some((held - 1, MessageInfo::new(0, 0))),
     }
 }
 
@@ -74,18 +108,20 @@ pub fn run<H: Handler>() -> ! {
                 reply = handler.fault(child, fault);
             }
         }
-        (info, badge) = match (reply.take(), take_deferred()) {
+        (info, badge) = match (reply.take(), DEFERRED.load(Relaxed)) {
             (Some(r), held) => {
-                if let Some(cap) = held {
-                    Notification(cap).signal();
+                if held != 0 {
+                    DEFERRED.store(0, Relaxed);
+                    perform(held);
                 }
                 syscall::reply_recv(INPUT_CAP, r, REPLY_CAP)
             }
-            // A signal fused with the wait (libmicrokit's deferred notify).
-            (None, Some(cap)) => {
-                syscall::nb_send_recv(cap, MessageInfo::new(0, 0), INPUT_CAP, REPLY_CAP)
-            }
-            (None, None) => syscall::recv(INPUT_CAP, REPLY_CAP),
+            // A signal or IRQ acknowledgement fused with the wait
+            // (libmicrokit's deferred notify and deferred irq_ack).
+            (None, _) => match take_deferred() {
+                Some((cap, msg)) => syscall::nb_send_recv(cap, msg, INPUT_CAP, REPLY_CAP),
+                None => syscall::recv(INPUT_CAP, REPLY_CAP),
+            },
         };
     }
 }
@@ -114,5 +150,25 @@ fn panic(info: &core::panic::PanicInfo) -> ! {
     loop {
         // SAFETY: `udf` only raises an exception; it touches no memory.
         unsafe { core::arch::asm!("udf #0") }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the next wait sends: a signal (label 0) to a notification, or
+    /// IRQAckIRQ to an IRQ handler; taking it leaves nothing held. (Holding
+    /// a second action performs the first, a system call: not on the host.)
+    #[test]
+    fn a_held_action_is_the_message_the_wait_sends() {
+        let irq = super::super::slots::BASE_IRQ_CAP + 3;
+        defer_irq_ack(irq);
+        assert_eq!(take_deferred(), Some((irq, MessageInfo::new(label::IRQ_ACK_IRQ, 0))));
+        assert_eq!(take_deferred(), None);
+        defer_notify(10);
+        defer_notify(10); // the same one again: still one signal
+        assert_eq!(take_deferred(), Some((10, MessageInfo::new(0, 0))));
+        assert_eq!(take_deferred(), None);
     }
 }

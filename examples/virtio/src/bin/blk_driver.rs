@@ -31,10 +31,11 @@ const SLOT_SIZE: usize = 0x200;
 
 static LEVELS: Levels = Levels { default: LevelFilter::Info, overrides: &[] };
 
-/// The device and the channel of its slot's IRQ.
-struct Driver(Option<(VirtioBlk<SharedRegion>, u8)>);
+/// The device, the channel of its slot's IRQ, and whether that IRQ is
+/// still to be acknowledged.
+struct Driver(Option<(VirtioBlk<SharedRegion>, u8, bool)>);
 
-fn start() -> Option<(VirtioBlk<SharedRegion>, u8)> {
+fn start() -> Option<(VirtioBlk<SharedRegion>, u8, bool)> {
     let mut window = pd::region("virtio-mmio registers", (&regs, &regs_size))?;
     let slots = window.len() / SLOT_SIZE;
     let slot = find_block_slot(&mut window, slots, SLOT_SIZE)
@@ -51,7 +52,7 @@ fn start() -> Option<(VirtioBlk<SharedRegion>, u8)> {
     VirtioBlk::new(device, memory, queue, &storage, pd::channel(&virt_ch))
         .map_err(|e| log::error!(target: "blk", "virtio-blk at slot {slot}: {e}"))
         .ok()
-        .map(|d| (d, irq))
+        .map(|d| (d, irq, false))
 }
 
 impl Handler for Driver {
@@ -68,13 +69,24 @@ impl Handler for Driver {
     }
 
     fn notified(&mut self, channels: ChannelSet) {
-        let Some((d, irq)) = self.0.as_mut() else { return };
+        let Some((d, irq, ack_owed)) = self.0.as_mut() else { return };
         for ch in channels.iter() {
             if ch.id() == *irq {
                 pd::send(d.handle_irq());
-                let _ = ch.irq_ack();
+                *ack_owed = true;
             } else {
                 pd::send(d.handle_notified());
+            }
+        }
+        // With nothing in flight the device has nothing to interrupt for
+        // (a level interrupt raised meanwhile stays pending): the IRQ is
+        // re-enabled with the wait after the next submission, not with a
+        // system call of its own now. Something else held for that wait
+        // (a notification) is sent now instead, as before.
+        if *ack_owed && d.in_flight() > 0 {
+            *ack_owed = false;
+            if let Some(ch) = Channel::new(*irq) {
+                let _ = ch.irq_ack_deferred();
             }
         }
     }

@@ -271,11 +271,26 @@ const WORD: usize = size_of::<u64>();
 ///
 /// `src..src + dst.len()` must be mapped readable, and nothing may hold a
 /// Rust reference to it (other accesses must be volatile or atomic).
+///
+/// The small copies (ring indices, descriptors, request headers) are inlined
+/// into the caller; the rest is one call.
+#[inline(always)]
 pub unsafe fn volatile_copy_from(src: *const u8, dst: &mut [u8]) {
     // SAFETY: the caller's contract, for a range of `dst.len()` bytes.
     if unsafe { small_from(src, dst) } {
         return;
     }
+    // SAFETY: the caller's contract.
+    unsafe { volatile_copy_from_any(src, dst) }
+}
+
+/// [`volatile_copy_from`] for any length and alignment.
+///
+/// # Safety
+///
+/// As [`volatile_copy_from`].
+#[inline(never)]
+unsafe fn volatile_copy_from_any(src: *const u8, dst: &mut [u8]) {
     let head = src.align_offset(WORD).min(dst.len());
     let (edge, rest) = dst.split_at_mut(head);
     for (i, byte) in edge.iter_mut().enumerate() {
@@ -450,11 +465,25 @@ unsafe fn copy_words_unaligned_from(src: *const u8, dst: &mut [u8]) -> usize {
 ///
 /// `dst..dst + src.len()` must be mapped writable, and nothing may hold a
 /// Rust reference to it (other accesses must be volatile or atomic).
+///
+/// Small copies are inlined into the caller, as in [`volatile_copy_from`].
+#[inline(always)]
 pub unsafe fn volatile_copy_to(src: &[u8], dst: *mut u8) {
     // SAFETY: the caller's contract, for a range of `src.len()` bytes.
     if unsafe { small_to(src, dst) } {
         return;
     }
+    // SAFETY: the caller's contract.
+    unsafe { volatile_copy_to_any(src, dst) }
+}
+
+/// [`volatile_copy_to`] for any length and alignment.
+///
+/// # Safety
+///
+/// As [`volatile_copy_to`].
+#[inline(never)]
+unsafe fn volatile_copy_to_any(src: &[u8], dst: *mut u8) {
     let head = dst.align_offset(WORD).min(src.len());
     let (edge, rest) = src.split_at(head);
     for (i, &byte) in edge.iter().enumerate() {

@@ -488,16 +488,16 @@ impl<R: HdaRegisters> Hda<R> {
     /// waits until the source has a whole period ready ([`PeriodSource::ready`]);
     /// a later interrupt, or [`Hda::top_up`], fills it.
     fn refill(&mut self, source: &mut impl PeriodSource) {
-        if self.next_to_fill(source).is_none() {
+        let Some(first) = self.next_to_fill(source) else {
             return; // the common case on a notification: no zeroed buffer
-        }
+        };
         // A buffer the size of the period, not of the largest one: it is
         // zeroed on every call, and a call comes with every interrupt.
         let bytes = self.config.period_bytes as usize;
         match bytes {
-            0..=1024 => self.refill_through(source, &mut [0u8; 1024][..bytes]),
-            1025..=4096 => self.refill_through(source, &mut [0u8; 4096][..bytes]),
-            _ => self.refill_through(source, &mut [0u8; MAX_PERIOD_BYTES][..bytes]),
+            0..=1024 => self.refill_through(source, &mut [0u8; 1024][..bytes], first),
+            1025..=4096 => self.refill_through(source, &mut [0u8; 4096][..bytes], first),
+            _ => self.refill_through(source, &mut [0u8; MAX_PERIOD_BYTES][..bytes], first),
         }
     }
 
@@ -509,8 +509,11 @@ impl<R: HdaRegisters> Hda<R> {
         (self.periods.ended() || self.periods.needed_next() || source.ready(bytes)).then_some(slot)
     }
 
-    fn refill_through(&mut self, source: &mut impl PeriodSource, period: &mut [u8]) {
-        while let Some(slot) = self.next_to_fill(source) {
+    /// Fills slot `first` (from [`Hda::next_to_fill`]) and each one after it
+    /// that is to be filled now.
+    fn refill_through(&mut self, source: &mut impl PeriodSource, period: &mut [u8], first: u16) {
+        let mut next = Some(first);
+        while let Some(slot) = next {
             let fill = if self.periods.ended() { Fill::End } else { source.fill(period) };
             if fill != Fill::Audio {
                 period.fill(0);
@@ -526,6 +529,7 @@ impl<R: HdaRegisters> Hda<R> {
                 log::error!(target: "hda", "period {slot} outside the DMA region");
             }
             self.periods.mark_filled(fill == Fill::End);
+            next = self.next_to_fill(source);
         }
     }
 

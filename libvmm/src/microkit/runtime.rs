@@ -34,32 +34,36 @@ pub(super) fn defer_irq_ack(cap: u64) {
 
 fn hold(held: u64) {
     let old = DEFERRED.swap(held, Relaxed);
-    if old != 0 && old != held {
-        perform(old);
-    }
-}
-
-/// Does a held action now.
-fn perform(held: u64) {
-    let cap = (held & !IRQ_ACK) - 1;
-    if held & IRQ_ACK != 0 {
-        if IrqHandler(cap).ack().is_err() {
-            log::error!(target: "core", "deferred irq_ack of capability {cap} failed");
+    if old != held {
+        if let Some(action) = decode(old) {
+            perform(action);
         }
-    } else {
-        Notification(cap).signal();
     }
 }
 
-/// Takes the held action, if any: the capability and the message that
-/// does it when sent.
+/// Takes the held action, if any.
 fn take_deferred() -> Option<(u64, MessageInfo)> {
-    match DEFERRED.swap(0, Relaxed) {
+    decode(DEFERRED.swap(0, Relaxed))
+}
+
+/// A held action as the capability and the message that does it when sent
+/// (a signal, or IRQAckIRQ to an IRQ handler).
+fn decode(held: u64) -> Option<(u64, MessageInfo)> {
+    match held {
         0 => None,
         held if held & IRQ_ACK != 0 => {
             Some(((held & !IRQ_ACK) - 1, MessageInfo::new(label::IRQ_ACK_IRQ, 0)))
         }
         held => Some((held - 1, MessageInfo::new(0, 0))),
+    }
+}
+
+/// Does a held action now, not with a wait.
+fn perform((cap, msg): (u64, MessageInfo)) {
+    if msg.label() != label::IRQ_ACK_IRQ {
+        Notification(cap).signal();
+    } else if IrqHandler(cap).ack().is_err() {
+        log::error!(target: "core", "deferred irq_ack of capability {cap} failed");
     }
 }
 
@@ -108,20 +112,17 @@ pub fn run<H: Handler>() -> ! {
                 reply = handler.fault(child, fault);
             }
         }
-        (info, badge) = match (reply.take(), DEFERRED.load(Relaxed)) {
+        (info, badge) = match (reply.take(), take_deferred()) {
             (Some(r), held) => {
-                if held != 0 {
-                    DEFERRED.store(0, Relaxed);
-                    perform(held);
+                if let Some(action) = held {
+                    perform(action);
                 }
                 syscall::reply_recv(INPUT_CAP, r, REPLY_CAP)
             }
             // A signal or IRQ acknowledgement fused with the wait
             // (libmicrokit's deferred notify and deferred irq_ack).
-            (None, _) => match take_deferred() {
-                Some((cap, msg)) => syscall::nb_send_recv(cap, msg, INPUT_CAP, REPLY_CAP),
-                None => syscall::recv(INPUT_CAP, REPLY_CAP),
-            },
+            (None, Some((cap, msg))) => syscall::nb_send_recv(cap, msg, INPUT_CAP, REPLY_CAP),
+            (None, None) => syscall::recv(INPUT_CAP, REPLY_CAP),
         };
     }
 }

@@ -149,9 +149,16 @@ class Qemu:
 def run_command(q, cmd, timeout):
     """Types cmd into the guest shell between two markers; returns the console
     span (start, end) of the command's own output. The typed line shows
-    `$((2*21))` literally, only the executed echo prints 42."""
+    `$((2*21))` literally, only the executed echo prints 42.
+
+    The guest sleeps 10 ms after the start marker: a console may hold its
+    output until the guest idles (the virtio example's hvc0 coalesces until
+    the next WFI or timer tick), so without the sleep the marker could reach
+    the UART only some way into the command, and the span would miss the
+    command's start. The sleep is all idle (with `-icount sleep=off` QEMU
+    skips the time), so it adds the same few instructions to every target."""
     start = len(q.buf)
-    q.send("echo BS$((2*21)); %s; echo BE$((2*21)) $?\n" % cmd)
+    q.send("echo BS$((2*21)); read -t 0.01 _; %s; echo BE$((2*21)) $?\n" % cmd)
     s = q.expect(rb"BS42\r?\n", 60, start)
     e = q.expect(rb"BE42 (\d+)", timeout, s.end())
     q.expect(PROMPT, 60, e.end())

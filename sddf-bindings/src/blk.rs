@@ -537,6 +537,18 @@ pub struct StorageInfoHandle {
 
 const READY: usize = offset_of!(BlkStorageInfo, ready);
 
+/// The fields of [`BlkStorageInfo`] a client needs per request
+/// ([`StorageInfoHandle::essentials`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BlkStorageEssentials {
+    /// Device size in [`BLK_TRANSFER_SIZE`] units.
+    pub capacity: u64,
+    /// The device refuses writes.
+    pub read_only: bool,
+    /// Optimal block size in [`BLK_TRANSFER_SIZE`] units.
+    pub block_size: u16,
+}
+
 impl StorageInfoHandle {
     /// A handle on `region`, which must hold a [`BlkStorageInfo`].
     pub fn new(region: SharedRegion) -> Result<Self, Error> {
@@ -560,6 +572,21 @@ impl StorageInfoHandle {
         self.region.read(0, info.as_mut_bytes()).ok()?;
         info.pad0 = [0; 2];
         Some(info)
+    }
+
+    /// What a client checks on every request, once the info is ready: three
+    /// loads of their own fields instead of [`read`](Self::read)'s copy of
+    /// the whole 88-byte record (the block device asks for these on each
+    /// request and register update).
+    pub fn essentials(&self) -> Option<BlkStorageEssentials> {
+        if !self.is_ready() {
+            return None;
+        }
+        Some(BlkStorageEssentials {
+            capacity: self.region.load(offset_of!(BlkStorageInfo, capacity)).ok()?,
+            read_only: self.region.load::<u8>(offset_of!(BlkStorageInfo, read_only)).ok()? != 0,
+            block_size: self.region.load(offset_of!(BlkStorageInfo, block_size)).ok()?,
+        })
     }
 
     /// Owner: writes every field of `info` but `ready`.
@@ -841,8 +868,11 @@ mod tests {
         owner.write(&info).unwrap();
         assert!(!client.is_ready());
         assert_eq!(client.read(), None);
+        assert_eq!(client.essentials(), None);
         owner.set_ready(true);
         let got = client.read().unwrap();
+        let essentials = BlkStorageEssentials { capacity: 1 << 20, read_only: true, block_size: 0 };
+        assert_eq!(client.essentials(), Some(essentials));
         assert_eq!(got, BlkStorageInfo { ready: 1, ..info });
         assert!(got.is_read_only());
         assert_eq!(got.serial_number(), b"sddf-test-disk");
@@ -855,9 +885,13 @@ mod tests {
     fn storage_info_tolerates_hostile_bytes() {
         let region = SharedRegion::leak_zeroed(88);
         region.write(0, &[0xff; 88]).unwrap();
-        let info = StorageInfoHandle::new(region).unwrap().read().unwrap();
+        let handle = StorageInfoHandle::new(region).unwrap();
+        let info = handle.read().unwrap();
         assert_eq!(info.serial_number().len(), BLK_MAX_SERIAL_NUMBER);
         assert!(info.is_read_only());
+        let essentials = handle.essentials().unwrap();
+        assert_eq!((essentials.capacity, essentials.read_only), (u64::MAX, true));
+        assert_eq!(essentials.block_size, info.block_size);
         assert_eq!(
             StorageInfoHandle::new(SharedRegion::leak_zeroed(87)).err(),
             Some(Error::RegionTooSmall)

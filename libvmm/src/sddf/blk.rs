@@ -117,10 +117,10 @@ impl<N: Notifier> SddfBlock<N> {
 
 impl<N: Notifier> BlockBackend for SddfBlock<N> {
     fn info(&self) -> Option<BlockInfo> {
-        let info = self.info.read()?;
+        let info = self.info.essentials()?;
         Some(BlockInfo {
             capacity: info.capacity,
-            read_only: info.read_only != 0,
+            read_only: info.read_only,
             optimal_blocks: u32::from(info.block_size),
         })
     }

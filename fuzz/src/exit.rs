@@ -77,11 +77,6 @@ impl Hypervisor for Fake {
         self.suspended[v] = true;
         Ok(())
     }
-    fn resume(&mut self, v: usize) -> Result<(), Error> {
-        let v = self.vcpu(v);
-        self.running[v] = true;
-        Ok(())
-    }
     fn read_reg(&mut self, v: usize, reg: VcpuReg) -> Result<u64, Error> {
         Ok(self.vcpu_regs[self.vcpu(v)][reg as usize])
     }

@@ -22,9 +22,6 @@ pub trait Hypervisor {
     ) -> Result<(), Error>;
     /// Stops the vCPU.
     fn suspend(&mut self, vcpu: usize) -> Result<(), Error>;
-    /// Restarts a stopped vCPU where it stopped: at the instruction that
-    /// trapped (seL4's restart PC), or wherever `write_regs` put it since.
-    fn resume(&mut self, vcpu: usize) -> Result<(), Error>;
     /// Reads a VCPU (EL1 system) register.
     fn read_reg(&mut self, vcpu: usize, reg: VcpuReg) -> Result<u64, Error>;
     /// Writes a VCPU (EL1 system) register.
@@ -108,10 +105,6 @@ impl Hypervisor for Sel4 {
 
     fn suspend(&mut self, vcpu: usize) -> Result<(), Error> {
         child(vcpu).vcpu_tcb().suspend()
-    }
-
-    fn resume(&mut self, vcpu: usize) -> Result<(), Error> {
-        child(vcpu).vcpu_tcb().resume()
     }
 
     fn read_reg(&mut self, vcpu: usize, reg: VcpuReg) -> Result<u64, Error> {

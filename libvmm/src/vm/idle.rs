@@ -10,16 +10,6 @@ use vgic::VcpuMask;
 /// (50 µs) before the VMM resumes it on its next entry.
 const WFE_YIELD_PER_SECOND: u64 = 20_000;
 
-/// Where an idle vCPU goes on once it is woken.
-#[derive(Clone, Copy, PartialEq, Eq, Debug)]
-pub(super) enum Continue {
-    /// After its trapped WFI of this many bytes.
-    AfterWfi(u64),
-    /// Where its registers already say (PSCI CPU_SUSPEND wrote its result
-    /// and the PC after the call).
-    AsWritten,
-}
-
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// WFI: block the vCPU until an interrupt is pending for it or its
     /// virtual timer is due. WFE resumes at once (no event tracking), unless
@@ -30,18 +20,18 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         wfe: bool,
         len: u64,
     ) -> Result<Option<MessageInfo>, Error> {
-        if !wfe {
-            return self.idle(vcpu, Continue::AfterWfi(len));
-        }
         let mut regs = UserContext::default();
         self.hv.read_regs(vcpu, 1, &mut regs)?;
         let resume_pc = regs.pc().wrapping_add(len);
-        regs.set_pc(resume_pc);
-        self.hv.write_regs(vcpu, false, 1, &regs)?;
-        if self.others_running(vcpu) {
-            return self.yield_wfe(vcpu);
+        if wfe {
+            regs.set_pc(resume_pc);
+            self.hv.write_regs(vcpu, false, 1, &regs)?;
+            if self.others_running(vcpu) {
+                return self.yield_wfe(vcpu, resume_pc);
+            }
+            return Ok(RESUME);
         }
-        Ok(RESUME)
+        self.idle(vcpu, resume_pc)
     }
 
     fn others_running(&self, vcpu: usize) -> bool {
@@ -54,14 +44,14 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
     /// for, until its budget runs out. So the waiter is suspended and resumed
     /// on the VMM's next entry (any exit or interrupt) after `WFE_YIELD`, or
     /// when an interrupt is made pending for it, like a WFI.
-    fn yield_wfe(&mut self, vcpu: usize) -> Result<Option<MessageInfo>, Error> {
+    fn yield_wfe(&mut self, vcpu: usize, resume_pc: u64) -> Result<Option<MessageInfo>, Error> {
         if self.gic.has_pending(vcpu) {
             return Ok(RESUME);
         }
         let slice = (self.hv.frequency() / WFE_YIELD_PER_SECOND).max(1);
         let deadline = Some(self.hv.now().wrapping_add(slice));
         self.hv.suspend(vcpu)?;
-        self.vcpus[vcpu] = VcpuState::Waiting { deadline };
+        self.vcpus[vcpu] = VcpuState::Waiting { resume_pc, deadline };
         if !self.take_ptimer_if_idle() {
             self.rearm();
         }
@@ -70,11 +60,11 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
 
     /// Idles `vcpu` (WFI, PSCI CPU_SUSPEND) until an interrupt is pending
     /// for it or its virtual timer (or, vCPU 0, the guest's physical timer)
-    /// is due; it then goes on as `next` says.
+    /// is due; it then continues at `resume_pc`.
     pub(super) fn idle(
         &mut self,
         vcpu: usize,
-        next: Continue,
+        resume_pc: u64,
     ) -> Result<Option<MessageInfo>, Error> {
         self.poll_devices();
         let deadline = self.vtimer_deadline(vcpu)?;
@@ -86,24 +76,16 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         let due = wake_at.is_some_and(|d| d <= self.hv.now());
         let no_timer = deadline.is_some() && self.config.timer == Timer::None;
         if due || no_timer || self.gic.has_pending(vcpu) {
-            // Step over the WFI: re-run, it could trap again (what is
-            // pending may not be in a list register yet, or not due to the
-            // hardware).
-            if let Continue::AfterWfi(len) = next {
-                self.hv.read_regs(vcpu, 1, &mut self.scratch)?;
-                self.scratch.set_pc(self.scratch.pc().wrapping_add(len));
-                self.hv.write_regs(vcpu, false, 1, &self.scratch)?;
-            }
+            let mut regs = UserContext::default();
+            regs.set_pc(resume_pc);
+            self.hv.write_regs(vcpu, false, 1, &regs)?;
             return Ok(RESUME);
         }
         // Stop it rather than leave its fault unanswered: a pending reply
         // would be cancelled (with a kernel warning) by the VMM's next wait.
-        // A WFI's PC is left alone: `wake` restarts the WFI, which then
-        // completes at once (an interrupt is pending for the vCPU, or its
-        // timer's is about to be), so sleeping costs no register access.
         log::trace!(target: "cpu", "vCPU {vcpu}: idle, wake-up deadline {wake_at:?}");
         self.hv.suspend(vcpu)?;
-        self.vcpus[vcpu] = VcpuState::Waiting { deadline };
+        self.vcpus[vcpu] = VcpuState::Waiting { resume_pc, deadline };
         if !self.take_ptimer_if_idle() {
             self.rearm();
         }
@@ -146,10 +128,12 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         let mut any = false;
         let num_vcpus = self.config.num_vcpus;
         for vcpu in mask.iter().filter(|&v| v < num_vcpus) {
-            if let VcpuState::Waiting { .. } = self.vcpus[vcpu] {
+            if let VcpuState::Waiting { resume_pc, .. } = self.vcpus[vcpu] {
                 // The guest's CNTP back before any of its vCPUs runs.
                 self.give_ptimer();
-                match self.hv.resume(vcpu) {
+                let mut regs = UserContext::default();
+                regs.set_pc(resume_pc);
+                match self.hv.write_regs(vcpu, true, 1, &regs) {
                     Ok(()) => self.vcpus[vcpu] = VcpuState::Running,
                     Err(e) => log::error!(target: "cpu", "cannot wake vCPU {vcpu}: {e}"),
                 }

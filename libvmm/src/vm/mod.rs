@@ -201,10 +201,8 @@ enum VcpuState {
     Off,
     Running,
     /// Blocked after WFI until an interrupt (or `deadline`, in counter ticks).
-    /// Stopped with `suspend`, it goes on with `resume`: at its WFI, which
-    /// completes at once as the interrupt that woke it is pending, or where
-    /// its registers were set before it stopped (WFE, PSCI CPU_SUSPEND).
     Waiting {
+        resume_pc: u64,
         deadline: Option<u64>,
     },
 }

@@ -1,7 +1,6 @@
 //! vCPU power and the guest's life cycle: boot, PSCI calls (over SMC or
 //! HVC), CPU_ON/CPU_OFF, SYSTEM_OFF and SYSTEM_RESET.
 
-use super::idle::Continue;
 use super::psci::{self, Action, PowerState};
 use super::reset_stub;
 use super::{
@@ -145,7 +144,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         regs.set_pc(regs.pc().wrapping_add(len));
         self.hv.write_regs(vcpu, false, words_to_cover(0), &regs)?;
         if call == Call::Suspend {
-            return self.idle(vcpu, Continue::AsWritten);
+            return self.idle(vcpu, regs.pc());
         }
         Ok(RESUME)
     }
@@ -169,7 +168,7 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
                 regs.set_gpr(0, psci::ret::SUCCESS);
                 regs.set_pc(pc.wrapping_add(4));
                 self.hv.write_regs(vcpu, false, words_to_cover(0), &regs)?;
-                return self.idle(vcpu, Continue::AsWritten);
+                return self.idle(vcpu, pc.wrapping_add(4));
             }
         };
         self.hv.set_mr(0, x0);

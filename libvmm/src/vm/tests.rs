@@ -34,8 +34,6 @@ struct Fake {
     /// Invocations that read registers: TCB (`read_regs`) and VCPU (`read_reg`).
     tcb_reads: usize,
     vcpu_reads: usize,
-    /// `resume` invocations (vCPUs woken from WFI or a PSCI suspend).
-    resumes: usize,
 }
 
 impl Fake {
@@ -75,13 +73,6 @@ impl Hypervisor for Fake {
     }
     fn suspend(&mut self, v: usize) -> Result<(), Error> {
         self.running[v] = false;
-        Ok(())
-    }
-    fn resume(&mut self, v: usize) -> Result<(), Error> {
-        // seL4 restarts it at its restart PC: the trapped instruction, or
-        // what `write_regs` set (here both are `regs[v]`'s PC).
-        self.running[v] = true;
-        self.resumes += 1;
         Ok(())
     }
     fn read_reg(&mut self, v: usize, reg: VcpuReg) -> Result<u64, Error> {
@@ -480,15 +471,11 @@ fn wfi_with_nothing_pending_blocks_and_arms_the_wakeup() {
     vm.hv.running[0] = false; // blocked on the fault
     assert_eq!(vm.handle_fault(0, &Fault::VcpuFault { hsr: 0x07e0_0000 }), None);
     assert_eq!(vm.hv.wakeup(), Some(5007));
-    // The timer fires: the vCPU is restarted at its WFI (the hardware
-    // timer's interrupt then completes it, as an injected one would).
+    // The timer fires: the vCPU resumes after the WFI.
     vm.hv.now = 5007;
     vm.handle_notified(ChannelSet(1 << 5));
     assert!(vm.hv.running[0]);
-    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2000, "restarted at its WFI");
-    // Sleeping and waking took no TCB register access: one invocation to
-    // stop it, one to restart it.
-    assert_eq!((vm.hv.tcb_reads, vm.hv.resumes), (0, 1));
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
     assert_eq!(vm.hv.acked_irqs, [5]);
     assert_eq!(vm.hv.wakeup(), None);
 }
@@ -505,7 +492,7 @@ fn wfi_wakes_when_a_passthrough_interrupt_arrives() {
     vm.handle_notified(ChannelSet(1 << UART.channel));
     assert_eq!(vm.hv.injected, [(0, 33, 0)]);
     assert!(vm.hv.running[0]);
-    assert_eq!(vm.hv.regs[0].pc(), 0x4000_3000, "restarted at its WFI");
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_3004);
     // The guest EOIs: maintenance acks the physical IRQ.
     vm.handle_fault(0, &Fault::VgicMaintenance { index: Some(0) });
     assert_eq!(vm.hv.acked_irqs, [UART.channel]);
@@ -943,7 +930,7 @@ fn spi_moved_to_an_idle_vcpu_by_maintenance_wakes_it() {
     vm.handle_fault(0, &Fault::VgicMaintenance { index: Some(0) });
     assert_eq!(vm.hv.injected.last(), Some(&(1, 33, 0)));
     assert!(vm.hv.running[1], "vCPU 1 woken");
-    assert_eq!(vm.hv.regs[1].pc(), 0x4000_3000, "restarted at its WFI");
+    assert_eq!(vm.hv.regs[1].pc(), 0x4000_3004);
 }
 
 #[test]
@@ -1056,7 +1043,7 @@ fn wfi_with_only_the_guest_physical_timer_armed_wakes_at_its_deadline() {
     vm.hv.now = 3000;
     timer_irq(&mut vm);
     assert!(vm.hv.running[0]);
-    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2000, "restarted at its WFI");
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
     assert_eq!(vm.hv.cntp, armed, "the guest's CNTP restored before it runs");
     assert_eq!(vm.hv.acked_irqs, [TIMER_CH]);
     // The restored timer asserts its (level) interrupt again: delivered.
@@ -1093,7 +1080,7 @@ fn guest_cannot_delay_or_suppress_the_vmm_wakeup() {
         vm.hv.now = 5000;
         timer_irq(&mut vm);
         assert!(vm.hv.running[0], "{guest:?}");
-        assert_eq!(vm.hv.regs[0].pc(), 0x4000_2000, "restarted at its WFI");
+        assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
         assert_eq!(vm.hv.cntp, guest, "the guest's CNTP given back");
     }
 }
@@ -1112,7 +1099,7 @@ fn waiting_vcpu_is_woken_on_an_exit_while_another_vcpu_owns_the_timer() {
     vm.hv.now = 5000;
     mmio(&mut vm, GICD + 4, 4, 1, false); // any exit of vCPU 0
     assert!(vm.hv.running[1], "vCPU 1 woken at its deadline");
-    assert_eq!(vm.hv.regs[1].pc(), 0x4000_3000, "restarted at its WFI");
+    assert_eq!(vm.hv.regs[1].pc(), 0x4000_3004);
 }
 
 #[test]
@@ -1293,7 +1280,7 @@ fn a_timer_service_wakes_an_idle_vcpu_and_the_physical_timer_is_left_alone() {
     vm.hv.now = 63_500;
     vm.handle_notified(ChannelSet(1 << 7));
     assert!(vm.hv.running[0]);
-    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2000, "restarted at its WFI");
+    assert_eq!(vm.hv.regs[0].pc(), 0x4000_2004);
     // Not an IRQ: nothing to ack; the guest's CNTP never written.
     assert!(vm.hv.acked_irqs.is_empty());
     assert_eq!((vm.hv.cntp, vm.hv.vmm_cntp_writes), (guest, writes));

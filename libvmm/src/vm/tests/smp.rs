@@ -92,7 +92,7 @@ fn sgi_from_vcpu0_to_vcpu2_wakes_vcpu2_from_wfi() {
     gicd_write(&mut vm, 0, GICD_SGIR, 4, (1 << 2) << 16 | 1);
     assert!(vm.hv.injected.contains(&(2, 1, 0)), "SGI 1 in vCPU 2's LR 0");
     assert!(vm.hv.running[2], "vCPU 2 woken");
-    assert_eq!(vm.hv.regs[2].pc(), 0x4000_3000, "restarted at its WFI");
+    assert_eq!(vm.hv.regs[2].pc(), 0x4000_3004, "after the WFI");
     assert!(!vm.hv.injected.iter().any(|&(v, ..)| v == 1 || v == 3), "no other vCPU got it");
 }
 
@@ -108,7 +108,7 @@ fn sgi_to_all_others_wakes_every_idle_vcpu_but_the_sender() {
     for v in 0..3 {
         assert!(vm.hv.injected.contains(&(v, 2, 0)), "SGI 2 for vCPU {v}");
         assert!(vm.hv.running[v], "vCPU {v} woken");
-        assert_eq!(vm.hv.regs[v].pc(), 0x4000_3000 + 0x100 * v as u64, "restarted at its WFI");
+        assert_eq!(vm.hv.regs[v].pc(), 0x4000_3004 + 0x100 * v as u64);
     }
     assert!(!vm.hv.injected.iter().any(|&(v, ..)| v == 3), "not to the sender");
 }
@@ -147,7 +147,7 @@ fn device_interrupt_routed_to_vcpu3_wakes_it_from_wfi() {
     vm.handle_notified(ChannelSet(1 << UART.channel));
     assert!(vm.hv.injected.contains(&(3, UART.irq as u16, 0)));
     assert!(vm.hv.running[3], "vCPU 3 woken");
-    assert_eq!(vm.hv.regs[3].pc(), 0x4000_4000, "restarted at its WFI");
+    assert_eq!(vm.hv.regs[3].pc(), 0x4000_4004);
     assert!(!vm.hv.running[0], "vCPU 0 keeps idling");
 }
 

@@ -83,6 +83,9 @@ impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {
         }
         // Stop it rather than leave its fault unanswered: a pending reply
         // would be cancelled (with a kernel warning) by the VMM's next wait.
+        // It is woken after the WFI, not restarted at it: with interrupts
+        // unmasked the guest would take the interrupt before the WFI and
+        // return to it, to sleep again with nothing left to wake it.
         log::trace!(target: "cpu", "vCPU {vcpu}: idle, wake-up deadline {wake_at:?}");
         self.hv.suspend(vcpu)?;
         self.vcpus[vcpu] = VcpuState::Waiting { resume_pc, deadline };

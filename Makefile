@@ -20,7 +20,7 @@ QEMU ?= qemu-system-aarch64
 TOP := $(abspath $(dir $(lastword $(MAKEFILE_LIST))))
 BUILD_DIR ?= $(TOP)/build/$(EXAMPLE)
 CARGO_TARGET_DIR := $(TOP)/build/cargo/$(BOARD)-$(MICROKIT_CONFIG)
-RUST_TARGET := aarch64-unknown-none
+RUST_TARGET := aarch64-unknown-none-softfloat
 BOARD_DIR := $(TOP)/board/$(BOARD)
 BOARD_FILE := $(BOARD_DIR)/board.mk
 -include $(BOARD_FILE)

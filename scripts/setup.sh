@@ -37,7 +37,15 @@ if ! command -v rustup >/dev/null; then
     echo "setup: rustup not found: install Rust from https://rustup.rs, then run this again" >&2
     exit 1
 fi
-rustup target list --installed | grep -qx aarch64-unknown-none || rustup target add aarch64-unknown-none
+# The PDs are built without floating point or SIMD (their system descriptions
+# say fpu="false", so seL4 never switches FPU state for them).
+target=aarch64-unknown-none-softfloat
+if ! rustup target list --installed | grep -qx "$target"; then
+    rustup target add "$target" || {
+        echo "setup: could not install the Rust target $target (rustup target add $target)" >&2
+        exit 1
+    }
+fi
 for c in clippy rustfmt; do
     rustup component list --installed | grep -q "^$c" || rustup component add "$c"
 done

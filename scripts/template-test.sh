@@ -2,7 +2,7 @@
 # Follows docs/getting-started.md as a new user would: the template crate
 # (templates/linux-vmm) is copied to a temporary directory outside this
 # workspace, with libvmm as a path dependency, and built for
-# aarch64-unknown-none. With a Microkit SDK it is built into a loader image
+# aarch64-unknown-none-softfloat. With a Microkit SDK it is built into a loader image
 # with the guest images of the examples and booted in QEMU to the guest's
 # shell (scripts/systest.py getting-started).
 #   scripts/template-test.sh [SDK]
@@ -19,7 +19,7 @@ sed -i "s|@LIBVMM_DIR@|$top|g" "$dir/Cargo.toml"
 echo "template crate in $dir"
 
 if [ -z "$sdk" ]; then
-    (cd "$dir" && cargo build --release --target aarch64-unknown-none)
+    (cd "$dir" && cargo build --release --target aarch64-unknown-none-softfloat)
     echo "ok: the template crate builds out of tree (no SDK: not booted)"
     exit 0
 fi

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything CI checks (`make test`):
-#   1. host: rustfmt, clippy (host and aarch64, -D warnings), cargo test,
+#   1. host: rustfmt, clippy (host and aarch64 soft-float, -D warnings), cargo test,
 #      the Python tests of scripts/ (scripts/test_*.py), cargo deny (where
 #      installed), the aarch64 build of every crate and example;
 #   2. with a Microkit SDK (MICROKIT_SDK, else /opt/microkit-sdk): every
@@ -10,7 +10,7 @@
 #      where the SDK has it, said skipped where not.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-target=aarch64-unknown-none
+target=aarch64-unknown-none-softfloat
 
 step() { printf '\n== %s\n' "$*"; }
 

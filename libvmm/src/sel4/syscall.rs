@@ -9,7 +9,8 @@
 //! buffer: they load `msg[0..4]` into x2-x5 before the call and store x2-x5
 //! back after it, so `get_mr`/`set_mr` work for every index.
 //!
-//! On any target other than `aarch64-unknown-none` the calls exist but panic:
+//! On any target other than aarch64 bare metal (`aarch64-unknown-none` and
+//! its `-softfloat` variant, which the PDs use) the calls exist but panic:
 //! the crate's logic is tested on the host, never its syscalls.
 
 use super::config::VSPACE_USER_TOP;
@@ -146,7 +147,7 @@ fn raw(
     _x6: u64,
     _x8: u64,
 ) -> (u64, u64, [u64; 4]) {
-    panic!("seL4 syscall {number} called off target: syscalls exist only on aarch64-unknown-none")
+    panic!("seL4 syscall {number} called off target: syscalls exist only on aarch64 bare metal (target_os = \"none\")")
 }
 
 /// Corresponds to `seL4_Send`: blocking send of `info` and the MRs.

@@ -283,7 +283,7 @@ def pattern(size):
 
 def scenario_virtio(q):
     # No bus= on QEMU's command line: the device is in the last free slot.
-    q.expect(r"BLK_DRIVER\|INFO\|blk: virtio-blk: slot \d+ of 32", 60, "the block driver's slot scan")
+    q.expect(r"BLK_DRIVER\|INFO\|blk: virtio-blk: slot \d+ of 32", 180, "the block driver's slot scan")
     q.expect(r"BLK_DRIVER\|INFO\|blk: virtio-blk: 64 MiB", 60, "the block driver finding the disk")
     q.expect(r"VMM\|INFO\|boot: booting Linux \(boot 1\)", 60, "the VMM booting Linux")
     q.expect(r"virtio_blk virtio1: \[vda\] 131072 512-byte logical blocks", 120, "/dev/vda (64 MiB)")

@@ -119,6 +119,7 @@ impl GicV2 {
             Reg::Irq(irq) => return self.irq_write::<GicdV2>(vcpu, irq, width, value, lrs),
             Reg::Sgir => return self.send_sgi(vcpu, value, lrs),
             Reg::ClearSgiPending => {
+                let mut woken = VcpuMask::EMPTY;
                 for (sgi, clear) in scatter(byte_index(offset, GICD_CPENDSGIR), width, value) {
                     if let Some(sources) = self.sgi_sources_mut(vcpu, sgi) {
                         *sources &= !clear;
@@ -126,7 +127,18 @@ impl GicV2 {
                             self.unqueue(vcpu, sgi);
                         }
                     }
+                    // The instance an LR holds is pending from its source
+                    // too: clearing that source empties the LR, unless the
+                    // guest has acknowledged it (IHI 0048B 4.3.16).
+                    let held = self.held_source(vcpu, sgi);
+                    if held.is_some_and(|s| clear.checked_shr(s as u32).is_some_and(|c| c & 1 != 0))
+                    {
+                        if let Some(v) = self.withdraw(vcpu, sgi, lrs) {
+                            woken |= self.refill(v, lrs) | self.deliver(vcpu, sgi, lrs);
+                        }
+                    }
                 }
+                return woken;
             }
             Reg::SetSgiPending => {
                 let valid = self.valid_vcpus();

@@ -265,10 +265,19 @@ impl GicV2 {
             }
         };
         match (bits, op) {
-            // Newly enabled, newly pending or regrouped: may be deliverable.
-            (BitReg::Enable, Op::Set) | (BitReg::Pending, Op::Set) | (BitReg::Group, _) => {
+            // Newly enabled or newly pending: may be deliverable.
+            (BitReg::Enable, Op::Set) | (BitReg::Pending, Op::Set) => {
                 for irq in set_bits(n, changed) {
                     woken |= self.deliver(vcpu, irq, lrs);
+                }
+            }
+            // Regrouped: an LR holding it is rewritten with its new group
+            // (the CPU interface signals each group as GICV_CTLR says, so a
+            // stale one would be taken by the wrong IAR or not at all);
+            // otherwise it may be deliverable now.
+            (BitReg::Group, _) => {
+                for irq in set_bits(n, changed) {
+                    woken |= self.reprioritize::<F>(vcpu, irq, lrs);
                 }
             }
             // The pending state goes, also from an LR the guest has not

@@ -61,6 +61,10 @@ pub(crate) struct VcpuLrs {
     pub(crate) shadow: [Option<u16>; MAX_LRS],
     /// The priority field each LR was written with.
     prio: [u8; MAX_LRS],
+    /// For an SGI, the source vCPU of the pending instance each LR took
+    /// (GICv2 keeps an SGI pending per source): where it goes back to if
+    /// the LR gives it up unacknowledged.
+    source: [u8; MAX_LRS],
     /// Interrupts waiting for a free LR, oldest first.
     pub(crate) queue: Fifo,
     /// The queue overflowed: some deliverable interrupt is neither queued
@@ -70,8 +74,13 @@ pub(crate) struct VcpuLrs {
 
 impl VcpuLrs {
     /// Nothing in the LRs, nothing queued.
-    pub(crate) const EMPTY: VcpuLrs =
-        VcpuLrs { shadow: [None; MAX_LRS], prio: [0; MAX_LRS], queue: Fifo::EMPTY, rescan: false };
+    pub(crate) const EMPTY: VcpuLrs = VcpuLrs {
+        shadow: [None; MAX_LRS],
+        prio: [0; MAX_LRS],
+        source: [0; MAX_LRS],
+        queue: Fifo::EMPTY,
+        rescan: false,
+    };
 }
 
 /// Result of trying to put an interrupt into a free LR.
@@ -158,8 +167,8 @@ impl GicV2 {
             }
             match lrs.inject(vcpu, index, virq, priority, group) {
                 Ok(()) => {
-                    self.hold(vcpu, index, virq, priority);
-                    self.consume_pending(vcpu, irq);
+                    let source = self.consume_pending(vcpu, irq);
+                    self.hold(vcpu, index, virq, priority, source);
                     return Placed::Injected;
                 }
                 Err(InjectError::Busy) => {
@@ -174,14 +183,24 @@ impl GicV2 {
         Placed::NoFreeLr
     }
 
-    /// Records that LR `index` of `vcpu` holds `virq` at `priority`.
-    fn hold(&mut self, vcpu: usize, index: usize, virq: u16, priority: u8) {
+    /// Records that LR `index` of `vcpu` holds `virq` at `priority`, taken
+    /// from `source` if it is an SGI.
+    fn hold(&mut self, vcpu: usize, index: usize, virq: u16, priority: u8, source: u8) {
         if let Some(vl) = self.lrs.get_mut(vcpu) {
-            if let (Some(s), Some(p)) = (vl.shadow.get_mut(index), vl.prio.get_mut(index)) {
+            if let (Some(s), Some(p), Some(src)) =
+                (vl.shadow.get_mut(index), vl.prio.get_mut(index), vl.source.get_mut(index))
+            {
                 *s = Some(virq);
                 *p = priority;
+                *src = source;
             }
         }
+    }
+
+    /// The source vCPU of the instance of SGI `irq` an LR of `vcpu` holds.
+    pub(crate) fn held_source(&self, vcpu: usize, irq: usize) -> Option<usize> {
+        let index = self.lr_index(vcpu, irq)?;
+        self.vcpu_lrs(vcpu)?.source.get(index).map(|&s| usize::from(s))
     }
 
     /// The LR of `vcpu` that holds `irq`.
@@ -227,8 +246,11 @@ impl GicV2 {
 
     /// Takes `irq` out of its LR but leaves it pending in the distributor
     /// (disabled, or no longer active, or never signalled). A GICv2 SGI
-    /// stays: its pending state needs the source the LR holds; a GICv3 one
-    /// goes back to its single pending bit (the SGI rule of frame `F`).
+    /// goes back to pending from the source its LR instance came from; a
+    /// GICv3 one to its single pending bit (the SGI rule of frame `F`).
+    /// SGIs get no exception: an LR the distributor no longer backs would
+    /// survive the guest's ICENABLER and ICACTIVER writes (and its IGROUPR
+    /// and CPENDSGIR ones), and keep being signalled or read as active.
     /// Returns vCPUs woken.
     pub(crate) fn withdraw_to_pending<F: IrqFrame>(
         &mut self,
@@ -237,7 +259,10 @@ impl GicV2 {
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
         let source = match F::VIEW.sgis {
-            Sgis::PerSource if irq < NUM_SGIS => return VcpuMask::EMPTY,
+            Sgis::PerSource if irq < NUM_SGIS => {
+                let Some(source) = self.held_source(vcpu, irq) else { return VcpuMask::EMPTY };
+                source
+            }
             Sgis::PerSource => vcpu,
             Sgis::SingleBit => V3_SGI_SOURCE,
         };
@@ -250,9 +275,11 @@ impl GicV2 {
         }
     }
 
-    /// The priority of `irq` changed: an LR holding it is rewritten (unless
-    /// the guest has it active), and one now at the lowest priority goes
-    /// back to the distributor; one that was held back is delivered.
+    /// The priority or the group of `irq` changed: an LR holding it is
+    /// rewritten (unless the guest has it active), so the CPU interface
+    /// signals it as the distributor now says, and one now at the lowest
+    /// priority or in a group the distributor does not forward goes back to
+    /// the distributor; one that was held back is delivered.
     pub(crate) fn reprioritize<F: IrqFrame>(
         &mut self,
         vcpu: usize,
@@ -260,7 +287,7 @@ impl GicV2 {
         lrs: &mut impl ListRegisters,
     ) -> VcpuMask {
         let priority = self.priority(vcpu, irq);
-        if priority == LOWEST_PRIORITY {
+        if priority == LOWEST_PRIORITY || !self.forwarded(vcpu, irq) {
             return self.withdraw_to_pending::<F>(vcpu, irq, lrs);
         }
         let group = u8::from(self.bit(vcpu, BitReg::Group, irq));
@@ -268,7 +295,10 @@ impl GicV2 {
         for v in self.owners(vcpu, irq) {
             let Some(index) = self.lr_index(v, irq) else { continue };
             match lrs.inject(v, index, virq, priority >> 3, group) {
-                Ok(()) => self.hold(v, index, virq, priority >> 3),
+                Ok(()) => {
+                    let source = self.held_source(v, irq).unwrap_or(0) as u8;
+                    self.hold(v, index, virq, priority >> 3, source);
+                }
                 Err(InjectError::Busy) => {}
                 Err(InjectError::Failed) => {
                     log::warn!(target: "irq", "vgic: vcpu {v} cannot rewrite LR {index} (irq {irq})");
@@ -300,8 +330,8 @@ impl GicV2 {
         for (_, index, evicted) in candidates.iter().flatten().copied() {
             match lrs.inject(target, index, virq, priority, group) {
                 Ok(()) => {
-                    self.hold(target, index, virq, priority);
-                    self.consume_pending(target, irq);
+                    let source = self.consume_pending(target, irq);
+                    self.hold(target, index, virq, priority, source);
                     let evicted = usize::from(evicted);
                     self.make_pending(target, evicted, target);
                     if let Some(vl) = self.lrs.get_mut(target) {
@@ -530,7 +560,10 @@ impl GicV2 {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::regs::{GICD_CTLR, GICD_ICENABLER, GICD_ICPENDR, GICD_IPRIORITYR, GICD_ITARGETSR};
+    use crate::regs::{
+        GICD_CPENDSGIR, GICD_CTLR, GICD_ICACTIVER, GICD_ICENABLER, GICD_ICPENDR, GICD_IGROUPR,
+        GICD_IPRIORITYR, GICD_ISACTIVER, GICD_ITARGETSR, GICD_SGIR, GICD_SPENDSGIR,
+    };
     use crate::testutil::{enable_irq, on, FakeLrs};
     use crate::QUEUE_LEN;
 
@@ -839,6 +872,127 @@ mod tests {
         assert_eq!(g.take_released(), None);
         enable_irq(&mut g, 0, 40, &mut f);
         assert_eq!(f.virqs(0), vec![40, 40]);
+    }
+
+    /// vCPU 1 sends SGI `sgi` to vCPU 0, which has it enabled: it goes
+    /// into LR 0 of vCPU 0.
+    fn sgi_in_lr(g: &mut GicV2, f: &mut FakeLrs, sgi: u32) {
+        enable_irq(g, 0, sgi, f);
+        g.dist_write(1, GICD_SGIR, 4, (1 << 16) | u64::from(sgi), f);
+        assert_eq!(g.lr_irq(0, 0), Some(sgi));
+        assert_eq!(g.dist_read(0, GICD_SPENDSGIR + u64::from(sgi), 1), 0, "the LR took it");
+    }
+
+    #[test]
+    fn icenabler_takes_an_sgi_out_of_its_lr_back_to_its_source() {
+        let mut g = on(2, 4);
+        let mut f = FakeLrs::new();
+        sgi_in_lr(&mut g, &mut f, 7);
+        g.dist_write(0, GICD_ICENABLER, 4, 1 << 7, &mut f);
+        assert_eq!(f.cleared, [(0, 0)]);
+        assert_eq!(g.lr_irq(0, 0), None);
+        assert_eq!(g.dist_read(0, GICD_ISACTIVER, 4), 0);
+        assert_eq!(g.dist_read(0, GICD_SPENDSGIR + 7, 1), 0b10, "pending from vCPU 1 again");
+        assert!(!g.has_pending(0), "disabled: WFI may sleep");
+        enable_irq(&mut g, 0, 7, &mut f);
+        assert_eq!(f.virqs(0), vec![7, 7]);
+        assert_eq!(g.maintenance(0, Some(0), &mut f), Some(7));
+        assert!(!g.has_pending(0) && g.dist_read(0, GICD_SPENDSGIR + 4, 4) == 0);
+    }
+
+    #[test]
+    fn icactiver_empties_the_lr_of_an_unacknowledged_sgi() {
+        let mut g = on(2, 4);
+        let mut f = FakeLrs::new();
+        sgi_in_lr(&mut g, &mut f, 8);
+        assert_eq!(g.dist_read(0, GICD_ISACTIVER, 4), 1 << 8);
+        g.dist_write(0, GICD_ICACTIVER, 4, 1 << 8, &mut f);
+        assert_eq!(f.cleared, [(0, 0)]);
+        // Still enabled and pending from vCPU 1: delivered again.
+        assert_eq!(f.virqs(0), vec![8, 8]);
+        assert_eq!(g.dist_read(0, GICD_SPENDSGIR + 8, 1), 0);
+        g.dist_write(0, GICD_CPENDSGIR + 8, 1, 0b10, &mut f);
+        assert_eq!(g.lr_irq(0, 0), None);
+        assert_eq!(g.dist_read(0, GICD_ISACTIVER, 4), 0);
+        assert!(!g.has_pending(0));
+    }
+
+    #[test]
+    fn icactiver_leaves_an_acknowledged_sgi_to_its_eoi() {
+        let mut g = on(2, 4);
+        let mut f = FakeLrs::new();
+        sgi_in_lr(&mut g, &mut f, 1);
+        f.busy.push((0, 0));
+        g.dist_write(0, GICD_ICACTIVER, 4, 1 << 1, &mut f);
+        assert_eq!(g.lr_irq(0, 0), Some(1));
+        assert_eq!(g.maintenance(0, Some(0), &mut f), Some(1));
+        assert_eq!(g.dist_read(0, GICD_SPENDSGIR, 4), 0, "not made pending twice");
+    }
+
+    #[test]
+    fn cpendsgir_empties_the_lr_only_for_the_source_it_holds() {
+        let mut g = on(3, 4);
+        let mut f = FakeLrs::new();
+        sgi_in_lr(&mut g, &mut f, 3);
+        g.dist_write(2, GICD_SGIR, 4, (1 << 16) | 3, &mut f);
+        assert_eq!(g.dist_read(0, GICD_SPENDSGIR + 3, 1), 0b100);
+        // Clearing vCPU 2's instance leaves vCPU 1's in the LR.
+        g.dist_write(0, GICD_CPENDSGIR + 3, 1, 0b100, &mut f);
+        assert_eq!(g.lr_irq(0, 0), Some(3));
+        assert!(f.cleared.is_empty());
+        // Clearing vCPU 1's empties the LR; nothing is left to deliver.
+        g.dist_write(0, GICD_CPENDSGIR + 3, 1, 0b010, &mut f);
+        assert_eq!(f.cleared, [(0, 0)]);
+        assert_eq!(g.lr_irq(0, 0), None);
+        assert!(!g.has_pending(0));
+        assert_eq!(f.virqs(0), vec![3]);
+    }
+
+    #[test]
+    fn cpendsgir_of_the_held_source_delivers_the_other_sources() {
+        let mut g = on(3, 4);
+        let mut f = FakeLrs::new();
+        sgi_in_lr(&mut g, &mut f, 3);
+        g.dist_write(2, GICD_SGIR, 4, (1 << 16) | 3, &mut f);
+        g.dist_write(0, GICD_CPENDSGIR + 3, 1, 0b010, &mut f);
+        // vCPU 2's instance takes the LR.
+        assert_eq!(f.virqs(0), vec![3, 3]);
+        assert_eq!(g.dist_read(0, GICD_SPENDSGIR + 3, 1), 0);
+        g.dist_write(0, GICD_CPENDSGIR + 3, 1, 0b100, &mut f);
+        assert_eq!(g.lr_irq(0, 0), None);
+    }
+
+    #[test]
+    fn igroupr_rewrites_the_group_of_a_held_interrupt() {
+        let mut g = on(2, 4);
+        let mut f = FakeLrs::new();
+        g.dist_write(0, GICD_CTLR, 4, 3, &mut f);
+        g.dist_write(0, GICD_IGROUPR, 4, 1 << 7, &mut f);
+        sgi_in_lr(&mut g, &mut f, 7);
+        enable_irq(&mut g, 0, 40, &mut f);
+        g.dist_write(0, GICD_IGROUPR + 4, 4, 1 << 8, &mut f);
+        g.set_pending(0, 40, &mut f);
+        assert_eq!(f.injected, [(0, 0, 7, 0, 1), (0, 1, 40, 0, 1)]);
+        g.dist_write(0, GICD_IGROUPR, 4, 0, &mut f);
+        g.dist_write(0, GICD_IGROUPR + 4, 4, 0, &mut f);
+        assert_eq!(f.injected[2..], [(0, 0, 7, 0, 0), (0, 1, 40, 0, 0)]);
+        assert_eq!((g.lr_irq(0, 0), g.lr_irq(0, 1)), (Some(7), Some(40)));
+        // The SGI keeps its source.
+        g.dist_write(0, GICD_CPENDSGIR + 7, 1, 0b10, &mut f);
+        assert_eq!(g.lr_irq(0, 0), None);
+    }
+
+    #[test]
+    fn igroupr_to_a_disabled_group_takes_the_interrupt_out_of_its_lr() {
+        let mut g = on(1, 4);
+        let mut f = FakeLrs::new();
+        enable_irq(&mut g, 0, 40, &mut f);
+        g.set_pending(0, 40, &mut f);
+        g.dist_write(0, GICD_IGROUPR + 4, 4, 1 << 8, &mut f);
+        assert_eq!(f.cleared, [(0, 0)]);
+        assert!(g.pending(0, 40) && !g.has_pending(0));
+        g.dist_write(0, GICD_CTLR, 4, 3, &mut f);
+        assert_eq!(f.injected.last(), Some(&(0, 0, 40, 0, 1)));
     }
 
     #[test]

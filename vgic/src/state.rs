@@ -197,14 +197,20 @@ impl GicV2 {
 
     /// Takes one pending instance of `irq` off the distributor (it moved to
     /// an LR): an SGI loses its lowest source, anything else its pending bit.
-    pub(crate) fn consume_pending(&mut self, vcpu: usize, irq: usize) {
+    /// Returns the source vCPU of the SGI instance taken (0 otherwise), so
+    /// that it can be made pending again if the LR gives it back.
+    pub(crate) fn consume_pending(&mut self, vcpu: usize, irq: usize) -> u8 {
         if irq < NUM_SGIS {
             if let Some(s) = self.sgi_sources_mut(vcpu, irq) {
+                // 8 (no source) cannot happen: only pending SGIs are placed.
+                let source = s.trailing_zeros() as u8;
                 *s &= s.wrapping_sub(1);
+                return source;
             }
         } else {
             self.set_bit(vcpu, BitReg::Pending, irq, false);
         }
+        0
     }
 
     /// Priority byte of `irq` as `vcpu` sees it.

@@ -146,6 +146,21 @@ pub trait ListRegisters {
         group: u8,
     ) -> Result<(), InjectError>;
 
+    /// [`ListRegisters::inject`] into an LR the guest cannot hold: one this
+    /// vGIC left empty or saw EOIed (maintenance). The kernel never refuses
+    /// that, so an implementation may send it later (with its next wait), as
+    /// long as later calls on the LRs come after it.
+    fn fill(
+        &mut self,
+        vcpu: usize,
+        index: usize,
+        virq: u16,
+        priority: u8,
+        group: u8,
+    ) -> Result<(), InjectError> {
+        self.inject(vcpu, index, virq, priority, group)
+    }
+
     /// Empties list register `index` of `vcpu`, unless the guest holds its
     /// interrupt active (`Busy`). seL4 can only write pending entries, so
     /// the default writes an inert one: pending at [`LOWEST_LR_PRIORITY`],

@@ -165,7 +165,7 @@ impl GicV2 {
             if !free {
                 continue;
             }
-            match lrs.inject(vcpu, index, virq, priority, group) {
+            match lrs.fill(vcpu, index, virq, priority, group) {
                 Ok(()) => {
                     let source = self.consume_pending(vcpu, irq);
                     self.hold(vcpu, index, virq, priority, source);
@@ -973,9 +973,11 @@ mod tests {
         g.dist_write(0, GICD_IGROUPR + 4, 4, 1 << 8, &mut f);
         g.set_pending(0, 40, &mut f);
         assert_eq!(f.injected, [(0, 0, 7, 0, 1), (0, 1, 40, 0, 1)]);
+        assert_eq!(f.fills, 2, "empty LRs are filled (the VMM may defer those)");
         g.dist_write(0, GICD_IGROUPR, 4, 0, &mut f);
         g.dist_write(0, GICD_IGROUPR + 4, 4, 0, &mut f);
         assert_eq!(f.injected[2..], [(0, 0, 7, 0, 0), (0, 1, 40, 0, 0)]);
+        assert_eq!(f.fills, 2, "a held LR is rewritten at once, never deferred");
         assert_eq!((g.lr_irq(0, 0), g.lr_irq(0, 1)), (Some(7), Some(40)));
         // The SGI keeps its source.
         g.dist_write(0, GICD_CPENDSGIR + 7, 1, 0b10, &mut f);

@@ -21,6 +21,8 @@ pub(crate) struct FakeLrs {
     pub(crate) total: usize,
     /// LRs emptied with `clear`: (vcpu, index).
     pub(crate) cleared: Vec<(usize, usize)>,
+    /// Injects that came through `fill` (into an LR the guest cannot hold).
+    pub(crate) fills: usize,
 }
 
 impl FakeLrs {
@@ -61,6 +63,19 @@ impl ListRegisters for FakeLrs {
         }
         self.injected.push((vcpu, index, virq, priority, group));
         self.total += 1;
+        Ok(())
+    }
+
+    fn fill(
+        &mut self,
+        vcpu: usize,
+        index: usize,
+        virq: u16,
+        priority: u8,
+        group: u8,
+    ) -> Result<(), InjectError> {
+        self.inject(vcpu, index, virq, priority, group)?;
+        self.fills += 1;
         Ok(())
     }
 

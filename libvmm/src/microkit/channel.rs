@@ -132,6 +132,17 @@ impl Child {
         Vcpu(BASE_VCPU_CAP + self.0 as u64)
     }
 
+    /// InjectIRQ into this vCPU's list register `index`, sent with the PD's
+    /// next wait (NBSendRecv to the VCPU) when nothing else is held, else
+    /// at once: one system call fewer per injection. The kernel's answer is
+    /// lost, so only for an LR the guest cannot hold: one the VMM left empty
+    /// or saw EOIed (maintenance), where InjectIRQ is never refused. Other
+    /// VCPU invocations on LRs must call [`perform_held`](super::perform_held) first.
+    pub fn inject_irq_deferred(self, virq: u16, priority: u8, group: u8, index: u8) {
+        let word = crate::sel4::inject_irq_word(virq, priority, group, index);
+        super::runtime::defer_inject(self.vcpu().0, word);
+    }
+
     /// TCB of the child PD with this id.
     pub const fn pd_tcb(self) -> Tcb {
         Tcb(BASE_TCB_CAP + self.0 as u64)

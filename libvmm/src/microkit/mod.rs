@@ -9,7 +9,7 @@ mod symbols;
 
 pub use channel::{Channel, ChannelSet, Child};
 pub use handler::{Event, Handler};
-pub use runtime::{notify, run};
+pub use runtime::{notify, perform_held, run};
 pub use symbols::{
     microkit_ioports, microkit_irqs, microkit_name, microkit_notifications, microkit_passive,
     microkit_pps,

@@ -109,7 +109,12 @@ impl Vcpu {
     /// Corresponds to `seL4_ARM_VCPU_InjectIRQ`: writes list register
     /// `index` with a pending `virq`. The kernel sets EOI maintenance on it.
     pub fn inject_irq(self, virq: u16, priority: u8, group: u8, index: u8) -> Result<(), Error> {
-        invoke(self.0, label::ARM_VCPU_INJECT_IRQ, &[inject_irq_word(virq, priority, group, index)])
+        self.inject_irq_word(inject_irq_word(virq, priority, group, index))
+    }
+
+    /// `seL4_ARM_VCPU_InjectIRQ` with its message word already encoded.
+    pub fn inject_irq_word(self, word: u64) -> Result<(), Error> {
+        invoke(self.0, label::ARM_VCPU_INJECT_IRQ, &[word])
     }
 
     /// Corresponds to `seL4_ARM_VCPU_ReadRegs`.

@@ -11,7 +11,9 @@ pub mod syscall;
 pub mod user_context;
 
 pub use fault::Fault;
-pub use invocation::{ArmSmc, Endpoint, IrqHandler, Notification, Tcb, Vcpu, VcpuReg};
+pub use invocation::{
+    inject_irq_word, ArmSmc, Endpoint, IrqHandler, Notification, Tcb, Vcpu, VcpuReg,
+};
 pub use message::{Error, MessageInfo};
 pub use syscall::Cptr;
 pub use user_context::UserContext;

@@ -35,6 +35,19 @@ pub trait Hypervisor {
         group: u8,
         index: u8,
     ) -> Result<(), Error>;
+    /// [`Hypervisor::inject_irq`] into an LR the guest cannot hold (empty, or
+    /// EOIed), which the kernel never refuses: it may go out with the VMM's
+    /// next wait. Calls that follow it on the LRs see it done.
+    fn inject_irq_deferred(
+        &mut self,
+        vcpu: usize,
+        virq: u16,
+        priority: u8,
+        group: u8,
+        index: u8,
+    ) -> Result<(), Error> {
+        self.inject_irq(vcpu, virq, priority, group, index)
+    }
     /// Unmasks virtual PPI `irq` (27) for the vCPU.
     fn ack_vppi(&mut self, vcpu: usize, irq: u64) -> Result<(), Error>;
     /// Re-enables a physical IRQ delivered on `channel`.
@@ -123,7 +136,21 @@ impl Hypervisor for Sel4 {
         group: u8,
         index: u8,
     ) -> Result<(), Error> {
+        // A held injection goes first: this one may be to the same LR.
+        crate::microkit::perform_held();
         child(vcpu).vcpu().inject_irq(virq, priority, group, index)
+    }
+
+    fn inject_irq_deferred(
+        &mut self,
+        vcpu: usize,
+        virq: u16,
+        priority: u8,
+        group: u8,
+        index: u8,
+    ) -> Result<(), Error> {
+        child(vcpu).inject_irq_deferred(virq, priority, group, index);
+        Ok(())
     }
 
     fn ack_vppi(&mut self, vcpu: usize, irq: u64) -> Result<(), Error> {

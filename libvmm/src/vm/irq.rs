@@ -25,6 +25,21 @@ impl<H: Hypervisor> ListRegisters for Lrs<'_, H> {
             Err(_) => Err(InjectError::Failed),
         }
     }
+
+    fn fill(
+        &mut self,
+        vcpu: usize,
+        index: usize,
+        virq: u16,
+        priority: u8,
+        group: u8,
+    ) -> Result<(), InjectError> {
+        match self.0.inject_irq_deferred(vcpu, virq, priority, group, index as u8) {
+            Ok(()) => Ok(()),
+            Err(Error::DeleteFirst) => Err(InjectError::Busy),
+            Err(_) => Err(InjectError::Failed),
+        }
+    }
 }
 
 impl<'a, H: Hypervisor, D: Devices> Vm<'a, H, D> {

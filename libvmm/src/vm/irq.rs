@@ -19,11 +19,7 @@ impl<H: Hypervisor> ListRegisters for Lrs<'_, H> {
         priority: u8,
         group: u8,
     ) -> Result<(), InjectError> {
-        match self.0.inject_irq(vcpu, virq, priority, group, index as u8) {
-            Ok(()) => Ok(()),
-            Err(Error::DeleteFirst) => Err(InjectError::Busy),
-            Err(_) => Err(InjectError::Failed),
-        }
+        lr_result(self.0.inject_irq(vcpu, virq, priority, group, index as u8))
     }
 
     fn fill(
@@ -34,11 +30,17 @@ impl<H: Hypervisor> ListRegisters for Lrs<'_, H> {
         priority: u8,
         group: u8,
     ) -> Result<(), InjectError> {
-        match self.0.inject_irq_deferred(vcpu, virq, priority, group, index as u8) {
-            Ok(()) => Ok(()),
-            Err(Error::DeleteFirst) => Err(InjectError::Busy),
-            Err(_) => Err(InjectError::Failed),
-        }
+        lr_result(self.0.inject_irq_deferred(vcpu, virq, priority, group, index as u8))
+    }
+}
+
+/// An InjectIRQ's answer as the vGIC takes it: `DeleteFirst` (the LR is
+/// active) is `Busy`, anything else `Failed`.
+fn lr_result(answer: Result<(), Error>) -> Result<(), InjectError> {
+    match answer {
+        Ok(()) => Ok(()),
+        Err(Error::DeleteFirst) => Err(InjectError::Busy),
+        Err(_) => Err(InjectError::Failed),
     }
 }
 
